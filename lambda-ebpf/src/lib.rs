@@ -1,0 +1,74 @@
+//! The λ-NIC lambda SDK.
+//!
+//! - [`wire`]: the λ header, the one definition shared by lambdas and userspace.
+//! - [`request`]: parse a λ request out of a frame and reply to it in place, with the bounds
+//!   checks the kernel verifier wants and correct IP/UDP lengths and checksums.
+//! - [`frame`]: the small trait the request code runs over (the XDP context in a lambda, a byte
+//!   buffer in host tests).
+//! - `xdp` (only when built for BPF): the XDP glue and [`serve`](xdp::serve), a lambda's entry.
+//! - [`seed!`]: default map contents shipped inside the object and loaded at attach time.
+#![no_std]
+
+pub mod frame;
+pub mod request;
+pub mod wire;
+#[cfg(target_arch = "bpf")]
+pub mod xdp;
+
+pub use request::{LambdaMatch, MAX_BODY, Request, Verdict};
+pub use wire::{LambdaHeader, Status};
+
+#[cfg(target_arch = "bpf")]
+pub use aya_ebpf;
+
+/// The prefix of the ELF sections that carry seed records; the rest of the name is the map's.
+pub const SEED_SECTION_PREFIX: &str = ".lnic.seed.";
+
+/// One default map entry, as laid out in a seed section: the key bytes, then the value bytes.
+#[repr(C)]
+pub struct SeedRecord<K, V> {
+    pub key: K,
+    pub value: V,
+}
+
+impl<K, V> SeedRecord<K, V> {
+    /// Builds a record, refusing at compile time a key/value pair that would need padding
+    /// (the loader splits the section into records of exactly key size + value size bytes).
+    pub const fn new(key: K, value: V) -> Self {
+        assert!(
+            core::mem::size_of::<SeedRecord<K, V>>()
+                == core::mem::size_of::<K>() + core::mem::size_of::<V>(),
+            "seed record needs padding: make the value's alignment divide the key size"
+        );
+        SeedRecord { key, value }
+    }
+}
+
+/// Ships a default entry for `map` inside the lambda object: the loader inserts it when it
+/// creates the map (not when it reuses a pinned one, so runtime changes survive reattaching).
+///
+/// ```ignore
+/// seed!(OBJECTS, INDEX_SEED: ObjectName => ObjectBody = (ObjectName::new(b"index.html"), BODY));
+/// ```
+#[macro_export]
+macro_rules! seed {
+    ($map:ident, $name:ident : $key_ty:ty => $value_ty:ty = ($key:expr, $value:expr)) => {
+        #[unsafe(link_section = concat!(".lnic.seed.", stringify!($map)))]
+        #[used]
+        static $name: $crate::SeedRecord<$key_ty, $value_ty> =
+            $crate::SeedRecord::new($key, $value);
+    };
+}
+
+/// Copies `text` into a zero-padded array at compile time (for map keys and seed values).
+/// Fails to compile when `text` does not fit.
+pub const fn padded<const N: usize>(text: &[u8]) -> [u8; N] {
+    assert!(text.len() <= N, "text does not fit the array");
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < text.len() {
+        out[i] = text[i];
+        i += 1;
+    }
+    out
+}

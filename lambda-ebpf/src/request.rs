@@ -1,0 +1,428 @@
+//! A λ request parsed out of an Ethernet frame, and the in-place reply that turns it into its
+//! response.
+//!
+//! Everything here is `#[inline(always)]` and written so the kernel verifier can follow it: every
+//! packet access is preceded by a comparison against `data_end`, loops have constant trip counts,
+//! and packet offsets are kept as small bounded integers rather than pointers, because pointers
+//! do not survive `bpf_xdp_adjust_tail`.
+
+use crate::frame::{CSUM_CHUNK, Frame, HelperError, csum_replace, fold, read_at, write_at};
+use crate::wire::{HEADER_LEN, LambdaHeader, Status};
+
+const ETH_LEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPV4_MIN_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const IPPROTO_UDP: u8 = 17;
+const UDP_LEN: usize = 8;
+/// Hop limit / TTL written into every response.
+const REPLY_TTL: u8 = 64;
+
+/// The largest response body a reply writes: what fits one 1500-byte-MTU datagram over IPv6
+/// (1500 − 40 IPv6 − 8 UDP − 24 λ header), so a reply never needs IP fragmentation.
+pub const MAX_BODY: usize = 1428;
+
+/// Upper bound on the number of [`CSUM_CHUNK`]-byte blocks in one UDP datagram we checksum.
+const MAX_CSUM_CHUNKS: usize = (UDP_LEN + HEADER_LEN + MAX_BODY) / CSUM_CHUNK + 1;
+
+/// Whether the IPv4 header of `ihl` bytes at `ip` sums to all ones. `None`: truncated.
+#[inline(always)]
+fn ipv4_header_checksum_ok(ip: usize, ihl: usize, end: usize) -> Option<bool> {
+    // SAFETY: `read_at` checks against `end`.
+    let fixed: [u32; 5] = unsafe { read_at(ip, end)? };
+    let mut sum = 0u64;
+    for word in fixed {
+        sum += u64::from(word);
+    }
+    // Options: at most 40 bytes, in 4-byte words.
+    for i in 0..10 {
+        let at = IPV4_MIN_LEN + 4 * i;
+        if at >= ihl {
+            break;
+        }
+        // SAFETY: `read_at` checks against `end`.
+        sum += u64::from(unsafe { read_at::<u32>(ip + at, end)? });
+    }
+    Some(fold(sum) == 0xffff)
+}
+
+/// Which lambda ids this lambda answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LambdaMatch {
+    /// Every lambda id on the served port.
+    Any,
+    /// Only this lambda id.
+    Id(u32),
+}
+
+impl LambdaMatch {
+    #[inline(always)]
+    fn accepts(self, id: u32) -> bool {
+        match self {
+            LambdaMatch::Any => true,
+            LambdaMatch::Id(want) => want == id,
+        }
+    }
+}
+
+/// The IP version a request came in over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpVersion {
+    V4,
+    V6,
+}
+
+/// What the XDP hook should do with the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The packet was turned into the response: send it back out (`XDP_TX`).
+    Reply,
+    /// Not ours: hand it to the host stack untouched (`XDP_PASS`).
+    Pass,
+    /// Drop it silently (`XDP_DROP`).
+    Drop,
+    /// The program failed half-way and the packet is no longer trustworthy (`XDP_ABORTED`,
+    /// visible through the `xdp:xdp_exception` tracepoint).
+    Aborted,
+}
+
+impl Verdict {
+    /// The `XDP_*` action value.
+    #[inline(always)]
+    pub const fn xdp_action(self) -> u32 {
+        match self {
+            Verdict::Aborted => 0,
+            Verdict::Drop => 1,
+            Verdict::Pass => 2,
+            Verdict::Reply => 3,
+        }
+    }
+}
+
+/// Why a body read failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// `offset` lies past the end of the body.
+    OutOfRange,
+    /// The kernel helper refused the copy.
+    Helper(HelperError),
+}
+
+/// A parsed λ request: where its parts lie in the frame and the header fields a handler needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    ip: IpVersion,
+    /// Offset of the UDP header from the start of the frame (14 + IP header length).
+    udp_offset: usize,
+    /// Body length, from the UDP length field (Ethernet padding is not body).
+    body_len: usize,
+    lambda_id: u32,
+    request_id: u64,
+    frag_index: u16,
+    frag_count: u16,
+}
+
+impl Request {
+    /// Parses `frame` as a λ request to UDP port `port` for a lambda id `lambda` accepts.
+    ///
+    /// Returns `None` for anything that is not such a request — other protocols, other ports,
+    /// IPv4 fragments, IPv6 extension headers, truncated packets, wrong magic or version, and λ
+    /// *responses* (answering those could make two lambdas ping-pong forever). Those packets
+    /// must pass to the host stack untouched.
+    #[inline(always)]
+    pub fn parse<F: Frame>(frame: &F, port: u16, lambda: LambdaMatch) -> Option<Request> {
+        let data = frame.data();
+        let end = frame.data_end();
+        // SAFETY (all reads below): `read_at` checks each access against `end`.
+        let ethertype = u16::from_be(unsafe { read_at::<u16>(data + 12, end)? });
+        let (ip, udp_offset) = match ethertype {
+            ETH_P_IPV4 => {
+                let ip = data + ETH_LEN;
+                let version_ihl: u8 = unsafe { read_at(ip, end)? };
+                if version_ihl >> 4 != 4 {
+                    return None;
+                }
+                let ihl = usize::from(version_ihl & 0x0f) * 4;
+                if ihl < IPV4_MIN_LEN {
+                    return None;
+                }
+                let frag = u16::from_be(unsafe { read_at::<u16>(ip + 6, end)? });
+                // MF set or a non-zero fragment offset: only whole datagrams are requests.
+                if frag & 0x3fff != 0 {
+                    return None;
+                }
+                let proto: u8 = unsafe { read_at(ip + 9, end)? };
+                if proto != IPPROTO_UDP {
+                    return None;
+                }
+                // XDP runs before the stack checks anything: a header with a bad checksum is
+                // left to the stack to drop (and count) rather than answered.
+                if !ipv4_header_checksum_ok(ip, ihl, end)? {
+                    return None;
+                }
+                (IpVersion::V4, ETH_LEN + ihl)
+            }
+            ETH_P_IPV6 => {
+                let ip = data + ETH_LEN;
+                let version: u8 = unsafe { read_at(ip, end)? };
+                if version >> 4 != 6 {
+                    return None;
+                }
+                let next_header: u8 = unsafe { read_at(ip + 6, end)? };
+                if next_header != IPPROTO_UDP {
+                    return None;
+                }
+                (IpVersion::V6, ETH_LEN + IPV6_LEN)
+            }
+            _ => return None,
+        };
+        let udp = data + udp_offset;
+        let dest_port = u16::from_be(unsafe { read_at::<u16>(udp + 2, end)? });
+        if dest_port != port {
+            return None;
+        }
+        // Read the λ header before validating the UDP length against `end`: the other order lets
+        // the compiler drop the header's own bounds check as implied, and the kernel verifier,
+        // which does not relate the two, then rejects the header read.
+        let header: LambdaHeader = unsafe { read_at(udp + UDP_LEN, end)? };
+        if !header.is_valid() || header.is_response() || !lambda.accepts(header.lambda_id()) {
+            return None;
+        }
+        let udp_len = usize::from(u16::from_be(unsafe { read_at::<u16>(udp + 4, end)? }));
+        if udp_len < UDP_LEN + HEADER_LEN || udp + udp_len > end {
+            return None;
+        }
+        Some(Request {
+            ip,
+            udp_offset,
+            body_len: udp_len - UDP_LEN - HEADER_LEN,
+            lambda_id: header.lambda_id(),
+            request_id: header.request_id(),
+            frag_index: header.frag_index(),
+            frag_count: header.frag_count(),
+        })
+    }
+
+    #[inline(always)]
+    pub fn ip_version(&self) -> IpVersion {
+        self.ip
+    }
+    #[inline(always)]
+    pub fn lambda_id(&self) -> u32 {
+        self.lambda_id
+    }
+    #[inline(always)]
+    pub fn request_id(&self) -> u64 {
+        self.request_id
+    }
+    #[inline(always)]
+    pub fn frag_index(&self) -> u16 {
+        self.frag_index
+    }
+    #[inline(always)]
+    pub fn frag_count(&self) -> u16 {
+        self.frag_count
+    }
+    /// Length of the request body in bytes.
+    #[inline(always)]
+    pub fn body_len(&self) -> usize {
+        self.body_len
+    }
+    /// Offset of the body from the start of the frame.
+    #[inline(always)]
+    pub fn body_offset(&self) -> usize {
+        self.udp_offset + UDP_LEN + HEADER_LEN
+    }
+
+    /// Copies body bytes starting at `offset` into `dst`, as many as fit and exist, and returns
+    /// how many were copied (0 when `offset` is exactly the body length).
+    #[inline(always)]
+    pub fn read_body<F: Frame>(
+        &self,
+        frame: &F,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<usize, BodyError> {
+        if offset > self.body_len {
+            return Err(BodyError::OutOfRange);
+        }
+        let available = self.body_len - offset;
+        let n = if dst.len() < available {
+            dst.len()
+        } else {
+            available
+        };
+        let Some(dst) = dst.get_mut(..n) else {
+            return Err(BodyError::OutOfRange);
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        frame
+            .load_bytes((self.body_offset() + offset) as u32, dst)
+            .map_err(BodyError::Helper)?;
+        Ok(n)
+    }
+
+    /// Turns the request into its response in place and returns [`Verdict::Reply`].
+    ///
+    /// Swaps MAC and IP addresses and UDP ports, resets TTL/hop limit, sets RESPONSE and
+    /// `status` in the λ header (ids and fragment fields are kept), makes `body` the new body
+    /// (growing or shrinking the packet with `bpf_xdp_adjust_tail`, dropping any Ethernet
+    /// padding), fixes the IP and UDP lengths, updates the IPv4 header checksum and computes a
+    /// full UDP checksum.
+    ///
+    /// A body longer than [`MAX_BODY`], or one the driver has no tailroom for, is answered with
+    /// `TOO_LARGE` and an empty body instead. If the packet cannot be rewritten at all the result
+    /// is [`Verdict::Aborted`].
+    #[inline(always)]
+    pub fn reply<F: Frame>(&self, frame: &mut F, status: Status, body: &[u8]) -> Verdict {
+        let (status, body) = self.resize_for(frame, status, body);
+        match self.rewrite(frame, status, body) {
+            Some(()) => Verdict::Reply,
+            None => Verdict::Aborted,
+        }
+    }
+
+    /// Resizes the packet so the body is exactly `body.len()` bytes, falling back to an empty
+    /// `TOO_LARGE` response when it cannot grow that far.
+    #[inline(always)]
+    fn resize_for<'b, F: Frame>(
+        &self,
+        frame: &mut F,
+        status: Status,
+        body: &'b [u8],
+    ) -> (Status, &'b [u8]) {
+        if body.len() <= MAX_BODY && self.resize_body(frame, body.len()).is_ok() {
+            return (status, body);
+        }
+        // Shrinking to the headers always fits: the request already had them.
+        let _ = self.resize_body(frame, 0);
+        (Status::TooLarge, &[])
+    }
+
+    #[inline(always)]
+    fn resize_body<F: Frame>(&self, frame: &mut F, body_len: usize) -> Result<(), HelperError> {
+        let current = (frame.data_end() - frame.data()) as i64;
+        let wanted = (self.body_offset() + body_len) as i64;
+        let delta = wanted - current;
+        if delta == 0 {
+            return Ok(());
+        }
+        frame.adjust_tail(delta as i32)
+    }
+
+    /// Writes body and headers of the response; the packet already has the final size.
+    #[inline(always)]
+    fn rewrite<F: Frame>(&self, frame: &mut F, status: Status, body: &[u8]) -> Option<()> {
+        let body_len = body.len();
+        if body_len > 0 && body_len <= MAX_BODY {
+            frame.store_bytes(self.body_offset() as u32, body).ok()?;
+        }
+        let data = frame.data();
+        let end = frame.data_end();
+        let udp_len = (UDP_LEN + HEADER_LEN + body_len) as u16;
+        // SAFETY (all packet accesses below): `read_at`/`write_at` check against `end`.
+        unsafe {
+            // Ethernet: swap destination and source MAC.
+            let macs: [[u8; 6]; 2] = read_at(data, end)?;
+            write_at(data, end, [macs[1], macs[0]])?;
+
+            let ip = data + ETH_LEN;
+            match self.ip {
+                IpVersion::V4 => {
+                    let addrs: [[u8; 4]; 2] = read_at(ip + 12, end)?;
+                    write_at(ip + 12, end, [addrs[1], addrs[0]])?;
+                    let check: u16 = read_at(ip + 10, end)?;
+                    let old_len: u16 = read_at(ip + 2, end)?;
+                    let new_len = ((self.udp_offset - ETH_LEN) as u16 + udp_len).to_be();
+                    let old_ttl_proto: u16 = read_at(ip + 8, end)?;
+                    let new_ttl_proto = u16::from_ne_bytes([REPLY_TTL, IPPROTO_UDP]);
+                    let check = csum_replace(check, old_len, new_len);
+                    let check = csum_replace(check, old_ttl_proto, new_ttl_proto);
+                    write_at(ip + 2, end, new_len)?;
+                    write_at(ip + 8, end, new_ttl_proto)?;
+                    write_at(ip + 10, end, check)?;
+                }
+                IpVersion::V6 => {
+                    let addrs: [[u8; 16]; 2] = read_at(ip + 8, end)?;
+                    write_at(ip + 8, end, [addrs[1], addrs[0]])?;
+                    write_at(ip + 4, end, udp_len.to_be())?;
+                    write_at(ip + 7, end, REPLY_TTL)?;
+                }
+            }
+
+            let udp = data + self.udp_offset;
+            let ports: [u16; 2] = read_at(udp, end)?;
+            write_at(udp, end, [ports[1], ports[0], udp_len.to_be(), 0])?;
+            let mut header: LambdaHeader = read_at(udp + UDP_LEN, end)?;
+            header.make_response(status);
+            write_at(udp + UDP_LEN, end, header)?;
+        }
+        let check = self.udp_checksum(frame, udp_len)?;
+        // SAFETY: checked against `data_end` by `write_at`.
+        unsafe { write_at(frame.data() + self.udp_offset + 6, frame.data_end(), check) }
+    }
+
+    /// The UDP checksum over the pseudo-header and the whole datagram (whose checksum field is
+    /// zero), in memory byte order, ready to store.
+    #[inline(always)]
+    fn udp_checksum<F: Frame>(&self, frame: &F, udp_len: u16) -> Option<u16> {
+        let data = frame.data();
+        let end = frame.data_end();
+        let ip = data + ETH_LEN;
+        // Pseudo-header: both addresses (their order does not change the sum), protocol, length.
+        let mut sum = u64::from(u16::from_ne_bytes([0, IPPROTO_UDP])) + u64::from(udp_len.to_be());
+        // SAFETY: `read_at` checks against `end`.
+        unsafe {
+            match self.ip {
+                IpVersion::V4 => {
+                    let addrs: [u32; 2] = read_at(ip + 12, end)?;
+                    sum += u64::from(addrs[0]) + u64::from(addrs[1]);
+                }
+                IpVersion::V6 => {
+                    let addrs: [u64; 4] = read_at(ip + 8, end)?;
+                    for word in addrs {
+                        sum += (word & 0xffff_ffff) + (word >> 32);
+                    }
+                }
+            }
+        }
+        // The datagram: whole chunks through the helper, then words, then the odd byte. Every
+        // loop has a constant bound so the verifier sees it terminate.
+        let mut at = data + self.udp_offset;
+        for _ in 0..MAX_CSUM_CHUNKS {
+            if at + CSUM_CHUNK > end {
+                break;
+            }
+            sum += u64::from(frame.csum_partial(at, CSUM_CHUNK as u32).ok()?);
+            at += CSUM_CHUNK;
+        }
+        for _ in 0..CSUM_CHUNK / 4 {
+            // SAFETY: `read_at` checks against `end`.
+            let Some(word) = (unsafe { read_at::<u32>(at, end) }) else {
+                break;
+            };
+            sum += u64::from(word);
+            at += 4;
+        }
+        // SAFETY: `read_at` checks against `end`.
+        if let Some(half) = unsafe { read_at::<u16>(at, end) } {
+            sum += u64::from(half);
+        }
+        if udp_len % 2 == 1 {
+            // The odd last byte goes through the helper: a direct one-byte read needs an
+            // `at + 1 > end` check, which the compiler rewrites into `at >= end`, a form the
+            // kernel verifier draws no packet range from.
+            let mut byte = [0u8; 1];
+            let offset = (self.udp_offset + usize::from(udp_len) - 1) as u32;
+            frame.load_bytes(offset, &mut byte).ok()?;
+            sum += u64::from(u16::from_ne_bytes([byte[0], 0]));
+        }
+        let check = !fold(sum);
+        // A computed zero is sent as all ones: zero means "no checksum" in UDP over IPv4 and is
+        // forbidden over IPv6.
+        Some(if check == 0 { 0xffff } else { check })
+    }
+}

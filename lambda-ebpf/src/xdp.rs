@@ -1,0 +1,133 @@
+//! The glue between the XDP hook and the SDK: [`Frame`] over the XDP context, the attach-time
+//! configuration, and [`serve`], which is all a lambda's entry point needs to call.
+
+use aya_ebpf::helpers::generated::{
+    bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+};
+use aya_ebpf::programs::XdpContext;
+
+use crate::frame::{Frame, HelperError};
+use crate::request::{LambdaMatch, Request, Verdict};
+
+// Attach-time configuration. These live in `.rodata`; the loader overwrites them before the
+// program is loaded (`EbpfLoader::set_global`), and the kernel then treats them as constants.
+// They are read volatile so the compiler cannot fold the defaults into the code.
+
+/// The UDP port this lambda serves.
+#[unsafe(no_mangle)]
+static LNIC_PORT: u16 = crate::wire::DEFAULT_PORT;
+/// The λ lambda id this lambda answers when `LNIC_MATCH_ANY_ID` is 0.
+#[unsafe(no_mangle)]
+static LNIC_LAMBDA_ID: u32 = 0;
+/// 1: answer every lambda id on the port; 0: only `LNIC_LAMBDA_ID`.
+#[unsafe(no_mangle)]
+static LNIC_MATCH_ANY_ID: u8 = 1;
+
+/// The UDP port this lambda was attached to serve.
+#[inline(always)]
+pub fn served_port() -> u16 {
+    // SAFETY: reading a static.
+    unsafe { core::ptr::read_volatile(&raw const LNIC_PORT) }
+}
+
+/// The lambda ids this lambda was attached to answer.
+#[inline(always)]
+pub fn lambda_match() -> LambdaMatch {
+    // SAFETY: reading statics.
+    let any = unsafe { core::ptr::read_volatile(&raw const LNIC_MATCH_ANY_ID) };
+    if any != 0 {
+        LambdaMatch::Any
+    } else {
+        LambdaMatch::Id(unsafe { core::ptr::read_volatile(&raw const LNIC_LAMBDA_ID) })
+    }
+}
+
+/// [`Frame`] over the XDP context.
+pub struct XdpFrame<'a> {
+    ctx: &'a XdpContext,
+}
+
+impl<'a> XdpFrame<'a> {
+    #[inline(always)]
+    pub fn new(ctx: &'a XdpContext) -> Self {
+        XdpFrame { ctx }
+    }
+}
+
+#[inline(always)]
+fn check(ret: i64) -> Result<(), HelperError> {
+    if ret < 0 {
+        Err(HelperError(ret))
+    } else {
+        Ok(())
+    }
+}
+
+impl Frame for XdpFrame<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.ctx.data()
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.ctx.data_end()
+    }
+    #[inline(always)]
+    fn adjust_tail(&mut self, delta: i32) -> Result<(), HelperError> {
+        // SAFETY: a kernel helper on our own context.
+        check(unsafe { bpf_xdp_adjust_tail(self.ctx.ctx, delta) })
+    }
+    #[inline(always)]
+    fn load_bytes(&self, offset: u32, dst: &mut [u8]) -> Result<(), HelperError> {
+        // SAFETY: the helper writes at most `dst.len()` bytes into `dst`.
+        check(unsafe {
+            bpf_xdp_load_bytes(
+                self.ctx.ctx,
+                offset,
+                dst.as_mut_ptr().cast(),
+                dst.len() as u32,
+            )
+        })
+    }
+    #[inline(always)]
+    fn store_bytes(&mut self, offset: u32, src: &[u8]) -> Result<(), HelperError> {
+        // SAFETY: the helper reads `src.len()` bytes from `src` (it does not write through it).
+        check(unsafe {
+            bpf_xdp_store_bytes(
+                self.ctx.ctx,
+                offset,
+                src.as_ptr() as *mut _,
+                src.len() as u32,
+            )
+        })
+    }
+    #[inline(always)]
+    fn csum_partial(&self, addr: usize, len: u32) -> Result<u32, HelperError> {
+        // SAFETY: the caller proved `addr..addr + len` inside the packet; `from` is empty.
+        let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, addr as *mut _, len, 0) };
+        check(sum)?;
+        Ok(sum as u32)
+    }
+}
+
+/// Runs `handler` for each λ request addressed to this lambda; passes everything else.
+///
+/// A lambda's whole entry point is usually one call:
+///
+/// ```ignore
+/// #[xdp]
+/// pub fn my_lambda(ctx: XdpContext) -> u32 {
+///     lambda_ebpf::xdp::serve(&ctx, |frame, request| request.reply(frame, Status::Ok, b"hi"))
+/// }
+/// ```
+#[inline(always)]
+pub fn serve<H>(ctx: &XdpContext, handler: H) -> u32
+where
+    H: FnOnce(&mut XdpFrame<'_>, &Request) -> Verdict,
+{
+    let mut frame = XdpFrame::new(ctx);
+    match Request::parse(&frame, served_port(), lambda_match()) {
+        Some(request) => handler(&mut frame, &request).xdp_action(),
+        None => Verdict::Pass.xdp_action(),
+    }
+}
