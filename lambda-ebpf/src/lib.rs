@@ -9,6 +9,9 @@
 //! - [`seed!`]: default map contents shipped inside the object and loaded at attach time.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod frame;
 pub mod request;
 pub mod wire;

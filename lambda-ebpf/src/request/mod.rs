@@ -426,3 +426,6 @@ impl Request {
         Some(if check == 0 { 0xffff } else { check })
     }
 }
+
+#[cfg(test)]
+mod tests;
