@@ -21,6 +21,9 @@ pub trait Frame {
     /// Grows (`delta > 0`) or shrinks the packet at its tail (`bpf_xdp_adjust_tail`). Invalidates
     /// every address obtained before the call.
     fn adjust_tail(&mut self, delta: i32) -> Result<(), HelperError>;
+    /// Moves the start of the packet: `delta < 0` prepends `-delta` bytes of headroom to the
+    /// packet (`bpf_xdp_adjust_head`). Invalidates every address obtained before the call.
+    fn adjust_head(&mut self, delta: i32) -> Result<(), HelperError>;
     /// Copies `dst.len()` bytes from packet offset `offset` (`bpf_xdp_load_bytes`).
     fn load_bytes(&self, offset: u32, dst: &mut [u8]) -> Result<(), HelperError>;
     /// Copies `src` into the packet at `offset` (`bpf_xdp_store_bytes`).

@@ -2,7 +2,8 @@
 //! configuration, and [`serve`], which is all a lambda's entry point needs to call.
 
 use aya_ebpf::helpers::generated::{
-    bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    bpf_xdp_store_bytes,
 };
 use aya_ebpf::programs::XdpContext;
 
@@ -76,6 +77,11 @@ impl Frame for XdpFrame<'_> {
     fn adjust_tail(&mut self, delta: i32) -> Result<(), HelperError> {
         // SAFETY: a kernel helper on our own context.
         check(unsafe { bpf_xdp_adjust_tail(self.ctx.ctx, delta) })
+    }
+    #[inline(always)]
+    fn adjust_head(&mut self, delta: i32) -> Result<(), HelperError> {
+        // SAFETY: a kernel helper on our own context.
+        check(unsafe { bpf_xdp_adjust_head(self.ctx.ctx, delta) })
     }
     #[inline(always)]
     fn load_bytes(&self, offset: u32, dst: &mut [u8]) -> Result<(), HelperError> {

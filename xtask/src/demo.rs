@@ -8,12 +8,24 @@ use anyhow::{Context, Result, bail};
 
 /// Two namespaces joined by a veth pair, deleted on drop (also on error).
 struct Namespaces {
+    lambdactl: PathBuf,
     server: String,
     client: String,
+    server_if: String,
+    client_if: String,
 }
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
+        // Pins live in the host's bpffs: detach before the interfaces disappear.
+        for (ns, dev) in [
+            (&self.server, &self.server_if),
+            (&self.client, &self.client_if),
+        ] {
+            let _ = Command::new(&self.lambdactl)
+                .args(["-n", ns, "detach", "--iface", dev])
+                .output();
+        }
         for ns in [&self.server, &self.client] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
@@ -55,17 +67,24 @@ pub fn run(root: &Path, count: u32, mode: &str) -> Result<()> {
              (it needs CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_BPF)"
         );
     }
-    let lambdactl = build_lambdactl(root)?;
+    let lambdactl_path = build_lambdactl(root)?;
     let object = super::lambdas_dir(root).join("static-server.o");
-    let lambdactl = lambdactl.to_str().context("non-UTF-8 path")?;
+    let lambdactl = lambdactl_path
+        .to_str()
+        .context("non-UTF-8 path")?
+        .to_owned();
+    let lambdactl = lambdactl.as_str();
     let object = object.to_str().context("non-UTF-8 path")?;
 
     let pid = std::process::id();
     let ns = Namespaces {
+        lambdactl: lambdactl_path.clone(),
         server: format!("lnic-demo-{pid}-s"),
         client: format!("lnic-demo-{pid}-c"),
+        server_if: format!("lds{pid}"),
+        client_if: format!("ldc{pid}"),
     };
-    let (server_if, client_if) = (format!("lds{pid}"), format!("ldc{pid}"));
+    let (server_if, client_if) = (ns.server_if.clone(), ns.client_if.clone());
     println!(
         "==> creating namespaces {} and {} joined by a veth pair",
         ns.server, ns.client
@@ -87,11 +106,14 @@ pub fn run(root: &Path, count: u32, mode: &str) -> Result<()> {
         sh("ip", &["-n", netns, "link", "set", dev, "up"])?;
     }
     if mode == "drv" {
-        // Native XDP_TX on veth delivers into the peer's NAPI, which GRO switches on.
+        // Native-mode XDP_TX on a veth delivers into the peer's XDP receive queue, which exists
+        // only while the peer has an XDP program: give it the static-server on an unused port
+        // (it passes everything else).
         sh(
-            "ip",
+            lambdactl,
             &[
-                "netns", "exec", &ns.client, "ethtool", "-K", &client_if, "gro", "on",
+                "-n", &ns.client, "attach", object, "--iface", &client_if, "--mode", "drv",
+                "--port", "1",
             ],
         )?;
     }

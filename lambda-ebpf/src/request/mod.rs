@@ -23,6 +23,9 @@ const REPLY_TTL: u8 = 64;
 /// (1500 − 40 IPv6 − 8 UDP − 24 λ header), so a reply never needs IP fragmentation.
 pub const MAX_BODY: usize = 1428;
 
+/// The longest header stack in front of a body: Ethernet, IPv4 with 40 bytes of options, UDP, λ.
+const MAX_HEADERS_LEN: usize = ETH_LEN + 60 + UDP_LEN + HEADER_LEN;
+
 /// Upper bound on the number of [`CSUM_CHUNK`]-byte blocks in one UDP datagram we checksum.
 const MAX_CSUM_CHUNKS: usize = (UDP_LEN + HEADER_LEN + MAX_BODY) / CSUM_CHUNK + 1;
 
@@ -143,7 +146,12 @@ impl Request {
                 if version_ihl >> 4 != 4 {
                     return None;
                 }
-                let ihl = usize::from(version_ihl & 0x0f) * 4;
+                // Re-read the byte for the header length: derived from the byte checked above,
+                // the compiler folds the version into the arithmetic and the verifier then
+                // bounds the length by 252 instead of 60.
+                // SAFETY: `ip` was bounds-checked by the read above.
+                let ihl_byte = unsafe { core::ptr::read_volatile(ip as *const u8) };
+                let ihl = usize::from(ihl_byte & 0x0f) * 4;
                 if ihl < IPV4_MIN_LEN {
                     return None;
                 }
@@ -310,7 +318,29 @@ impl Request {
         if delta == 0 {
             return Ok(());
         }
-        frame.adjust_tail(delta as i32)
+        match frame.adjust_tail(delta as i32) {
+            Ok(()) => Ok(()),
+            Err(error) if delta < 0 => Err(error),
+            // Some drivers hand XDP a frame sized to fit, with no tailroom (veth in native mode
+            // does); the headroom XDP guarantees (256 bytes) can still grow the packet.
+            Err(_) => self.grow_at_head(frame, delta as i32),
+        }
+    }
+
+    /// Grows the packet by `delta` bytes at its start and moves the headers to the new start,
+    /// so the body area behind them is `delta` bytes longer.
+    #[inline(always)]
+    fn grow_at_head<F: Frame>(&self, frame: &mut F, delta: i32) -> Result<(), HelperError> {
+        // Zeroed as words: a byte array would be cleared by a 106-iteration byte loop.
+        let mut words = [0u64; MAX_HEADERS_LEN.div_ceil(8)];
+        // SAFETY: the u64 array covers at least MAX_HEADERS_LEN initialised bytes.
+        let saved: &mut [u8; MAX_HEADERS_LEN] = unsafe { &mut *words.as_mut_ptr().cast() };
+        let Some(headers) = saved.get_mut(..self.body_offset()) else {
+            return Err(HelperError(-22));
+        };
+        frame.load_bytes(0, headers)?;
+        frame.adjust_head(-delta)?;
+        frame.store_bytes(0, headers)
     }
 
     /// Writes body and headers of the response; the packet already has the final size.

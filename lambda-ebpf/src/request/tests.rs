@@ -13,15 +13,19 @@ struct BufFrame {
     len: usize,
 }
 
+/// The headroom XDP guarantees.
 const HEADROOM: usize = 256;
 
 impl BufFrame {
     fn new(packet: &[u8], tailroom: usize) -> BufFrame {
-        let mut buf = vec![0xAA; HEADROOM + packet.len() + tailroom];
-        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        BufFrame::with_room(packet, HEADROOM, tailroom)
+    }
+    fn with_room(packet: &[u8], headroom: usize, tailroom: usize) -> BufFrame {
+        let mut buf = vec![0xAA; headroom + packet.len() + tailroom];
+        buf[headroom..headroom + packet.len()].copy_from_slice(packet);
         BufFrame {
             buf,
-            start: HEADROOM,
+            start: headroom,
             len: packet.len(),
         }
     }
@@ -42,6 +46,16 @@ impl Frame for BufFrame {
         if new_len < ETH_LEN as i64 || self.start + new_len as usize > self.buf.len() {
             return Err(HelperError(-22));
         }
+        self.len = new_len as usize;
+        Ok(())
+    }
+    fn adjust_head(&mut self, delta: i32) -> Result<(), HelperError> {
+        let new_start = self.start as i64 + i64::from(delta);
+        let new_len = self.len as i64 - i64::from(delta);
+        if new_start < 0 || new_len < ETH_LEN as i64 {
+            return Err(HelperError(-22));
+        }
+        self.start = new_start as usize;
         self.len = new_len as usize;
         Ok(())
     }
@@ -305,12 +319,37 @@ fn too_large_or_no_tailroom_becomes_an_empty_too_large() {
     );
     assert_valid_ipv4_response(frame.bytes(), b"", Status::TooLarge, 20);
 
-    let mut cramped = BufFrame::new(&packet, 16);
+    let mut cramped = BufFrame::with_room(&packet, 64, 16);
     assert_eq!(
         request.reply(&mut cramped, Status::Ok, &[1; 100]),
         Verdict::Reply
     );
     assert_valid_ipv4_response(cramped.bytes(), b"", Status::TooLarge, 20);
+}
+
+#[test]
+fn without_tailroom_the_reply_grows_into_the_headroom() {
+    let body = [0x42; 200];
+    for packet in [
+        ipv4_packet_with(
+            9000,
+            &udp_payload(7, 0xfeed_beef, b"index.html"),
+            &[1, 1, 1, 0],
+            0,
+        ),
+        ipv4_packet(9000, &udp_payload(7, 0xfeed_beef, b"index.html")),
+    ] {
+        let ihl = usize::from(packet[14] & 0x0f) * 4;
+        let request = parse(&packet).unwrap();
+        let mut frame = BufFrame::new(&packet, 0);
+        assert_eq!(request.reply(&mut frame, Status::Ok, &body), Verdict::Reply);
+        assert_valid_ipv4_response(frame.bytes(), &body, Status::Ok, ihl);
+        assert_eq!(
+            frame.start,
+            HEADROOM - (body.len() - 10),
+            "grew at the head"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,752 @@
+//! `lambdactl`: the λ-NIC command-line tool. A thin layer over the `loader` crate.
+
+use std::{
+    fs::{self, File},
+    io,
+    net::{SocketAddr, ToSocketAddrs as _, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lambda_ebpf::wire::{self, HEADER_LEN, LambdaHeader, Status};
+use loader::frames::{FrameError, UdpFrame};
+use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
+
+/// Exit status when at least one request got no valid response (timeout or refused).
+const EXIT_UNANSWERED: u8 = 3;
+/// Exit status when every request was answered but at least one status was not OK.
+const EXIT_NOT_OK: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "lambdactl",
+    version,
+    about = "λ-NIC: attach eBPF lambdas to interfaces, invoke them, test-run them",
+    long_about = "λ-NIC: attach eBPF lambdas to interfaces, invoke them, test-run them.\n\n\
+        A lambda is an eBPF ELF object with an XDP program that answers UDP λ requests in place \
+        (XDP_TX). `attach` loads it and pins it under bpffs so it keeps running after lambdactl \
+        exits; `detach` removes it. attach, detach and test-run need root (CAP_BPF + \
+        CAP_NET_ADMIN, or CAP_SYS_ADMIN).",
+    after_help = "Environment:\n  LNIC_BPFFS       bpffs mount point for pins (default /sys/fs/bpf; mounted if it is not bpffs)\n  LNIC_STATE_DIR   directory for attachment records (default /run/lnic)"
+)]
+struct Cli {
+    /// Run inside the network namespace NAME (the one `ip netns add NAME` made, /run/netns/NAME).
+    ///
+    /// Only the network namespace is entered: the mount namespace, and with it the bpffs that
+    /// holds the pins, stays shared. (Do not wrap lambdactl in `ip netns exec`, which gives a
+    /// private /sys and loses the pins.)
+    #[arg(short = 'n', long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a lambda object and attach its XDP program to an interface.
+    ///
+    /// The link and the maps are pinned under <bpffs>/lnic/<netns-inode>/<iface>/ so the lambda
+    /// stays attached after lambdactl exits. Maps that are already pinned there are reused (their
+    /// contents kept); new maps get the object's seed records.
+    Attach(AttachArgs),
+    /// Detach the lambda from an interface and remove its pins and record.
+    Detach {
+        /// The interface to clear.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+    /// List the lambdas attached in this network namespace, checked against the kernel.
+    Ls {
+        /// Print JSON (one array of records with a `liveness` field) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send λ requests over UDP and print the answers.
+    #[command(
+        after_help = "Exit status:\n  0  every request got a response with status OK\n  1  the requests could not be sent (bad address, socket error, …)\n  2  bad command line\n  3  at least one request got no response (timeout, or ICMP port unreachable)\n  4  every request was answered, but at least one status was not OK"
+    )]
+    Invoke(InvokeArgs),
+    /// Run a lambda once (or N times) on a packet with BPF_PROG_TEST_RUN, without attaching it.
+    ///
+    /// The program is loaded with the given port and lambda id, its maps get the object's seed
+    /// records, and the kernel runs it on the packet. Prints the XDP action, the time per run,
+    /// the output packet, and the decoded λ response if there is one.
+    TestRun(TestRunArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Native (driver) mode, falling back to generic mode if the driver refuses.
+    Auto,
+    /// Native (driver) mode only.
+    Drv,
+    /// Generic (skb) mode only; works on every interface.
+    Skb,
+}
+
+#[derive(Args)]
+struct LambdaArgs {
+    /// UDP port the lambda serves.
+    #[arg(long, default_value_t = wire::DEFAULT_PORT, value_name = "N")]
+    port: u16,
+    /// Answer only this lambda id (default: answer any lambda id).
+    #[arg(long, value_name = "ID")]
+    lambda_id: Option<u32>,
+}
+
+impl LambdaArgs {
+    fn params(&self) -> LambdaParams {
+        LambdaParams {
+            port: self.port,
+            lambda_id: self.lambda_id,
+        }
+    }
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    /// The lambda object (an eBPF ELF file, e.g. target/lambdas/static-server.o).
+    object: PathBuf,
+    /// The interface to attach to.
+    #[arg(long, value_name = "IF")]
+    iface: String,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: ModeArg,
+    #[command(flatten)]
+    lambda: LambdaArgs,
+    /// On verifier rejection, print the kernel's whole log instead of its last lines.
+    #[arg(long)]
+    full_verifier_log: bool,
+}
+
+#[derive(Args)]
+struct InvokeArgs {
+    /// Where the lambda is served: IPv4 `10.0.0.1:9000`, IPv6 `[fd00::1]:9000`, or `host:port`.
+    target: String,
+    /// The lambda id to put in the request header.
+    #[arg(long, value_name = "ID")]
+    lambda: u32,
+    /// Request body, as text.
+    #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
+    body: Option<String>,
+    /// Request body, read from a file.
+    #[arg(long, value_name = "F")]
+    body_file: Option<PathBuf>,
+    /// Send N requests one after the other and print round-trip statistics.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+    /// How long to wait for each response, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct TestRunArgs {
+    /// The lambda object.
+    object: PathBuf,
+    /// The input packet: a raw Ethernet frame, as bytes.
+    #[arg(long, value_name = "F", required_unless_present = "request_body")]
+    packet_file: Option<PathBuf>,
+    /// Instead of --packet-file: build an Ethernet/IPv4/UDP λ request with this body
+    /// (10.0.0.2:40000 → 10.0.0.1:PORT, lambda id from --lambda-id or 1).
+    #[arg(long, value_name = "TEXT", conflicts_with = "packet_file")]
+    request_body: Option<String>,
+    /// Run the program N times, each on the original packet; shows the kernel-measured mean and
+    /// minimum time per run.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u32,
+    #[command(flatten)]
+    lambda: LambdaArgs,
+    /// On verifier rejection, print the kernel's whole log instead of its last lines.
+    #[arg(long)]
+    full_verifier_log: bool,
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`lambdactl ls | head`) instead of panicking in println!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let full_log = match &cli.command {
+        Command::Attach(a) => a.full_verifier_log,
+        Command::TestRun(t) => t.full_verifier_log,
+        _ => false,
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(log) = err
+                .downcast_ref::<KernelError>()
+                .and_then(|k| k.verifier_log())
+            {
+                let KernelError::VerifierRejected { program, .. } =
+                    err.downcast_ref::<KernelError>().expect("checked")
+                else {
+                    unreachable!()
+                };
+                eprintln!("lambdactl: error: kernel verifier rejected program `{program}`");
+                if full_log {
+                    eprintln!("{}", log.full().trim_end());
+                } else {
+                    eprintln!("{log}");
+                    eprintln!("(last lines of the verifier log; --full-verifier-log prints all)");
+                }
+            } else {
+                eprintln!("lambdactl: error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(name) = &cli.netns {
+        enter_netns(name)?;
+    }
+    match cli.command {
+        Command::Attach(args) => attach(args),
+        Command::Detach { iface } => detach(&iface),
+        Command::Ls { json } => ls(json),
+        Command::Invoke(args) => invoke(args),
+        Command::TestRun(args) => test_run(args),
+    }
+}
+
+/// Enters the network namespace `/run/netns/NAME` (network only, unlike `ip netns exec`).
+fn enter_netns(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!("invalid network namespace name `{name}`");
+    }
+    let path = Path::new("/run/netns").join(name);
+    let file = File::open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => anyhow!(
+            "no such network namespace `{name}` ({} does not exist; see `ip netns list`)",
+            path.display()
+        ),
+        _ => anyhow!("cannot open {}: {e}", path.display()),
+    })?;
+    // SAFETY: a valid fd; CLONE_NEWNET only switches this thread's network namespace, and we
+    // are still single-threaded.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::EPERM)) {
+            bail!(
+                "cannot enter network namespace `{name}`: permission denied (needs CAP_SYS_ADMIN; run as root)"
+            );
+        }
+        bail!("cannot enter network namespace `{name}`: {e}");
+    }
+    Ok(())
+}
+
+fn attach(args: AttachArgs) -> Result<ExitCode> {
+    let host = Host::from_env()?;
+    let mode = match args.mode {
+        ModeArg::Auto => AttachMode::Auto,
+        ModeArg::Drv => AttachMode::Drv,
+        ModeArg::Skb => AttachMode::Skb,
+    };
+    let attached = host.attach(&args.object, &args.iface, mode, &args.lambda.params())?;
+    for note in &attached.notes {
+        println!("note: {note}");
+    }
+    if let Some(reason) = &attached.drv_fallback {
+        println!("note: native (drv) mode failed, using generic (skb) mode: {reason}");
+    }
+    let r = &attached.record;
+    println!(
+        "attached {} ({}) to {} (ifindex {}) in {} mode",
+        r.lambda, r.program, r.iface, r.ifindex, r.mode
+    );
+    println!("  program id {}, link id {}", r.program_id, r.link_id);
+    println!(
+        "  serves UDP port {}, lambda id {}",
+        r.port,
+        lambda_id_text(r.lambda_id)
+    );
+    println!("  link pinned at {}", r.link_pin.display());
+    for m in &r.maps {
+        let state = if m.reused {
+            "reused, contents kept".to_owned()
+        } else if m.seeded > 0 {
+            format!("new, seeded {} record{}", m.seeded, plural(m.seeded))
+        } else {
+            "new".to_owned()
+        };
+        println!(
+            "  map {} ({}) pinned at {} ({state})",
+            m.name,
+            m.map_type,
+            m.pin.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn detach(iface: &str) -> Result<ExitCode> {
+    let host = Host::from_env()?;
+    let detached = host.detach(iface)?;
+    match &detached.record {
+        Some(r) => println!(
+            "detached {} (program id {}) from {}",
+            r.lambda, r.program_id, detached.iface
+        ),
+        None => println!(
+            "detached from {} (there was no record, only pins)",
+            detached.iface
+        ),
+    }
+    for path in &detached.removed {
+        println!("  removed {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls(json: bool) -> Result<ExitCode> {
+    let host = Host::from_env()?;
+    let listed = host.list()?;
+    if json {
+        let items: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|l| {
+                let mut v = serde_json::to_value(&l.record).expect("record serializes");
+                let (state, detail) = match &l.liveness {
+                    Liveness::Live { .. } => ("live", None),
+                    Liveness::Replaced { program_id } => (
+                        "replaced",
+                        Some(format!("link now runs program {program_id}")),
+                    ),
+                    Liveness::Stale { reason } => ("stale", Some(reason.clone())),
+                    Liveness::Unknown { reason } => ("unknown", Some(reason.clone())),
+                };
+                v["liveness"] = serde_json::json!({ "state": state, "detail": detail });
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if listed.is_empty() {
+        println!("no lambdas attached in this network namespace");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 8]> = listed
+        .iter()
+        .map(|l| {
+            let r = &l.record;
+            let maps: Vec<&str> = r.maps.iter().map(|m| m.name.as_str()).collect();
+            [
+                r.iface.clone(),
+                r.mode.to_string(),
+                r.program_id.to_string(),
+                r.lambda.clone(),
+                r.port.to_string(),
+                lambda_id_text(r.lambda_id),
+                if maps.is_empty() {
+                    "-".into()
+                } else {
+                    maps.join(",")
+                },
+                match &l.liveness {
+                    Liveness::Live { .. } => "live".into(),
+                    Liveness::Replaced { program_id } => format!("replaced (prog {program_id})"),
+                    Liveness::Stale { reason } => format!("STALE: {reason}"),
+                    Liveness::Unknown { reason } => format!("unknown: {reason}"),
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "IFACE", "MODE", "PROG", "LAMBDA", "PORT", "ID", "MAPS", "STATE",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let print = |cells: &[String]| {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    };
+    print(&header.map(String::from));
+    for row in &rows {
+        print(row);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lambda_id_text(id: Option<u32>) -> String {
+    id.map(|i| i.to_string()).unwrap_or_else(|| "any".into())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 8 {
+        // getrandom cannot really fail here; fall back to the clock.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.as_nanos() as u64 ^ u64::from(std::process::id());
+    }
+    u64::from_ne_bytes(buf)
+}
+
+/// What came back for one request.
+enum Answer {
+    Response {
+        header: LambdaHeader,
+        body: Vec<u8>,
+        rtt: Duration,
+    },
+    Timeout,
+    Refused,
+}
+
+fn invoke(args: InvokeArgs) -> Result<ExitCode> {
+    let addr: SocketAddr = args
+        .target
+        .to_socket_addrs()
+        .with_context(|| {
+            format!(
+                "bad target `{}` (want ADDR:PORT, e.g. 10.0.0.1:9000 or [fd00::1]:9000)",
+                args.target
+            )
+        })?
+        .next()
+        .ok_or_else(|| anyhow!("`{}` resolves to no address", args.target))?;
+    let body = match (&args.body, &args.body_file) {
+        (Some(text), _) => text.as_bytes().to_vec(),
+        (None, Some(path)) => {
+            fs::read(path).with_context(|| format!("cannot read body file {}", path.display()))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let socket = UdpSocket::bind(bind).context("cannot open a UDP socket")?;
+    socket
+        .connect(addr)
+        .with_context(|| format!("cannot reach {addr}"))?;
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+
+    let mut rtts = Vec::new();
+    let (mut unanswered, mut not_ok, mut ignored) = (0u32, 0u32, 0u32);
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..args.count {
+        let request_id = random_u64();
+        let mut datagram = LambdaHeader::request(args.lambda, request_id)
+            .as_bytes()
+            .to_vec();
+        datagram.extend_from_slice(&body);
+        let (answer, skipped) = exchange(&socket, &datagram, request_id, timeout, &mut buf)
+            .with_context(|| format!("request to {addr} failed"))?;
+        ignored += skipped;
+        match answer {
+            Answer::Response { header, body, rtt } => {
+                rtts.push(rtt);
+                let ok = header.status() == Some(Status::Ok);
+                if !ok {
+                    not_ok += 1;
+                }
+                if args.count == 1 {
+                    println!(
+                        "{} from {addr} in {} µs ({} byte body)",
+                        status_text(&header),
+                        rtt.as_micros(),
+                        body.len()
+                    );
+                    print_body(&body);
+                }
+            }
+            Answer::Timeout => {
+                unanswered += 1;
+                if args.count == 1 {
+                    println!("no response from {addr} within {} ms", timeout.as_millis());
+                }
+            }
+            Answer::Refused => {
+                unanswered += 1;
+                if args.count == 1 {
+                    println!(
+                        "refused: {addr} answered with ICMP port unreachable (no lambda took the request, and nothing listens there)"
+                    );
+                }
+            }
+        }
+    }
+    if args.count > 1 {
+        println!(
+            "{} requests to {addr}: {} answered ({} not OK), {} unanswered, {} other datagrams ignored",
+            args.count,
+            rtts.len(),
+            not_ok,
+            unanswered,
+            ignored
+        );
+        if !rtts.is_empty() {
+            rtts.sort();
+            let pct = |p: f64| {
+                let i = ((rtts.len() as f64 - 1.0) * p).round() as usize;
+                rtts[i].as_secs_f64() * 1e6
+            };
+            println!(
+                "round trip µs: min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+                pct(0.0),
+                pct(0.5),
+                pct(0.9),
+                pct(0.99),
+                pct(1.0)
+            );
+        }
+    } else if ignored > 0 {
+        println!("({ignored} unrelated datagrams ignored)");
+    }
+    Ok(if unanswered > 0 {
+        ExitCode::from(EXIT_UNANSWERED)
+    } else if not_ok > 0 {
+        ExitCode::from(EXIT_NOT_OK)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Sends one request and waits for the response with its request id. Returns the answer and
+/// how many other datagrams were skipped.
+fn exchange(
+    socket: &UdpSocket,
+    datagram: &[u8],
+    request_id: u64,
+    timeout: Duration,
+    buf: &mut [u8],
+) -> io::Result<(Answer, u32)> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    socket.send(datagram)?;
+    let mut ignored = 0;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok((Answer::Timeout, ignored));
+        }
+        socket.set_read_timeout(Some(deadline - now))?;
+        match socket.recv(buf) {
+            Ok(n) => {
+                let rtt = start.elapsed();
+                match LambdaHeader::decode(&buf[..n]) {
+                    Ok(h) if h.request_id() == request_id && h.is_response() => {
+                        return Ok((
+                            Answer::Response {
+                                header: h,
+                                body: buf[HEADER_LEN..n].to_vec(),
+                                rtt,
+                            },
+                            ignored,
+                        ));
+                    }
+                    _ => ignored += 1,
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok((Answer::Timeout, ignored));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Ok((Answer::Refused, ignored));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn status_text(h: &LambdaHeader) -> String {
+    match h.status() {
+        Some(s) => s.name().to_owned(),
+        None => format!("status {} (unknown)", h.status_raw()),
+    }
+}
+
+fn print_body(body: &[u8]) {
+    if body.is_empty() {
+        return;
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+        Err(_) => print!("{}", hexdump(body)),
+    }
+}
+
+fn hexdump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:04x}  {:<47}  |{ascii}|\n",
+            i * 16,
+            hex.join(" ")
+        ));
+    }
+    out
+}
+
+fn test_run(args: TestRunArgs) -> Result<ExitCode> {
+    let bytes =
+        fs::read(&args.object).with_context(|| format!("cannot read {}", args.object.display()))?;
+    let name = args.object.display().to_string();
+    let params = args.lambda.params();
+    let packet = match (&args.packet_file, &args.request_body) {
+        (Some(path), _) => {
+            fs::read(path).with_context(|| format!("cannot read packet file {}", path.display()))?
+        }
+        (None, Some(body)) => {
+            build_request_frame(params.port, params.lambda_id.unwrap_or(1), body.as_bytes())?
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let outcome = loader::test_run(&bytes, &name, &packet, args.repeat, &params)?;
+    for note in &outcome.notes {
+        println!("note: {note}");
+    }
+    println!("program: {}", outcome.program);
+    for (map, n) in &outcome.seeded {
+        println!("seeded:  {map} ({n} record{})", plural(*n));
+    }
+    println!("action:  {}", outcome.action);
+    if outcome.repeat > 1 {
+        println!(
+            "time:    {} ns/run mean, {} ns min (kernel-measured, {} runs on the original packet)",
+            outcome.ns_per_run, outcome.ns_min, outcome.repeat
+        );
+    } else {
+        println!(
+            "time:    {} ns (kernel-measured, one cold run; --repeat N averages)",
+            outcome.ns_per_run
+        );
+    }
+    println!(
+        "output packet ({} bytes{}):",
+        outcome.packet_out.len(),
+        if outcome.packet_out == packet {
+            ", unchanged"
+        } else {
+            ""
+        }
+    );
+    print!("{}", hexdump(&outcome.packet_out));
+    match UdpFrame::decode(&outcome.packet_out) {
+        Ok(udp) => match LambdaHeader::decode(&udp.payload) {
+            Ok(h) => {
+                println!(
+                    "λ {}: UDP {} → {} (checksums OK), lambda {}, request {:#018x}, fragment {}/{}, status {}",
+                    if h.is_response() {
+                        "response"
+                    } else {
+                        "request"
+                    },
+                    udp.src,
+                    udp.dst,
+                    h.lambda_id(),
+                    h.request_id(),
+                    h.frag_index(),
+                    h.frag_count(),
+                    status_text(&h)
+                );
+                let body = &udp.payload[HEADER_LEN..];
+                println!("body ({} bytes):", body.len());
+                print_body(body);
+            }
+            Err(e) => println!("UDP {} → {}: not a λ datagram ({e})", udp.src, udp.dst),
+        },
+        Err(FrameError::NotUdp { .. }) => {}
+        Err(e) => println!("output is not a valid UDP frame: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An Ethernet/IPv4/UDP frame carrying a λ request: 10.0.0.2:40000 → 10.0.0.1:`port`, with
+/// correct IPv4 and UDP checksums.
+fn build_request_frame(port: u16, lambda_id: u32, body: &[u8]) -> Result<Vec<u8>> {
+    let mut payload = LambdaHeader::request(lambda_id, 0x0102_0304_0506_0708)
+        .as_bytes()
+        .to_vec();
+    payload.extend_from_slice(body);
+    let frame = UdpFrame {
+        src_mac: [0x02, 0, 0, 0, 0, 0x02],
+        dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+        src: SocketAddr::from(([10, 0, 0, 2], 40000)),
+        dst: SocketAddr::from(([10, 0, 0, 1], port)),
+        payload,
+    };
+    Ok(frame.encode()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_request_frame_parses_back() {
+        let frame = build_request_frame(9000, 7, b"index.html").unwrap();
+        let udp = UdpFrame::decode(&frame).unwrap();
+        assert_eq!(udp.dst, "10.0.0.1:9000".parse().unwrap());
+        assert_eq!(udp.src, "10.0.0.2:40000".parse().unwrap());
+        let h = LambdaHeader::decode(&udp.payload).unwrap();
+        assert_eq!(h.lambda_id(), 7);
+        assert_eq!(&udp.payload[HEADER_LEN..], b"index.html");
+    }
+
+    #[test]
+    fn hexdump_has_offsets_and_ascii() {
+        let dump = hexdump(b"ABCDEFGHIJKLMNOPQ");
+        assert_eq!(dump.lines().count(), 2);
+        assert!(dump.starts_with("0000  41 42"));
+        assert!(dump.lines().nth(1).unwrap().starts_with("0010  51"));
+        assert!(dump.contains("|ABCDEFGHIJKLMNOP|"));
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}
