@@ -12,8 +12,8 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarge
 pub const EM_BPF: u16 = 247;
 /// Size of one eBPF instruction.
 pub const INSN_SIZE: u64 = 8;
-/// Name prefix of the sections that carry seed records for a map.
-pub const SEED_SECTION_PREFIX: &str = ".lnic.seed.";
+/// Name prefix of the sections that carry seed records for a map (defined by the SDK's `seed!`).
+pub use lambda_ebpf::SEED_SECTION_PREFIX;
 /// The first five `u32`s of a legacy `bpf_map_def` (type, key, value, max entries, flags).
 pub const LEGACY_MAP_DEF_MIN: u64 = 20;
 

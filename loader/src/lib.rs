@@ -9,5 +9,5 @@ pub mod kernel;
 pub use image::{ImageError, LambdaImage};
 pub use kernel::{
     AttachMode, Attached, AttachmentRecord, Detached, Host, KernelError, LambdaParams, Listed,
-    Liveness, ModeUsed, PinnedMap, TestRunOutcome, VerifierLog, XdpAction, test_run,
+    Liveness, ModeUsed, PinnedMap, TestRunOutcome, TestRunner, VerifierLog, XdpAction, test_run,
 };
