@@ -317,3 +317,35 @@ fn bad_input_gets_clear_errors() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn echo_edits_the_body_in_place_and_answers_with_it() {
+    if !kernel_tests_enabled("echo_edits_the_body_in_place_and_answers_with_it") {
+        return;
+    }
+    let bytes = std::fs::read(lambda_object("echo")).unwrap();
+    let runner = TestRunner::load(&bytes, "echo", &any_lambda(9000)).unwrap();
+    let long: Vec<u8> = (0..300).map(|i| b"abcdefghij"[i % 10]).collect();
+    for (client, server) in [
+        ("10.1.0.2:40000", "10.1.0.1:9000"),
+        ("[fd01::2]:40000", "[fd01::1]:9000"),
+    ] {
+        for body in [&b""[..], b"x", b"Mixed Case 123", &long[..]] {
+            let outcome = runner
+                .run(&request_frame(client, server, 2, body), 1)
+                .unwrap();
+            assert_eq!(outcome.action, XdpAction::Tx);
+            let reply = UdpFrame::decode(&outcome.packet_out).expect("valid lengths and checksums");
+            let header = LambdaHeader::decode(&reply.payload).unwrap();
+            assert_eq!(header.status(), Some(Status::Ok));
+            let mut expected = body.to_vec();
+            let shouted = expected.len().min(64);
+            expected[..shouted].make_ascii_uppercase();
+            assert_eq!(
+                &reply.payload[HEADER_LEN..],
+                expected.as_slice(),
+                "{server}"
+            );
+        }
+    }
+}

@@ -273,6 +273,42 @@ impl Request {
         Ok(n)
     }
 
+    /// Overwrites body bytes starting at `offset` with `src`, inside the current body (a body
+    /// never grows here: use [`Request::reply`] for a new body). Returns how many bytes were
+    /// written: all of `src`, or `OutOfRange` when it does not fit.
+    #[inline(always)]
+    pub fn write_body<F: Frame>(
+        &self,
+        frame: &mut F,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<usize, BodyError> {
+        if offset > self.body_len || src.len() > self.body_len - offset {
+            return Err(BodyError::OutOfRange);
+        }
+        if src.is_empty() {
+            return Ok(0);
+        }
+        frame
+            .store_bytes((self.body_offset() + offset) as u32, src)
+            .map_err(BodyError::Helper)?;
+        Ok(src.len())
+    }
+
+    /// Turns the request into its response keeping the body that is in the packet now (as
+    /// edited with [`Request::write_body`]): an echo costs no copy. Lengths and checksums are
+    /// fixed as in [`Request::reply`]; Ethernet padding is dropped.
+    #[inline(always)]
+    pub fn reply_in_place<F: Frame>(&self, frame: &mut F, status: Status) -> Verdict {
+        if self.body_len > MAX_BODY || self.resize_body(frame, self.body_len).is_err() {
+            return self.reply(frame, Status::TooLarge, &[]);
+        }
+        match self.rewrite_headers(frame, status, self.body_len) {
+            Some(()) => Verdict::Reply,
+            None => Verdict::Aborted,
+        }
+    }
+
     /// Turns the request into its response in place and returns [`Verdict::Reply`].
     ///
     /// Swaps MAC and IP addresses and UDP ports, resets TTL/hop limit, sets RESPONSE and
@@ -350,6 +386,18 @@ impl Request {
         if body_len > 0 && body_len <= MAX_BODY {
             frame.store_bytes(self.body_offset() as u32, body).ok()?;
         }
+        self.rewrite_headers(frame, status, body_len)
+    }
+
+    /// Turns the headers into the response's for a body of `body_len` bytes that is already in
+    /// place, and computes the checksums.
+    #[inline(always)]
+    fn rewrite_headers<F: Frame>(
+        &self,
+        frame: &mut F,
+        status: Status,
+        body_len: usize,
+    ) -> Option<()> {
         let data = frame.data();
         let end = frame.data_end();
         let udp_len = (UDP_LEN + HEADER_LEN + body_len) as u16;

@@ -353,6 +353,54 @@ fn without_tailroom_the_reply_grows_into_the_headroom() {
 }
 
 #[test]
+fn write_body_edits_in_place_and_reply_in_place_keeps_it() {
+    for packet in [
+        ipv4_packet(9000, &udp_payload(7, 0xfeed_beef, b"shout this")),
+        ipv6_packet(
+            9000,
+            IPPROTO_UDP,
+            &udp_payload(7, 0xfeed_beef, b"shout this"),
+        ),
+    ] {
+        let request = parse(&packet).unwrap();
+        let mut frame = BufFrame::new(&packet, 0);
+        let mut body = [0u8; 10];
+        assert_eq!(request.read_body(&frame, 0, &mut body), Ok(10));
+        body.make_ascii_uppercase();
+        assert_eq!(request.write_body(&mut frame, 0, &body), Ok(10));
+        assert_eq!(request.write_body(&mut frame, 9, b"!"), Ok(1));
+        assert_eq!(
+            request.write_body(&mut frame, 9, b"!!"),
+            Err(BodyError::OutOfRange)
+        );
+        assert_eq!(
+            request.write_body(&mut frame, 11, b""),
+            Err(BodyError::OutOfRange)
+        );
+        assert_eq!(
+            request.reply_in_place(&mut frame, Status::Ok),
+            Verdict::Reply
+        );
+        let out = frame.bytes();
+        if request.ip_version() == IpVersion::V4 {
+            assert_valid_ipv4_response(out, b"SHOUT THI!", Status::Ok, 20);
+        } else {
+            assert_eq!(&out[out.len() - 10..], b"SHOUT THI!");
+        }
+    }
+    // Ethernet padding is not echoed.
+    let mut padded = ipv4_packet(9000, &udp_payload(7, 0xfeed_beef, b"hi"));
+    padded.extend_from_slice(&[0; 10]);
+    let request = parse(&padded).unwrap();
+    let mut frame = BufFrame::new(&padded, 0);
+    assert_eq!(
+        request.reply_in_place(&mut frame, Status::Ok),
+        Verdict::Reply
+    );
+    assert_valid_ipv4_response(frame.bytes(), b"hi", Status::Ok, 20);
+}
+
+#[test]
 fn non_requests_are_not_parsed() {
     let payload = udp_payload(7, 1, b"index.html");
     let good = ipv4_packet(9000, &payload);
