@@ -1,8 +1,9 @@
-//! Project automation: `cargo xtask build-ebpf | test | demo`.
+//! Project automation: `cargo xtask build-ebpf | test | demo | bench`.
 //!
 //! The eBPF lambdas need a toolchain setup the host crates do not (rust-src, `-Z build-std`,
 //! bpf-linker built against the toolchain's own libLLVM); this is the one place that knows it.
 
+mod bench;
 mod demo;
 mod toolchain;
 
@@ -37,6 +38,32 @@ enum Task {
         #[arg(long, default_value = "drv")]
         mode: String,
     },
+    /// Reproducible figures, with the machine and commit that produced them (root).
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// The spine's figures side by side: static-server round trip in skb and drv mode,
+    /// BPF_PROG_TEST_RUN ns/run of static-server, pong and baseline-raw-pong (the SDK's
+    /// overhead), and program sizes. Writes target/bench/spine-<commit>.json too.
+    Spine {
+        /// Round-trip requests per mode, spread over --rounds.
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+        /// Round-trip rounds; the modes are interleaved and medians reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// BPF_PROG_TEST_RUN runs per program per round.
+        #[arg(long, default_value_t = 100_000)]
+        repeat: u32,
+        /// BPF_PROG_TEST_RUN rounds; the programs are interleaved and medians reported.
+        #[arg(long, default_value_t = 5)]
+        test_run_rounds: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -50,6 +77,26 @@ fn main() -> Result<()> {
         Task::Demo { count, mode } => {
             build_ebpf(&root)?;
             demo::run(&root, count, &mode)?;
+        }
+        Task::Bench {
+            suite:
+                BenchSuite::Spine {
+                    count,
+                    rounds,
+                    repeat,
+                    test_run_rounds,
+                },
+        } => {
+            // Fail on a missing root before spending time on builds.
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench::SpineOptions {
+                count,
+                rounds,
+                repeat,
+                test_run_rounds,
+            };
+            bench::spine(&root, &options)?;
         }
     }
     Ok(())

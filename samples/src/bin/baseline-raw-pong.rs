@@ -32,18 +32,16 @@ mod lambda {
     ///
     /// # Safety
     /// `at + size_of::<T>()` must have been checked against `data_end`. Packet memory has no
-    /// alignment guarantee: like C's `struct iphdr *` idiom this emits plain (possibly
-    /// unaligned) loads, which the verifier accepts on architectures with efficient unaligned
-    /// access (x86-64, arm64) — the code a hand-written XDP program compiles to.
+    /// alignment guarantee, so the read is unaligned (as the SDK's are: a fair comparison).
     #[inline(always)]
     unsafe fn load<T: Copy>(at: usize) -> T {
-        unsafe { *(at as *const T) }
+        unsafe { core::ptr::read_unaligned(at as *const T) }
     }
 
     /// Writes a `T` at packet address `at`; the same contract as [`load`].
     #[inline(always)]
     unsafe fn store<T>(at: usize, value: T) {
-        unsafe { *(at as *mut T) = value }
+        unsafe { core::ptr::write_unaligned(at as *mut T, value) }
     }
 
     /// RFC 1624 incremental update of a ones'-complement checksum for one 16-bit word.
