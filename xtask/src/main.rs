@@ -7,8 +7,9 @@ mod bench;
 mod demo;
 mod toolchain;
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -194,10 +195,65 @@ fn test(root: &Path) -> Result<()> {
         &["clippy", "--all-targets", "--", "-D", "warnings"],
         "cargo clippy",
     )?;
-    // One test thread per test binary would serialise the netns tests needlessly; they use
-    // unique namespace names, so the default parallelism is safe.
-    run_cargo(root, &["test"], "cargo test")?;
+    // The netns tests use unique namespace and interface names, so the default parallelism
+    // is safe.
+    println!("==> cargo test");
+    let mut child = Command::new(cargo())
+        .current_dir(root)
+        .arg("test")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let mut totals = TestTotals::default();
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add_summary_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    // One closing line over every test binary: cargo's own last line is often a doc-test run
+    // of a crate without doc tests ("0 passed").
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
     Ok(())
+}
+
+/// Sums cargo's `test result:` lines.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Adds `test result: ok. 3 passed; 0 failed; 1 ignored; …`; ignores any other line.
+    fn add_summary_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn run_cargo(root: &Path, args: &[&str], what: &str) -> Result<()> {
@@ -215,4 +271,28 @@ fn run_cargo(root: &Path, args: &[&str], what: &str) -> Result<()> {
 
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn sums_cargo_test_summaries() {
+        let mut totals = TestTotals::default();
+        totals.add_summary_line(
+            "test result: ok. 14 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        );
+        totals.add_summary_line("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured");
+        totals.add_summary_line("running 5 tests");
+        totals.add_summary_line("test foo ... ok");
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 16,
+                failed: 3,
+                ignored: 1
+            }
+        );
+    }
 }
