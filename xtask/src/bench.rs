@@ -19,6 +19,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl, sh};
+
 /// What `cargo xtask bench spine` measures; see the module docs.
 pub struct SpineOptions {
     /// Requests per mode for the round trip, spread over `rounds`.
@@ -36,8 +38,6 @@ const PROGRAMS: [&str; 3] = ["static-server", "pong", "baseline-raw-pong"];
 const MODES: [&str; 2] = ["skb", "drv"];
 /// Requests sent on each fresh pair before measuring (ARP, caches, JIT-warm paths).
 const WARMUP: u32 = 200;
-const SERVER_ADDR: &str = "10.215.0.1";
-const CLIENT_ADDR: &str = "10.215.0.2";
 
 /// Refuses to start without root: everything here loads BPF programs, and the round trip makes
 /// network namespaces.
@@ -66,11 +66,7 @@ pub fn spine(root: &Path, opts: &SpineOptions) -> Result<()> {
             bail!("{} is missing after build-ebpf", object.display());
         }
     }
-    let bench = Bench {
-        lambdactl,
-        objects,
-        pid: std::process::id(),
-    };
+    let bench = Bench { lambdactl, objects };
 
     let header = Header::collect(root);
     println!("==> {}", header.line());
@@ -153,46 +149,9 @@ pub fn spine(root: &Path, opts: &SpineOptions) -> Result<()> {
     Ok(())
 }
 
-fn build_lambdactl(root: &Path) -> Result<PathBuf> {
-    println!("==> building lambdactl (release)");
-    let status = Command::new(super::cargo())
-        .current_dir(root)
-        .args(["build", "--release", "--quiet", "--package", "lambdactl"])
-        .status()
-        .context("building lambdactl")?;
-    if !status.success() {
-        bail!("building lambdactl failed ({status})");
-    }
-    Ok(root.join("target/release/lambdactl"))
-}
-
-/// Runs a command and returns its stdout; fails with its stderr.
-fn sh(program: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {} (is it installed?)", program.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} {} failed ({}): {}{}",
-            program.display(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    sh(Path::new("ip"), args)
-}
-
 struct Bench {
     lambdactl: PathBuf,
     objects: PathBuf,
-    pid: u32,
 }
 
 impl Bench {
@@ -206,20 +165,8 @@ impl Bench {
     }
 
     /// A fresh veth pair between two fresh namespaces; `tag` keeps names unique in this run.
-    fn pair(&self, tag: &str) -> Result<Pair> {
-        let pair = Pair {
-            lambdactl: self.lambdactl.clone(),
-            server: format!("lnic-bench-{}-{tag}-s", self.pid),
-            client: format!("lnic-bench-{}-{tag}-c", self.pid),
-            // "lb" + pid (≤ 7 digits) + tag (≤ 4) + s/c: at most 14 characters.
-            server_if: format!("lb{}{tag}s", self.pid),
-            client_if: format!("lb{}{tag}c", self.pid),
-            created: Vec::new(),
-        };
-        if pair.server_if.len() > 15 {
-            bail!("interface name {} is too long", pair.server_if);
-        }
-        pair.setup()
+    fn pair(&self, tag: &str) -> Result<VethPair> {
+        VethPair::create(&self.lambdactl, "bench", tag)
     }
 
     /// Median-free figures of one round: p50 and p99 of `count` invocations in `mode`.
@@ -227,33 +174,7 @@ impl Bench {
         let tag = format!("{}{round}", &mode[..1]);
         let pair = self.pair(&tag)?;
         let object = self.object("static-server")?;
-        if mode == "drv" {
-            // Native-mode XDP_TX on a veth delivers into the peer's XDP receive queue, which
-            // exists only while the peer has an XDP program: give the client the static-server
-            // on an unused port (it passes everything else), as the demo does.
-            self.lambdactl(&[
-                "-n",
-                &pair.client,
-                "attach",
-                &object,
-                "--iface",
-                &pair.client_if,
-                "--mode",
-                "drv",
-                "--port",
-                "1",
-            ])?;
-        }
-        self.lambdactl(&[
-            "-n",
-            &pair.server,
-            "attach",
-            &object,
-            "--iface",
-            &pair.server_if,
-            "--mode",
-            mode,
-        ])?;
+        pair.attach_server(&object, mode)?;
         let target = format!("{SERVER_ADDR}:9000");
         let invoke = |n: u32| {
             self.lambdactl(&[
@@ -366,66 +287,6 @@ fn parse_ns_per_run(out: &str) -> Option<u64> {
 }
 
 /// Two namespaces joined by a veth pair; torn down on drop (also on error or panic).
-struct Pair {
-    lambdactl: PathBuf,
-    server: String,
-    client: String,
-    server_if: String,
-    client_if: String,
-    /// Namespaces actually created, so drop deletes only ours.
-    created: Vec<String>,
-}
-
-impl Pair {
-    fn setup(mut self) -> Result<Pair> {
-        for ns in [self.server.clone(), self.client.clone()] {
-            ip(&["netns", "add", &ns])?;
-            self.created.push(ns);
-        }
-        ip(&[
-            "link",
-            "add",
-            &self.server_if,
-            "netns",
-            &self.server,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.client_if,
-            "netns",
-            &self.client,
-        ])?;
-        for (ns, dev, addr) in [
-            (&self.server, &self.server_if, SERVER_ADDR),
-            (&self.client, &self.client_if, CLIENT_ADDR),
-        ] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-        }
-        Ok(self)
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        // Pins live in the host's bpffs: detach before the interfaces disappear.
-        if self.created.len() == 2 {
-            for (ns, dev) in [
-                (&self.server, &self.server_if),
-                (&self.client, &self.client_if),
-            ] {
-                let _ = Command::new(&self.lambdactl)
-                    .args(["-n", ns, "detach", "--iface", dev])
-                    .output();
-            }
-        }
-        for ns in &self.created {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
 /// Which machine and commit produced the figures, and when.
 struct Header {
     commit: String,

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod netns;
 mod toolchain;
 
 use std::io::{BufRead as _, BufReader};
