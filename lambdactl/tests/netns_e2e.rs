@@ -221,8 +221,65 @@ fn serve_on_veth(mode: &str) {
     assert_eq!(header.status(), Some(Status::Ok));
     assert!(answer.len() > HEADER_LEN);
 
+    // Contents change at runtime, without redeploying: write the pinned map with bpftool.
+    let pin = entry["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "OBJECTS")
+        .expect("OBJECTS is pinned")["pin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+    let mut key = b"index.html".to_vec();
+    key.resize(64, 0);
+    let fresh = b"<p>changed at runtime</p>";
+    let mut value = (fresh.len() as u32).to_ne_bytes().to_vec();
+    value.extend_from_slice(fresh);
+    value.resize(4 + lambda_ebpf::MAX_BODY, 0);
+    let mut update = vec![
+        "map".to_owned(),
+        "update".into(),
+        "pinned".into(),
+        pin.clone(),
+    ];
+    update.push("key".into());
+    update.push("hex".into());
+    update.extend(hex(&key));
+    update.push("value".into());
+    update.push("hex".into());
+    update.extend(hex(&value));
+    run_ok(
+        "bpftool",
+        &update.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let changed = python_client(&pair, &pair.server_v4, "index.html", 5);
+    assert_eq!(
+        changed["bodies"]["<p>changed at runtime</p>"], 5,
+        "{changed}"
+    );
+    let mut delete = vec![
+        "map".to_owned(),
+        "delete".into(),
+        "pinned".into(),
+        pin,
+        "key".into(),
+    ];
+    delete.push("hex".into());
+    delete.extend(hex(&key));
+    run_ok(
+        "bpftool",
+        &delete.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let gone = python_client(&pair, &pair.server_v4, "index.html", 5);
+    assert_eq!(gone["statuses"]["1"], 5, "NOT_FOUND once deleted: {gone}");
+
     lambdactl_ok(&["-n", &pair.server_ns, "detach", "--iface", &pair.server_if]);
     assert!(!pair.server_xdp_attached(), "interface clean after detach");
+    let link_pin = std::path::Path::new(entry["link_pin"].as_str().unwrap());
+    assert!(!link_pin.exists(), "link pin removed");
+    assert!(!link_pin.parent().unwrap().exists(), "the attachment's pin directory removed");
     assert!(attached_entry(&pair).is_none(), "ls no longer lists it");
     // After detach, λ requests reach the stack: nothing answers them.
     let after = python_client(&pair, &pair.server_v4, "index.html", 3);
