@@ -279,7 +279,10 @@ fn serve_on_veth(mode: &str) {
     assert!(!pair.server_xdp_attached(), "interface clean after detach");
     let link_pin = std::path::Path::new(entry["link_pin"].as_str().unwrap());
     assert!(!link_pin.exists(), "link pin removed");
-    assert!(!link_pin.parent().unwrap().exists(), "the attachment's pin directory removed");
+    assert!(
+        !link_pin.parent().unwrap().exists(),
+        "the attachment's pin directory removed"
+    );
     assert!(attached_entry(&pair).is_none(), "ls no longer lists it");
     // After detach, λ requests reach the stack: nothing answers them.
     let after = python_client(&pair, &pair.server_v4, "index.html", 3);

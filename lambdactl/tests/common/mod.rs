@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::fs::File;
+use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,7 +19,10 @@ pub fn kernel_tests_enabled(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: CI=true but not running as root; kernel tests must run in CI");
     }
-    eprintln!(
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests, and a skip
+    // must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "skipping {test}: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) for XDP and netns"
     );
     false
