@@ -349,3 +349,28 @@ fn echo_edits_the_body_in_place_and_answers_with_it() {
         }
     }
 }
+
+#[test]
+fn a_verifier_rejection_names_the_rust_source_line() {
+    if !kernel_tests_enabled("a_verifier_rejection_names_the_rust_source_line") {
+        return;
+    }
+    let object = workspace_root().join("target/lambdas/rejected/unchecked-packet-read.o");
+    assert!(
+        object.is_file(),
+        "{} is missing: run `cargo xtask build-ebpf`",
+        object.display()
+    );
+    let err = stderr_of(&["test-run", object.to_str().unwrap(), "--request-body", "x"]);
+    assert!(err.contains("verifier rejected"), "{err}");
+    assert!(
+        err.contains("invalid access to packet"),
+        "the kernel's reason: {err}"
+    );
+    assert!(
+        err.contains(
+            "let first_byte = unsafe { *(ctx.data() as *const u8) }; @ unchecked-packet-read.rs:"
+        ),
+        "the offending Rust line, from BTF line info: {err}"
+    );
+}

@@ -302,3 +302,53 @@ fn static_server_in_drv_mode_answers_real_udp() {
         serve_on_veth("drv");
     }
 }
+
+#[test]
+fn auto_mode_falls_back_to_skb_and_says_why() {
+    if !kernel_tests_enabled("auto_mode_falls_back_to_skb_and_says_why") {
+        return;
+    }
+    // A bridge has no native XDP support: the driver refuses drv mode.
+    let ns = format!("lnic-test-{}-auto", std::process::id());
+    run_ok("ip", &["netns", "add", &ns]);
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = lambdactl(&["-n", &self.0, "detach", "--iface", "br0"]);
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone());
+    run_ok("ip", &["-n", &ns, "link", "add", "br0", "type", "bridge"]);
+    run_ok("ip", &["-n", &ns, "link", "set", "br0", "up"]);
+    let object = lambda_object("static-server");
+    let object = object.to_str().unwrap();
+
+    let refused = lambdactl(&[
+        "-n", &ns, "attach", object, "--iface", "br0", "--mode", "drv",
+    ]);
+    assert!(!refused.status.success(), "drv mode on a bridge must fail");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("br0") && err.contains("drv"), "{err}");
+
+    let out = lambdactl(&[
+        "-n", &ns, "attach", object, "--iface", "br0", "--mode", "auto",
+    ]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("skb mode"), "{all}");
+    assert!(
+        all.contains("native (drv) mode failed"),
+        "says why it fell back: {all}"
+    );
+    assert!(
+        all.contains("not supported"),
+        "with the kernel's reason: {all}"
+    );
+}

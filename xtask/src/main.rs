@@ -130,6 +130,7 @@ fn build_ebpf(root: &Path) -> Result<Vec<PathBuf>> {
             "--package",
             "samples",
             "--bins",
+            "--examples",
             "--target",
             "bpfel-unknown-none",
             "-Z",
@@ -152,27 +153,39 @@ fn build_ebpf(root: &Path) -> Result<Vec<PathBuf>> {
     let out_dir = lambdas_dir(root);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut objects = Vec::new();
-    for name in lambda_names(root)? {
-        let from = built.join(&name);
+    for name in rust_files(&root.join("samples").join("src").join("bin"))? {
         let to = out_dir.join(format!("{name}.o"));
-        let fresh = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        // Copy only on change so the mtime tells when the lambda last really changed.
-        if std::fs::read(&to).ok().as_deref() != Some(fresh.as_slice()) {
-            std::fs::write(&to, &fresh).with_context(|| format!("writing {}", to.display()))?;
-        }
+        copy_if_changed(&built.join(&name), &to)?;
         println!("lambda {name}: {}", to.display());
         objects.push(to);
+    }
+    // Lambdas the kernel verifier must reject, for the tests of rejection messages.
+    let rejected_dir = out_dir.join("rejected");
+    std::fs::create_dir_all(&rejected_dir)
+        .with_context(|| format!("creating {}", rejected_dir.display()))?;
+    for name in rust_files(&root.join("samples").join("examples"))? {
+        copy_if_changed(
+            &built.join("examples").join(&name),
+            &rejected_dir.join(format!("{name}.o")),
+        )?;
     }
     Ok(objects)
 }
 
-/// Every `samples/src/bin/<name>.rs` is one lambda.
-fn lambda_names(root: &Path) -> Result<Vec<String>> {
-    let bin_dir = root.join("samples").join("src").join("bin");
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let fresh = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    // Copy only on change so the mtime tells when the lambda last really changed.
+    if std::fs::read(to).ok().as_deref() != Some(fresh.as_slice()) {
+        std::fs::write(to, &fresh).with_context(|| format!("writing {}", to.display()))?;
+    }
+    Ok(())
+}
+
+/// The stems of the `.rs` files in `dir`, sorted: each `samples/src/bin/<name>.rs` is one
+/// lambda, each `samples/examples/<name>.rs` one the verifier must reject.
+fn rust_files(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in
-        std::fs::read_dir(&bin_dir).with_context(|| format!("listing {}", bin_dir.display()))?
-    {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "rs") {
             if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
