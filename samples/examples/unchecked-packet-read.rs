@@ -23,5 +23,7 @@ mod lambda {
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("unchecked-packet-read is a must-fail lambda: build it with `cargo xtask build-ebpf`");
+    eprintln!(
+        "unchecked-packet-read is a must-fail lambda: build it with `cargo xtask build-ebpf`"
+    );
 }
