@@ -50,8 +50,24 @@ impl<K, V> SeedRecord<K, V> {
 /// Ships a default entry for `map` inside the lambda object: the loader inserts it when it
 /// creates the map (not when it reuses a pinned one, so runtime changes survive reattaching).
 ///
-/// ```ignore
-/// seed!(OBJECTS, INDEX_SEED: ObjectName => ObjectBody = (ObjectName::new(b"index.html"), BODY));
+/// ```
+/// use lambda_ebpf::{padded, seed};
+///
+/// #[repr(C)]
+/// pub struct ObjectName([u8; 64]);
+/// #[repr(C)]
+/// pub struct Object {
+///     len: u32,
+///     data: [u8; 16],
+/// }
+///
+/// // The record lands in the ELF section `.lnic.seed.OBJECTS`, for the map named OBJECTS.
+/// seed!(OBJECTS, INDEX_SEED: ObjectName => Object = (
+///     ObjectName(padded(b"index.html")),
+///     Object { len: 5, data: padded(b"hello") }
+/// ));
+/// assert_eq!(INDEX_SEED.value.len, 5);
+/// assert_eq!(&INDEX_SEED.key.0[..10], b"index.html");
 /// ```
 #[macro_export]
 macro_rules! seed {
