@@ -214,8 +214,19 @@ fn the_real_object_has_the_expected_shape() {
         assert!(image.global(global).is_some(), "{global}");
     }
     assert_eq!(image.seed("OBJECTS").unwrap().record_count(), 1);
+    let own_line = image
+        .line_info
+        .entries()
+        .iter()
+        .find(|l| l.file.ends_with("samples/src/bin/static-server.rs"))
+        .expect("line info points into the lambda's own source");
+    assert!(own_line.line > 0 && own_line.section == "xdp");
     assert!(
-        image.has_btf && image.has_line_info,
+        image.source_line("xdp", 0).is_some(),
+        "the first instruction has a line"
+    );
+    assert!(
+        image.has_btf && image.has_line_info(),
         "built with BTF and line info"
     );
 }
@@ -373,4 +384,23 @@ fn a_verifier_rejection_names_the_rust_source_line() {
         ),
         "the offending Rust line, from BTF line info: {err}"
     );
+}
+
+#[test]
+fn inspect_shows_the_image_without_loading_it() {
+    let object = lambda_object("static-server");
+    let shown = lambdactl_ok(&["inspect", object.to_str().unwrap()]);
+    for expected in [
+        "static_server (section xdp, Xdp,",
+        "samples/src/bin/static-server.rs, lines",
+        "OBJECTS hash: key 64 B, value 1432 B, max 256 entries",
+        "LNIC_PORT (.rodata, 2 B)",
+        "seed: 1 record(s) for OBJECTS",
+        "BTF: yes; line info:",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "missing {expected:?} in:\n{shown}"
+        );
+    }
 }

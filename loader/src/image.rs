@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::lineinfo::{LineInfo, LineInfoError, LineTable};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind};
 
 /// `e_machine` of eBPF objects.
@@ -54,6 +55,12 @@ pub enum ImageError {
         section: String,
         offset: u64,
         size: u64,
+    },
+    #[error("{name}: cannot read the line info in .BTF/.BTF.ext: {source}")]
+    LineInfo {
+        name: String,
+        #[source]
+        source: LineInfoError,
     },
     #[error("{name}: cannot read the BTF maps in `.maps`: {source}")]
     BtfMaps {
@@ -257,11 +264,21 @@ pub struct LambdaImage {
     pub seeds: Vec<Seed>,
     /// A `.BTF` section is present.
     pub has_btf: bool,
-    /// A `.BTF.ext` section (line info) is present.
-    pub has_line_info: bool,
+    /// Source lines per instruction, from `.BTF.ext` (empty without it).
+    pub line_info: LineTable,
 }
 
 impl LambdaImage {
+    /// Whether the object carries line info (`.BTF.ext` line records).
+    pub fn has_line_info(&self) -> bool {
+        !self.line_info.is_empty()
+    }
+
+    /// The source line instruction `insn` of program section `section` came from.
+    pub fn source_line(&self, section: &str, insn: usize) -> Option<&LineInfo> {
+        self.line_info.lookup(section, insn)
+    }
+
     /// Parses and checks an eBPF ELF object. `name` labels errors and the image.
     pub fn parse(bytes: &[u8], name: &str) -> Result<LambdaImage, ImageError> {
         check_header(bytes, name)?;
@@ -295,7 +312,7 @@ impl LambdaImage {
             globals,
             seeds,
             has_btf: file.section_by_name(".BTF").is_some(),
-            has_line_info: file.section_by_name(".BTF.ext").is_some(),
+            line_info: read_line_info(&file, name)?,
         })
     }
 
@@ -651,6 +668,29 @@ fn collect_seeds(file: &Elf<'_>, maps: &[MapDef], name: &str) -> Result<Vec<Seed
     Ok(seeds)
 }
 
+/// Line info needs both `.BTF` (strings) and `.BTF.ext` (records); either missing means none.
+fn read_line_info(
+    file: &object::read::elf::ElfFile64<'_, object::LittleEndian>,
+    name: &str,
+) -> Result<LineTable, ImageError> {
+    let (Some(btf), Some(ext)) = (
+        file.section_by_name(".BTF"),
+        file.section_by_name(".BTF.ext"),
+    ) else {
+        return Ok(LineTable::default());
+    };
+    let malformed = |source| ImageError::Malformed {
+        name: name.to_owned(),
+        source,
+    };
+    let btf = btf.data().map_err(malformed)?;
+    let ext = ext.data().map_err(malformed)?;
+    LineTable::parse(btf, ext).map_err(|source| ImageError::LineInfo {
+        name: name.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,7 +847,7 @@ mod tests {
         assert_eq!(records[2].0, &2u32.to_le_bytes());
         assert_eq!(records[2].1, &20u64.to_le_bytes());
         assert!(!image.has_btf);
-        assert!(!image.has_line_info);
+        assert!(!image.has_line_info());
     }
 
     #[test]

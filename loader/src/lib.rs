@@ -5,6 +5,7 @@
 pub mod frames;
 pub mod image;
 pub mod kernel;
+pub mod lineinfo;
 
 pub use image::{ImageError, LambdaImage};
 pub use kernel::{
