@@ -275,8 +275,11 @@ fn serve_on_veth(mode: &str) {
     let gone = python_client(&pair, &pair.server_v4, "index.html", 5);
     assert_eq!(gone["statuses"]["1"], 5, "NOT_FOUND once deleted: {gone}");
 
+    // Another process holding the link open must not keep the program attached.
+    let held_link = open_pinned(std::path::Path::new(entry["link_pin"].as_str().unwrap()));
     lambdactl_ok(&["-n", &pair.server_ns, "detach", "--iface", &pair.server_if]);
     assert!(!pair.server_xdp_attached(), "interface clean after detach");
+    drop(held_link);
     let link_pin = std::path::Path::new(entry["link_pin"].as_str().unwrap());
     assert!(!link_pin.exists(), "link pin removed");
     assert!(

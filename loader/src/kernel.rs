@@ -874,8 +874,14 @@ impl Host {
         let record_path = self.record_path(iface);
         let mut removed = Vec::new();
         if link_pin.exists() {
-            // Removing the pin drops the last reference to the link: the kernel detaches the
-            // program (aya's `PinnedLink::unpin` does the same unlink).
+            // Detach explicitly first: removing the pin alone leaves the program attached for as
+            // long as any other process holds the link open. A link that is already defunct
+            // (its interface is gone) has nothing to detach.
+            if let Err(e) = force_detach_link(&link_pin) {
+                if is_permission(e.raw_os_error()) {
+                    return Err(io_err("detaching the link pinned at", &link_pin)(e));
+                }
+            }
             fs::remove_file(&link_pin).map_err(io_err("unpinning", &link_pin))?;
             removed.push(link_pin);
         }
@@ -980,25 +986,16 @@ struct LinkState {
     ifindex: u32,
 }
 
-/// Opens a pinned link and reads its info. aya 0.14's `LinkInfo` does not expose the XDP
-/// ifindex, so this uses BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD directly.
-fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
+/// Opens a pinned BPF object (BPF_OBJ_GET).
+fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd as _, OwnedFd};
     const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_LINK_TYPE_XDP: u32 = 6;
 
     #[repr(C)]
     struct ObjGetAttr {
         pathname: u64,
         bpf_fd: u32,
         file_flags: u32,
-    }
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
     }
 
     let path = CString::new(pin.as_os_str().as_encoded_bytes())
@@ -1021,7 +1018,52 @@ fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this fd to us.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Detaches a link from its hook now (BPF_LINK_DETACH), even if some other process still holds
+/// a file descriptor to it: unpinning alone only detaches once the last reference is gone.
+fn force_detach_link(pin: &Path) -> io::Result<()> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+
+    let fd = open_pinned(pin)?;
+    let attr = LinkDetachAttr {
+        link_fd: fd.as_raw_fd() as u32,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_DETACH.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &attr as *const LinkDetachAttr,
+            size_of::<LinkDetachAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a pinned link and reads its info. aya 0.14's `LinkInfo` does not expose the XDP
+/// ifindex, so this uses BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD directly.
+fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    let fd = open_pinned(pin)?;
     // SAFETY: a plain C struct; all-zero is valid.
     let mut info: aya_obj::generated::bpf_link_info = unsafe { std::mem::zeroed() };
     let attr = InfoAttr {
