@@ -500,6 +500,17 @@ fn invoke(args: InvokeArgs) -> Result<ExitCode> {
         }
         (None, None) => Vec::new(),
     };
+    // A request is one datagram and lambdas see only whole ones: a datagram the IP layer
+    // would fragment on a 1500-byte MTU passes the XDP hook as fragments and is never answered.
+    let ip_and_udp = if addr.is_ipv4() { 20 + 8 } else { 40 + 8 };
+    let fits_one_frame = 1500 - ip_and_udp - HEADER_LEN;
+    if body.len() > fits_one_frame {
+        bail!(
+            "a {}-byte body does not fit one 1500-byte-MTU datagram ({fits_one_frame} bytes at most over {}): lambdas only see whole datagrams",
+            body.len(),
+            if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+        );
+    }
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
