@@ -4,7 +4,7 @@
 //! Everything here is `#[inline(always)]` and written so the kernel verifier can follow it: every
 //! packet access is preceded by a comparison against `data_end`, loops have constant trip counts,
 //! and packet offsets are kept as small bounded integers rather than pointers, because pointers
-//! do not survive `bpf_xdp_adjust_tail`.
+//! do not survive `bpf_xdp_adjust_tail` or `bpf_xdp_adjust_head`.
 
 use crate::frame::{CSUM_CHUNK, Frame, HelperError, csum_replace, fold, read_at, write_at};
 use crate::wire::{HEADER_LEN, LambdaHeader, Status};
