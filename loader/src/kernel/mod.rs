@@ -14,26 +14,22 @@
 //! CAP_SYS_ADMIN); [`test_run`] loads but never attaches.
 
 use std::{
-    error::Error as StdError,
     ffi::CString,
     fmt, fs, io,
-    os::{
-        fd::{AsFd as _, AsRawFd as _, BorrowedFd},
-        unix::fs::MetadataExt as _,
-    },
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use aya::{
-    Ebpf, EbpfError, EbpfLoader, TestRun as _, TestRunOptions,
+    Ebpf, EbpfError, EbpfLoader,
     maps::{Map, MapData, MapInfo},
     pin::PinError,
     programs::{ProgramError, Xdp, links::FdLink, xdp::XdpMode},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::image::{ImageError, LambdaImage};
+use crate::image::LambdaImage;
 
 /// Default bpffs mount point.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
@@ -54,62 +50,16 @@ pub const GLOBAL_MATCH_ANY_ID: &str = "LNIC_MATCH_ANY_ID";
 /// How many trailing lines of a verifier log the short rendering keeps.
 pub const VERIFIER_LOG_TAIL: usize = 25;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_BPF: u32 = 39;
+mod error;
+mod sys;
+mod test_run;
 
-/// The kernel's verifier log for a rejected program.
-///
-/// `Display` shows the last [`VERIFIER_LOG_TAIL`] lines and how many were omitted (the failing
-/// instruction and the kernel's reason are at the end); [`VerifierLog::full`] has everything.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VerifierLog(String);
+pub use error::{KernelError, VerifierLog, chain};
+pub use sys::{check_privileges, ifindex, netns_inode};
+pub use test_run::{TestRunOutcome, TestRunner, XdpAction, test_run};
 
-impl VerifierLog {
-    pub fn new(log: impl Into<String>) -> VerifierLog {
-        VerifierLog(log.into())
-    }
-
-    /// The whole log as the kernel wrote it.
-    pub fn full(&self) -> &str {
-        &self.0
-    }
-
-    /// The last `keep` non-blank lines, preceded by a count of the lines left out.
-    pub fn trimmed(&self, keep: usize) -> String {
-        let lines: Vec<&str> = self
-            .0
-            .lines()
-            .map(str::trim_end)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let omitted = lines.len().saturating_sub(keep);
-        let mut out = String::new();
-        if omitted > 0 {
-            out.push_str(&format!("[… {omitted} earlier lines omitted]\n"));
-        }
-        out.push_str(&lines[omitted..].join("\n"));
-        out
-    }
-
-    /// Number of non-blank lines.
-    pub fn line_count(&self) -> usize {
-        self.0.lines().filter(|l| !l.trim().is_empty()).count()
-    }
-}
-
-impl fmt::Display for VerifierLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.trimmed(VERIFIER_LOG_TAIL))
-    }
-}
-
-impl fmt::Debug for VerifierLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VerifierLog({} lines)", self.line_count())
-    }
-}
+use error::{aya_err, io_err, is_permission, os_errno};
+use sys::{force_detach_link, is_bpffs, map_update, pinned_link_state};
 
 /// Which XDP attach mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,258 +118,6 @@ impl Default for LambdaParams {
             lambda_id: None,
         }
     }
-}
-
-/// Errors of the kernel backend.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    #[error(transparent)]
-    Image(#[from] ImageError),
-
-    #[error("cannot read {}: {source}", path.display())]
-    ReadObject {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-
-    #[error(
-        "permission denied while {operation}: λ-NIC needs CAP_BPF + CAP_NET_ADMIN, or CAP_SYS_ADMIN (run as root){}",
-        detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
-    )]
-    PermissionDenied {
-        operation: String,
-        detail: Option<String>,
-    },
-
-    #[error("no such network interface `{iface}` in this network namespace")]
-    NoSuchInterface { iface: String },
-
-    #[error("kernel verifier rejected program `{program}`:\n{log}")]
-    VerifierRejected {
-        program: String,
-        errno: io::Error,
-        log: VerifierLog,
-    },
-
-    #[error("attaching to `{iface}` in {mode} mode failed: {reason}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
-    AttachFailed {
-        iface: String,
-        mode: ModeUsed,
-        reason: String,
-        hint: Option<&'static str>,
-    },
-
-    #[error(
-        "attaching to `{iface}` failed in both modes: drv: {drv_reason}; skb: {skb_reason}{}",
-        hint.map(|h| format!(" ({h})")).unwrap_or_default()
-    )]
-    AttachFailedAuto {
-        iface: String,
-        drv_reason: String,
-        skb_reason: String,
-        hint: Option<&'static str>,
-    },
-
-    #[error(
-        "attachment on `{iface}` is not a bpf_link (aya fell back to netlink), so it cannot be pinned"
-    )]
-    NotALink { iface: String },
-
-    #[error("`{iface}` already has a λ-NIC attachment ({}); run detach first", path.display())]
-    AlreadyAttached { iface: String, path: PathBuf },
-
-    #[error("`{iface}` has no λ-NIC attachment in this network namespace")]
-    NotAttached { iface: String },
-
-    #[error("bpffs at {}: {reason}", path.display())]
-    Bpffs { path: PathBuf, reason: String },
-
-    #[error("object has no program `{program}` after load")]
-    MissingProgram { program: String },
-
-    #[error(
-        "pinned map {} does not match the object's `{map}`: {field} is {pinned} there, {expected} in the object (detach first, or remove the pin)",
-        path.display()
-    )]
-    MapMismatch {
-        map: String,
-        path: PathBuf,
-        field: &'static str,
-        pinned: u32,
-        expected: u32,
-    },
-
-    #[error("seeding map `{map}`: record {index}: {source}")]
-    Seed {
-        map: String,
-        index: usize,
-        #[source]
-        source: io::Error,
-    },
-
-    #[error("cannot seed map `{map}`: {reason}")]
-    SeedUnsupported { map: String, reason: String },
-
-    #[error("test-run packet of {len} bytes is shorter than an Ethernet header (14)")]
-    PacketTooShort { len: usize },
-
-    #[error("{operation}: {}", chain(source.as_ref()))]
-    Aya {
-        operation: String,
-        #[source]
-        source: Box<dyn StdError + Send + Sync + 'static>,
-    },
-
-    #[error("{operation} {}: {source}", path.display())]
-    Io {
-        operation: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-
-    #[error("attachment record {} is not valid: {source}", path.display())]
-    BadRecord {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl KernelError {
-    /// The full verifier log, if this is a verifier rejection.
-    pub fn verifier_log(&self) -> Option<&VerifierLog> {
-        match self {
-            KernelError::VerifierRejected { log, .. } => Some(log),
-            _ => None,
-        }
-    }
-}
-
-/// `a: b: c` for an error and its sources, skipping sources whose text the outer one repeats.
-pub fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        next = e.source();
-    }
-    out
-}
-
-/// The first OS error number in an error's source chain.
-fn os_errno(err: &(dyn StdError + 'static)) -> Option<i32> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(code) = e
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::raw_os_error)
-        {
-            return Some(code);
-        }
-        next = e.source();
-    }
-    None
-}
-
-fn is_permission(errno: Option<i32>) -> bool {
-    matches!(errno, Some(libc::EPERM) | Some(libc::EACCES))
-}
-
-fn aya_err<E: StdError + Send + Sync + 'static>(
-    operation: impl Into<String>,
-    err: E,
-) -> KernelError {
-    let operation = operation.into();
-    if is_permission(os_errno(&err)) {
-        return KernelError::PermissionDenied {
-            operation,
-            detail: Some(chain(&err)),
-        };
-    }
-    KernelError::Aya {
-        operation,
-        source: Box::new(err),
-    }
-}
-
-fn io_err<'a>(
-    operation: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> KernelError + 'a {
-    move |source| {
-        if is_permission(source.raw_os_error()) {
-            KernelError::PermissionDenied {
-                operation: format!("{operation} {}", path.display()),
-                detail: Some(source.to_string()),
-            }
-        } else {
-            KernelError::Io {
-                operation,
-                path: path.to_owned(),
-                source,
-            }
-        }
-    }
-}
-
-/// Checks the effective capabilities for loading and attaching XDP programs.
-pub fn check_privileges(operation: &str) -> Result<(), KernelError> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let Some(cap_eff) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    else {
-        // Cannot tell: let the kernel decide.
-        return Ok(());
-    };
-    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_NET_ADMIN)) {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    if !has(CAP_BPF) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_NET_ADMIN) {
-        missing.push("CAP_NET_ADMIN");
-    }
-    Err(KernelError::PermissionDenied {
-        operation: operation.to_owned(),
-        detail: Some(format!("missing {}", missing.join(" and "))),
-    })
-}
-
-/// The interface index of `iface` in the current network namespace.
-pub fn ifindex(iface: &str) -> Result<u32, KernelError> {
-    let no_such = || KernelError::NoSuchInterface {
-        iface: iface.to_owned(),
-    };
-    if iface.is_empty() || iface.contains('/') || iface == "." || iface == ".." {
-        return Err(no_such());
-    }
-    let c = CString::new(iface).map_err(|_| no_such())?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        Err(no_such())
-    } else {
-        Ok(index)
-    }
-}
-
-/// The inode number of the current thread's network namespace.
-pub fn netns_inode() -> Result<u64, KernelError> {
-    let path = Path::new("/proc/thread-self/ns/net");
-    fs::metadata(path)
-        .map(|m| m.ino())
-        .map_err(io_err("reading", path))
 }
 
 /// One pinned map of an attachment.
@@ -977,126 +675,6 @@ fn liveness(record: &AttachmentRecord) -> Liveness {
     }
 }
 
-/// What the kernel says about a pinned XDP link.
-#[derive(Clone, Copy, Debug)]
-struct LinkState {
-    link_id: u32,
-    program_id: u32,
-    /// 0 once the interface is gone (the link is then defunct).
-    ifindex: u32,
-}
-
-/// Opens a pinned BPF object (BPF_OBJ_GET).
-fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
-    const BPF_OBJ_GET: libc::c_long = 7;
-
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-
-    let path = CString::new(pin.as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let attr = ObjGetAttr {
-        pathname: path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: attr points at a NUL-terminated path that outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGetAttr,
-            size_of::<ObjGetAttr>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Detaches a link from its hook now (BPF_LINK_DETACH), even if some other process still holds
-/// a file descriptor to it: unpinning alone only detaches once the last reference is gone.
-fn force_detach_link(pin: &Path) -> io::Result<()> {
-    const BPF_LINK_DETACH: libc::c_long = 34;
-
-    #[repr(C)]
-    struct LinkDetachAttr {
-        link_fd: u32,
-    }
-
-    let fd = open_pinned(pin)?;
-    let attr = LinkDetachAttr {
-        link_fd: fd.as_raw_fd() as u32,
-    };
-    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_DETACH.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &attr as *const LinkDetachAttr,
-            size_of::<LinkDetachAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Opens a pinned link and reads its info. aya 0.14's `LinkInfo` does not expose the XDP
-/// ifindex, so this uses BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD directly.
-fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_LINK_TYPE_XDP: u32 = 6;
-
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-
-    let fd = open_pinned(pin)?;
-    // SAFETY: a plain C struct; all-zero is valid.
-    let mut info: aya_obj::generated::bpf_link_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<aya_obj::generated::bpf_link_info>() as u32,
-        info: &mut info as *mut _ as u64,
-    };
-    // SAFETY: info points at a buffer of info_len bytes that we own.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoAttr,
-            size_of::<InfoAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if info.type_ != BPF_LINK_TYPE_XDP {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("pinned link is of type {}, not XDP", info.type_),
-        ));
-    }
-    Ok(LinkState {
-        link_id: info.id,
-        program_id: info.prog_id,
-        // SAFETY: the link is XDP (checked above), so the xdp member is the live one.
-        ifindex: unsafe { info.__bindgen_anon_1.xdp.ifindex },
-    })
-}
-
 fn attach_hint(errno: Option<i32>) -> Option<&'static str> {
     match errno {
         Some(libc::EBUSY) | Some(libc::EEXIST) => Some(
@@ -1146,7 +724,7 @@ fn aligned(bytes: &[u8]) -> (Vec<u64>, usize) {
     (buf, bytes.len())
 }
 
-fn load_maps(loader: &mut EbpfLoader<'_>, bytes: &[u8]) -> Result<Ebpf, KernelError> {
+pub(super) fn load_maps(loader: &mut EbpfLoader<'_>, bytes: &[u8]) -> Result<Ebpf, KernelError> {
     let (buf, len) = aligned(bytes);
     // SAFETY: `buf` holds `len` initialised bytes.
     let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
@@ -1156,7 +734,7 @@ fn load_maps(loader: &mut EbpfLoader<'_>, bytes: &[u8]) -> Result<Ebpf, KernelEr
     })
 }
 
-fn load_xdp<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut Xdp, KernelError> {
+pub(super) fn load_xdp<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut Xdp, KernelError> {
     let program: &mut Xdp = ebpf
         .program_mut(name)
         .ok_or_else(|| KernelError::MissingProgram {
@@ -1189,7 +767,7 @@ fn load_xdp<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut Xdp, KernelErr
 }
 
 /// The globals' values, kept alive for the loader that borrows them.
-struct Globals {
+pub(super) struct Globals {
     port: u16,
     lambda_id: u32,
     match_any: u8,
@@ -1259,7 +837,7 @@ fn map_data(map: &Map) -> &MapData {
 }
 
 /// Inserts the image's seed records for `map` (BPF_ANY). Returns how many.
-fn seed_map(ebpf: &Ebpf, image: &LambdaImage, map: &str) -> Result<usize, KernelError> {
+pub(super) fn seed_map(ebpf: &Ebpf, image: &LambdaImage, map: &str) -> Result<usize, KernelError> {
     let Some(seed) = image.seed(map) else {
         return Ok(0);
     };
@@ -1297,42 +875,6 @@ fn seed_map(ebpf: &Ebpf, image: &LambdaImage, map: &str) -> Result<usize, Kernel
     Ok(seed.record_count())
 }
 
-/// `BPF_MAP_UPDATE_ELEM` with raw key and value bytes (aya's typed maps need Pod types).
-fn map_update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
-    #[repr(C)]
-    struct MapElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-    const BPF_ANY: u64 = 0;
-    let attr = MapElemAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-        key: key.as_ptr() as u64,
-        value: value.as_ptr() as u64,
-        flags: BPF_ANY,
-    };
-    // SAFETY: attr points at valid key/value buffers of the map's sizes (checked at parse time
-    // against the map definition the map was created from).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            &attr as *const MapElemAttr,
-            size_of::<MapElemAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// aya reuses a pinned map without comparing it with the object's definition: do it here.
 fn check_pinned_map(pin: &Path, def: &crate::image::MapDef) -> Result<(), KernelError> {
     let info =
@@ -1357,16 +899,6 @@ fn check_pinned_map(pin: &Path, def: &crate::image::MapDef) -> Result<(), Kernel
     Ok(())
 }
 
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into a zeroed struct we own.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
-}
-
 fn write_record(path: &Path, record: &AttachmentRecord) -> Result<(), KernelError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
@@ -1383,191 +915,6 @@ fn read_record(path: &Path) -> Result<AttachmentRecord, KernelError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// An XDP verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpAction {
-    Aborted,
-    Drop,
-    Pass,
-    Tx,
-    Redirect,
-    /// A return value outside the five actions (the kernel treats it as aborted).
-    Other(u32),
-}
-
-impl XdpAction {
-    pub fn from_code(code: u32) -> XdpAction {
-        match code {
-            0 => XdpAction::Aborted,
-            1 => XdpAction::Drop,
-            2 => XdpAction::Pass,
-            3 => XdpAction::Tx,
-            4 => XdpAction::Redirect,
-            other => XdpAction::Other(other),
-        }
-    }
-
-    pub fn code(self) -> u32 {
-        match self {
-            XdpAction::Aborted => 0,
-            XdpAction::Drop => 1,
-            XdpAction::Pass => 2,
-            XdpAction::Tx => 3,
-            XdpAction::Redirect => 4,
-            XdpAction::Other(c) => c,
-        }
-    }
-
-    /// `XDP_PASS`, `XDP_TX`, …
-    pub fn name(self) -> String {
-        match self {
-            XdpAction::Aborted => "XDP_ABORTED".into(),
-            XdpAction::Drop => "XDP_DROP".into(),
-            XdpAction::Pass => "XDP_PASS".into(),
-            XdpAction::Tx => "XDP_TX".into(),
-            XdpAction::Redirect => "XDP_REDIRECT".into(),
-            XdpAction::Other(c) => format!("unknown action {c}"),
-        }
-    }
-}
-
-impl fmt::Display for XdpAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name())
-    }
-}
-
-/// The result of [`test_run`].
-#[derive(Clone, Debug)]
-pub struct TestRunOutcome {
-    pub program: String,
-    pub action: XdpAction,
-    /// The packet as the program left it.
-    pub packet_out: Vec<u8>,
-    /// Mean run time over the repetitions, as measured by the kernel (each repetition runs on
-    /// the original packet).
-    pub ns_per_run: u64,
-    /// Fastest repetition.
-    pub ns_min: u64,
-    pub repeat: u32,
-    /// `(map, records)` seeded before the run.
-    pub seeded: Vec<(String, usize)>,
-    pub notes: Vec<String>,
-}
-
-/// Room for the program to grow the packet (`bpf_xdp_adjust_tail`).
-const TEST_RUN_HEADROOM: usize = 4096;
-
-/// A lambda's XDP program loaded (not attached, maps not pinned, maps seeded) for
-/// BPF_PROG_TEST_RUN: load once, run many packets.
-pub struct TestRunner {
-    ebpf: Ebpf,
-    program: String,
-    /// `(map, records)` seeded at load.
-    pub seeded: Vec<(String, usize)>,
-    pub notes: Vec<String>,
-}
-
-impl TestRunner {
-    /// Parses, verifies (in the kernel) and loads the object's XDP program, and seeds its maps.
-    pub fn load(
-        bytes: &[u8],
-        name: &str,
-        params: &LambdaParams,
-    ) -> Result<TestRunner, KernelError> {
-        let image = LambdaImage::parse(bytes, name)?;
-        check_privileges("test-running a program")?;
-        let mut notes = Vec::new();
-        let globals = Globals::new(params);
-        let mut loader = EbpfLoader::new();
-        globals.apply(&mut loader, &image, &mut notes);
-        let mut ebpf = load_maps(&mut loader, bytes)?;
-        let mut seeded = Vec::new();
-        for map in &image.maps {
-            let n = seed_map(&ebpf, &image, &map.name)?;
-            if n > 0 {
-                seeded.push((map.name.clone(), n));
-            }
-        }
-        let program = image.xdp_program().name.clone();
-        load_xdp(&mut ebpf, &program)?;
-        Ok(TestRunner {
-            ebpf,
-            program,
-            seeded,
-            notes,
-        })
-    }
-
-    /// Runs the program on `packet` `repeat` times. Action and output packet are the first
-    /// run's; every run starts from `packet` (maps keep whatever earlier runs wrote).
-    pub fn run(&self, packet: &[u8], repeat: u32) -> Result<TestRunOutcome, KernelError> {
-        if packet.len() < 14 {
-            return Err(KernelError::PacketTooShort { len: packet.len() });
-        }
-        let program: &Xdp = self
-            .ebpf
-            .program(&self.program)
-            .ok_or_else(|| KernelError::MissingProgram {
-                program: self.program.clone(),
-            })?
-            .try_into()
-            .map_err(|e| aya_err(format!("program `{}`", self.program), e))?;
-        // The kernel's own `repeat` runs the program again and again on the *same* buffer, so
-        // every run after the first would see the previous run's output (a response, not a
-        // request). Run once per repetition instead, each on the original packet, and average
-        // the kernel's per-run times.
-        let repeat = repeat.max(1);
-        let mut first: Option<(u32, Vec<u8>)> = None;
-        let mut total_ns: u128 = 0;
-        let mut min_ns = u64::MAX;
-        let mut out = vec![0u8; packet.len() + TEST_RUN_HEADROOM];
-        for _ in 0..repeat {
-            let result = program
-                .test_run(TestRunOptions {
-                    data_in: Some(packet),
-                    data_out: Some(&mut out),
-                    repeat: 1,
-                    ..TestRunOptions::default()
-                })
-                .map_err(|e| aya_err("BPF_PROG_TEST_RUN", e))?;
-            let ns = result.duration.as_nanos();
-            total_ns += ns;
-            min_ns = min_ns.min(ns as u64);
-            if first.is_none() {
-                let len = (result.data_size_out as usize).min(out.len());
-                first = Some((result.return_value, out[..len].to_vec()));
-            }
-        }
-        let (code, packet_out) = first.expect("repeat >= 1");
-        Ok(TestRunOutcome {
-            program: self.program.clone(),
-            action: XdpAction::from_code(code),
-            packet_out,
-            ns_per_run: (total_ns / u128::from(repeat)) as u64,
-            ns_min: min_ns,
-            repeat,
-            seeded: self.seeded.clone(),
-            notes: self.notes.clone(),
-        })
-    }
-}
-
-/// Loads the image's XDP program and runs it on `packet` `repeat` times: [`TestRunner::load`]
-/// then [`TestRunner::run`].
-pub fn test_run(
-    bytes: &[u8],
-    name: &str,
-    packet: &[u8],
-    repeat: u32,
-    params: &LambdaParams,
-) -> Result<TestRunOutcome, KernelError> {
-    if packet.len() < 14 {
-        return Err(KernelError::PacketTooShort { len: packet.len() });
-    }
-    TestRunner::load(bytes, name, params)?.run(packet, repeat)
 }
 
 #[cfg(test)]

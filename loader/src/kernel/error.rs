@@ -1,0 +1,256 @@
+//! Errors of the kernel backend, and the kernel verifier's log.
+
+use std::{error::Error as StdError, fmt, io, path::Path, path::PathBuf};
+
+use super::{ModeUsed, VERIFIER_LOG_TAIL};
+use crate::image::ImageError;
+
+/// The kernel's verifier log for a rejected program.
+///
+/// `Display` shows the last [`VERIFIER_LOG_TAIL`] lines and how many were omitted (the failing
+/// instruction and the kernel's reason are at the end); [`VerifierLog::full`] has everything.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifierLog(String);
+
+impl VerifierLog {
+    pub fn new(log: impl Into<String>) -> VerifierLog {
+        VerifierLog(log.into())
+    }
+
+    /// The whole log as the kernel wrote it.
+    pub fn full(&self) -> &str {
+        &self.0
+    }
+
+    /// The last `keep` non-blank lines, preceded by a count of the lines left out.
+    pub fn trimmed(&self, keep: usize) -> String {
+        let lines: Vec<&str> = self
+            .0
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let omitted = lines.len().saturating_sub(keep);
+        let mut out = String::new();
+        if omitted > 0 {
+            out.push_str(&format!("[… {omitted} earlier lines omitted]\n"));
+        }
+        out.push_str(&lines[omitted..].join("\n"));
+        out
+    }
+
+    /// Number of non-blank lines.
+    pub fn line_count(&self) -> usize {
+        self.0.lines().filter(|l| !l.trim().is_empty()).count()
+    }
+}
+
+impl fmt::Display for VerifierLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.trimmed(VERIFIER_LOG_TAIL))
+    }
+}
+
+impl fmt::Debug for VerifierLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifierLog({} lines)", self.line_count())
+    }
+}
+
+/// Errors of the kernel backend.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+
+    #[error("cannot read {}: {source}", path.display())]
+    ReadObject {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "permission denied while {operation}: λ-NIC needs CAP_BPF + CAP_NET_ADMIN, or CAP_SYS_ADMIN (run as root){}",
+        detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+    )]
+    PermissionDenied {
+        operation: String,
+        detail: Option<String>,
+    },
+
+    #[error("no such network interface `{iface}` in this network namespace")]
+    NoSuchInterface { iface: String },
+
+    #[error("kernel verifier rejected program `{program}`:\n{log}")]
+    VerifierRejected {
+        program: String,
+        errno: io::Error,
+        log: VerifierLog,
+    },
+
+    #[error("attaching to `{iface}` in {mode} mode failed: {reason}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
+    AttachFailed {
+        iface: String,
+        mode: ModeUsed,
+        reason: String,
+        hint: Option<&'static str>,
+    },
+
+    #[error(
+        "attaching to `{iface}` failed in both modes: drv: {drv_reason}; skb: {skb_reason}{}",
+        hint.map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    AttachFailedAuto {
+        iface: String,
+        drv_reason: String,
+        skb_reason: String,
+        hint: Option<&'static str>,
+    },
+
+    #[error(
+        "attachment on `{iface}` is not a bpf_link (aya fell back to netlink), so it cannot be pinned"
+    )]
+    NotALink { iface: String },
+
+    #[error("`{iface}` already has a λ-NIC attachment ({}); run detach first", path.display())]
+    AlreadyAttached { iface: String, path: PathBuf },
+
+    #[error("`{iface}` has no λ-NIC attachment in this network namespace")]
+    NotAttached { iface: String },
+
+    #[error("bpffs at {}: {reason}", path.display())]
+    Bpffs { path: PathBuf, reason: String },
+
+    #[error("object has no program `{program}` after load")]
+    MissingProgram { program: String },
+
+    #[error(
+        "pinned map {} does not match the object's `{map}`: {field} is {pinned} there, {expected} in the object (detach first, or remove the pin)",
+        path.display()
+    )]
+    MapMismatch {
+        map: String,
+        path: PathBuf,
+        field: &'static str,
+        pinned: u32,
+        expected: u32,
+    },
+
+    #[error("seeding map `{map}`: record {index}: {source}")]
+    Seed {
+        map: String,
+        index: usize,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot seed map `{map}`: {reason}")]
+    SeedUnsupported { map: String, reason: String },
+
+    #[error("test-run packet of {len} bytes is shorter than an Ethernet header (14)")]
+    PacketTooShort { len: usize },
+
+    #[error("{operation}: {}", chain(source.as_ref()))]
+    Aya {
+        operation: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync + 'static>,
+    },
+
+    #[error("{operation} {}: {source}", path.display())]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("attachment record {} is not valid: {source}", path.display())]
+    BadRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl KernelError {
+    /// The full verifier log, if this is a verifier rejection.
+    pub fn verifier_log(&self) -> Option<&VerifierLog> {
+        match self {
+            KernelError::VerifierRejected { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+}
+
+/// `a: b: c` for an error and its sources, skipping sources whose text the outer one repeats.
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// The first OS error number in an error's source chain.
+pub(super) fn os_errno(err: &(dyn StdError + 'static)) -> Option<i32> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(code) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        next = e.source();
+    }
+    None
+}
+
+pub(super) fn is_permission(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+pub(super) fn aya_err<E: StdError + Send + Sync + 'static>(
+    operation: impl Into<String>,
+    err: E,
+) -> KernelError {
+    let operation = operation.into();
+    if is_permission(os_errno(&err)) {
+        return KernelError::PermissionDenied {
+            operation,
+            detail: Some(chain(&err)),
+        };
+    }
+    KernelError::Aya {
+        operation,
+        source: Box::new(err),
+    }
+}
+
+pub(super) fn io_err<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> KernelError + 'a {
+    move |source| {
+        if is_permission(source.raw_os_error()) {
+            KernelError::PermissionDenied {
+                operation: format!("{operation} {}", path.display()),
+                detail: Some(source.to_string()),
+            }
+        } else {
+            KernelError::Io {
+                operation,
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The raw system calls aya 0.14 does not offer, and facts read from the system: privileges,
+//! interfaces, namespaces, filesystems.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd},
+        unix::fs::MetadataExt as _,
+    },
+    path::Path,
+};
+
+use super::error::{KernelError, io_err};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Checks the effective capabilities for loading and attaching XDP programs.
+pub fn check_privileges(operation: &str) -> Result<(), KernelError> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(cap_eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        // Cannot tell: let the kernel decide.
+        return Ok(());
+    };
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_NET_ADMIN)) {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    Err(KernelError::PermissionDenied {
+        operation: operation.to_owned(),
+        detail: Some(format!("missing {}", missing.join(" and "))),
+    })
+}
+
+/// The interface index of `iface` in the current network namespace.
+pub fn ifindex(iface: &str) -> Result<u32, KernelError> {
+    let no_such = || KernelError::NoSuchInterface {
+        iface: iface.to_owned(),
+    };
+    if iface.is_empty() || iface.contains('/') || iface == "." || iface == ".." {
+        return Err(no_such());
+    }
+    let c = CString::new(iface).map_err(|_| no_such())?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        Err(no_such())
+    } else {
+        Ok(index)
+    }
+}
+
+/// The inode number of the current thread's network namespace.
+pub fn netns_inode() -> Result<u64, KernelError> {
+    let path = Path::new("/proc/thread-self/ns/net");
+    fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(io_err("reading", path))
+}
+
+/// What the kernel says about a pinned XDP link.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LinkState {
+    pub(super) link_id: u32,
+    pub(super) program_id: u32,
+    /// 0 once the interface is gone (the link is then defunct).
+    pub(super) ifindex: u32,
+}
+
+/// Opens a pinned BPF object (BPF_OBJ_GET).
+pub(super) fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    const BPF_OBJ_GET: libc::c_long = 7;
+
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+
+    let path = CString::new(pin.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjGetAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: attr points at a NUL-terminated path that outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            size_of::<ObjGetAttr>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Detaches a link from its hook now (BPF_LINK_DETACH), even if some other process still holds
+/// a file descriptor to it: unpinning alone only detaches once the last reference is gone.
+pub(super) fn force_detach_link(pin: &Path) -> io::Result<()> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+
+    let fd = open_pinned(pin)?;
+    let attr = LinkDetachAttr {
+        link_fd: fd.as_raw_fd() as u32,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_DETACH.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &attr as *const LinkDetachAttr,
+            size_of::<LinkDetachAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a pinned link and reads its info. aya 0.14's `LinkInfo` does not expose the XDP
+/// ifindex, so this uses BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD directly.
+pub(super) fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    let fd = open_pinned(pin)?;
+    // SAFETY: a plain C struct; all-zero is valid.
+    let mut info: aya_obj::generated::bpf_link_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<aya_obj::generated::bpf_link_info>() as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: info points at a buffer of info_len bytes that we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            size_of::<InfoAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if info.type_ != BPF_LINK_TYPE_XDP {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("pinned link is of type {}, not XDP", info.type_),
+        ));
+    }
+    Ok(LinkState {
+        link_id: info.id,
+        program_id: info.prog_id,
+        // SAFETY: the link is XDP (checked above), so the xdp member is the live one.
+        ifindex: unsafe { info.__bindgen_anon_1.xdp.ifindex },
+    })
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with raw key and value bytes (aya's typed maps need Pod types).
+pub(super) fn map_update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    #[repr(C)]
+    struct MapElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    const BPF_ANY: u64 = 0;
+    let attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        flags: BPF_ANY,
+    };
+    // SAFETY: attr points at valid key/value buffers of the map's sizes (checked at parse time
+    // against the map definition the map was created from).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &attr as *const MapElemAttr,
+            size_of::<MapElemAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
