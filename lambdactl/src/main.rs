@@ -1,25 +1,21 @@
 //! `lambdactl`: the λ-NIC command-line tool. A thin layer over the `loader` crate.
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io,
-    net::{SocketAddr, ToSocketAddrs as _, UdpSocket},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lambda_ebpf::wire::{self, HEADER_LEN, LambdaHeader, Status};
-use loader::frames::{FrameError, UdpFrame};
+use lambda_ebpf::wire::{self, LambdaHeader};
 use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
-/// Exit status when at least one request got no valid response (timeout or refused).
-const EXIT_UNANSWERED: u8 = 3;
-/// Exit status when every request was answered but at least one status was not OK.
-const EXIT_NOT_OK: u8 = 4;
+mod inspect;
+mod invoke;
+mod test_run;
 
 #[derive(Parser)]
 #[command(
@@ -221,63 +217,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach(args) => attach(args),
         Command::Detach { iface } => detach(&iface),
         Command::Ls { json } => ls(json),
-        Command::Invoke(args) => invoke(args),
-        Command::TestRun(args) => test_run(args),
-        Command::Inspect { object } => inspect(&object),
+        Command::Invoke(args) => invoke::invoke(args),
+        Command::TestRun(args) => test_run::test_run(args),
+        Command::Inspect { object } => inspect::inspect(&object),
     }
-}
-
-fn inspect(object: &Path) -> Result<ExitCode> {
-    let bytes = fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
-    let image = loader::LambdaImage::parse(&bytes, &object.display().to_string())?;
-    println!("{}", object.display());
-    println!("programs:");
-    for program in &image.programs {
-        println!(
-            "  {} (section {}, {:?}, {} insns)",
-            program.name, program.section, program.kind, program.insn_count
-        );
-        // The lines of the author's own sources this program was compiled from (inlined
-        // toolchain and dependency code left out): where its instructions come from.
-        let start = (program.offset / 8) as usize;
-        let end = start + program.insn_count as usize;
-        let mut files: std::collections::BTreeMap<&str, (u32, u32)> = Default::default();
-        for line in image.line_info.entries() {
-            let own = !line.file.contains("/rustlib/") && !line.file.contains("/.cargo/registry/");
-            if line.section == program.section && (start..end).contains(&line.insn) && own {
-                let range = files.entry(&line.file).or_insert((line.line, line.line));
-                range.0 = range.0.min(line.line);
-                range.1 = range.1.max(line.line);
-            }
-        }
-        for (file, (first, last)) in files {
-            println!("      source {file}, lines {first}–{last}");
-        }
-    }
-    println!("maps:");
-    for map in &image.maps {
-        println!(
-            "  {} {}: key {} B, value {} B, max {} entries",
-            map.name,
-            map.type_name(),
-            map.key_size,
-            map.value_size,
-            map.max_entries
-        );
-    }
-    println!("globals:");
-    for global in &image.globals {
-        println!("  {} ({}, {} B)", global.name, global.section, global.size);
-    }
-    for seed in &image.seeds {
-        println!("seed: {} record(s) for {}", seed.record_count(), seed.map);
-    }
-    println!(
-        "BTF: {}; line info: {} records",
-        if image.has_btf { "yes" } else { "no" },
-        image.line_info.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Enters the network namespace `/run/netns/NAME` (network only, unlike `ip netns exec`).
@@ -456,205 +399,6 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn random_u64() -> u64 {
-    let mut buf = [0u8; 8];
-    // SAFETY: writes at most 8 bytes into `buf`.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != 8 {
-        // getrandom cannot really fail here; fall back to the clock.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return t.as_nanos() as u64 ^ u64::from(std::process::id());
-    }
-    u64::from_ne_bytes(buf)
-}
-
-/// What came back for one request.
-enum Answer {
-    Response {
-        header: LambdaHeader,
-        body: Vec<u8>,
-        rtt: Duration,
-    },
-    Timeout,
-    Refused,
-}
-
-fn invoke(args: InvokeArgs) -> Result<ExitCode> {
-    let addr: SocketAddr = args
-        .target
-        .to_socket_addrs()
-        .with_context(|| {
-            format!(
-                "bad target `{}` (want ADDR:PORT, e.g. 10.0.0.1:9000 or [fd00::1]:9000)",
-                args.target
-            )
-        })?
-        .next()
-        .ok_or_else(|| anyhow!("`{}` resolves to no address", args.target))?;
-    let body = match (&args.body, &args.body_file) {
-        (Some(text), _) => text.as_bytes().to_vec(),
-        (None, Some(path)) => {
-            fs::read(path).with_context(|| format!("cannot read body file {}", path.display()))?
-        }
-        (None, None) => Vec::new(),
-    };
-    // A request is one datagram and lambdas see only whole ones: a datagram the IP layer
-    // would fragment on a 1500-byte MTU passes the XDP hook as fragments and is never answered.
-    let ip_and_udp = if addr.is_ipv4() { 20 + 8 } else { 40 + 8 };
-    let fits_one_frame = 1500 - ip_and_udp - HEADER_LEN;
-    if body.len() > fits_one_frame {
-        bail!(
-            "a {}-byte body does not fit one 1500-byte-MTU datagram ({fits_one_frame} bytes at most over {}): lambdas only see whole datagrams",
-            body.len(),
-            if addr.is_ipv4() { "IPv4" } else { "IPv6" }
-        );
-    }
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let socket = UdpSocket::bind(bind).context("cannot open a UDP socket")?;
-    socket
-        .connect(addr)
-        .with_context(|| format!("cannot reach {addr}"))?;
-    let timeout = Duration::from_millis(args.timeout_ms.max(1));
-
-    let mut rtts = Vec::new();
-    let (mut unanswered, mut not_ok, mut ignored) = (0u32, 0u32, 0u32);
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..args.count {
-        let request_id = random_u64();
-        let mut datagram = LambdaHeader::request(args.lambda, request_id)
-            .as_bytes()
-            .to_vec();
-        datagram.extend_from_slice(&body);
-        let (answer, skipped) = exchange(&socket, &datagram, request_id, timeout, &mut buf)
-            .with_context(|| format!("request to {addr} failed"))?;
-        ignored += skipped;
-        match answer {
-            Answer::Response { header, body, rtt } => {
-                rtts.push(rtt);
-                let ok = header.status() == Some(Status::Ok);
-                if !ok {
-                    not_ok += 1;
-                }
-                if args.count == 1 {
-                    println!(
-                        "{} from {addr} in {} µs ({} byte body)",
-                        status_text(&header),
-                        rtt.as_micros(),
-                        body.len()
-                    );
-                    print_body(&body);
-                }
-            }
-            Answer::Timeout => {
-                unanswered += 1;
-                if args.count == 1 {
-                    println!("no response from {addr} within {} ms", timeout.as_millis());
-                }
-            }
-            Answer::Refused => {
-                unanswered += 1;
-                if args.count == 1 {
-                    println!(
-                        "refused: {addr} answered with ICMP port unreachable (no lambda took the request, and nothing listens there)"
-                    );
-                }
-            }
-        }
-    }
-    if args.count > 1 {
-        println!(
-            "{} requests to {addr}: {} answered ({} not OK), {} unanswered, {} other datagrams ignored",
-            args.count,
-            rtts.len(),
-            not_ok,
-            unanswered,
-            ignored
-        );
-        if !rtts.is_empty() {
-            rtts.sort();
-            let pct = |p: f64| {
-                let i = ((rtts.len() as f64 - 1.0) * p).round() as usize;
-                rtts[i].as_secs_f64() * 1e6
-            };
-            println!(
-                "round trip µs: min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-                pct(0.0),
-                pct(0.5),
-                pct(0.9),
-                pct(0.99),
-                pct(1.0)
-            );
-        }
-    } else if ignored > 0 {
-        println!("({ignored} unrelated datagrams ignored)");
-    }
-    Ok(if unanswered > 0 {
-        ExitCode::from(EXIT_UNANSWERED)
-    } else if not_ok > 0 {
-        ExitCode::from(EXIT_NOT_OK)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// Sends one request and waits for the response with its request id. Returns the answer and
-/// how many other datagrams were skipped.
-fn exchange(
-    socket: &UdpSocket,
-    datagram: &[u8],
-    request_id: u64,
-    timeout: Duration,
-    buf: &mut [u8],
-) -> io::Result<(Answer, u32)> {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    socket.send(datagram)?;
-    let mut ignored = 0;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok((Answer::Timeout, ignored));
-        }
-        socket.set_read_timeout(Some(deadline - now))?;
-        match socket.recv(buf) {
-            Ok(n) => {
-                let rtt = start.elapsed();
-                match LambdaHeader::decode(&buf[..n]) {
-                    Ok(h) if h.request_id() == request_id && h.is_response() => {
-                        return Ok((
-                            Answer::Response {
-                                header: h,
-                                body: buf[HEADER_LEN..n].to_vec(),
-                                rtt,
-                            },
-                            ignored,
-                        ));
-                    }
-                    _ => ignored += 1,
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok((Answer::Timeout, ignored));
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                return Ok((Answer::Refused, ignored));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 fn status_text(h: &LambdaHeader) -> String {
     match h.status() {
         Some(s) => s.name().to_owned(),
@@ -700,111 +444,9 @@ fn hexdump(bytes: &[u8]) -> String {
     out
 }
 
-fn test_run(args: TestRunArgs) -> Result<ExitCode> {
-    let bytes =
-        fs::read(&args.object).with_context(|| format!("cannot read {}", args.object.display()))?;
-    let name = args.object.display().to_string();
-    let params = args.lambda.params();
-    let packet = match (&args.packet_file, &args.request_body) {
-        (Some(path), _) => {
-            fs::read(path).with_context(|| format!("cannot read packet file {}", path.display()))?
-        }
-        (None, Some(body)) => {
-            build_request_frame(params.port, params.lambda_id.unwrap_or(1), body.as_bytes())?
-        }
-        (None, None) => unreachable!("clap requires one"),
-    };
-    let outcome = loader::test_run(&bytes, &name, &packet, args.repeat, &params)?;
-    for note in &outcome.notes {
-        println!("note: {note}");
-    }
-    println!("program: {}", outcome.program);
-    for (map, n) in &outcome.seeded {
-        println!("seeded:  {map} ({n} record{})", plural(*n));
-    }
-    println!("action:  {}", outcome.action);
-    if outcome.repeat > 1 {
-        println!(
-            "time:    {} ns/run mean, {} ns min (kernel-measured, {} runs on the original packet)",
-            outcome.ns_per_run, outcome.ns_min, outcome.repeat
-        );
-    } else {
-        println!(
-            "time:    {} ns (kernel-measured, one cold run; --repeat N averages)",
-            outcome.ns_per_run
-        );
-    }
-    println!(
-        "output packet ({} bytes{}):",
-        outcome.packet_out.len(),
-        if outcome.packet_out == packet {
-            ", unchanged"
-        } else {
-            ""
-        }
-    );
-    print!("{}", hexdump(&outcome.packet_out));
-    match UdpFrame::decode(&outcome.packet_out) {
-        Ok(udp) => match LambdaHeader::decode(&udp.payload) {
-            Ok(h) => {
-                println!(
-                    "λ {}: UDP {} → {} (checksums OK), lambda {}, request {:#018x}, fragment {}/{}, status {}",
-                    if h.is_response() {
-                        "response"
-                    } else {
-                        "request"
-                    },
-                    udp.src,
-                    udp.dst,
-                    h.lambda_id(),
-                    h.request_id(),
-                    h.frag_index(),
-                    h.frag_count(),
-                    status_text(&h)
-                );
-                let body = &udp.payload[HEADER_LEN..];
-                println!("body ({} bytes):", body.len());
-                print_body(body);
-            }
-            Err(e) => println!("UDP {} → {}: not a λ datagram ({e})", udp.src, udp.dst),
-        },
-        Err(FrameError::NotUdp { .. }) => {}
-        Err(e) => println!("output is not a valid UDP frame: {e}"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// An Ethernet/IPv4/UDP frame carrying a λ request: 10.0.0.2:40000 → 10.0.0.1:`port`, with
-/// correct IPv4 and UDP checksums.
-fn build_request_frame(port: u16, lambda_id: u32, body: &[u8]) -> Result<Vec<u8>> {
-    let mut payload = LambdaHeader::request(lambda_id, 0x0102_0304_0506_0708)
-        .as_bytes()
-        .to_vec();
-    payload.extend_from_slice(body);
-    let frame = UdpFrame {
-        src_mac: [0x02, 0, 0, 0, 0, 0x02],
-        dst_mac: [0x02, 0, 0, 0, 0, 0x01],
-        src: SocketAddr::from(([10, 0, 0, 2], 40000)),
-        dst: SocketAddr::from(([10, 0, 0, 1], port)),
-        payload,
-    };
-    Ok(frame.encode()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn built_request_frame_parses_back() {
-        let frame = build_request_frame(9000, 7, b"index.html").unwrap();
-        let udp = UdpFrame::decode(&frame).unwrap();
-        assert_eq!(udp.dst, "10.0.0.1:9000".parse().unwrap());
-        assert_eq!(udp.src, "10.0.0.2:40000".parse().unwrap());
-        let h = LambdaHeader::decode(&udp.payload).unwrap();
-        assert_eq!(h.lambda_id(), 7);
-        assert_eq!(&udp.payload[HEADER_LEN..], b"index.html");
-    }
 
     #[test]
     fn hexdump_has_offsets_and_ascii() {
