@@ -137,3 +137,12 @@ where
         None => Verdict::Pass.xdp_action(),
     }
 }
+
+/// Every lambda links this SDK, so it supplies the panic handler `no_std` needs: lambdas do
+/// not write their own. It is never reached: the kernel verifier rejects any program in which
+/// a panic path is reachable, and the compiler removes the branches to it.
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: unreachable in a loaded program (see above).
+    unsafe { core::hint::unreachable_unchecked() }
+}

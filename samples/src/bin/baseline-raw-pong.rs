@@ -160,13 +160,6 @@ mod lambda {
         }
         XDP_TX
     }
-
-    #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
-        // SAFETY: the verifier rejects any program with a reachable panic path, so this is
-        // never reached in a loaded program.
-        unsafe { core::hint::unreachable_unchecked() }
-    }
 }
 
 #[cfg(not(target_arch = "bpf"))]

@@ -70,13 +70,6 @@ mod lambda {
             None => (Status::Internal, &[]),
         }
     }
-
-    #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
-        // SAFETY: the verifier rejects any program with a reachable panic path, so this is
-        // never reached in a loaded program.
-        unsafe { core::hint::unreachable_unchecked() }
-    }
 }
 
 #[cfg(not(target_arch = "bpf"))]
