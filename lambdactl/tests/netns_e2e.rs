@@ -53,6 +53,23 @@ fn snmp_counter(pair: &NetnsPair, file: &str, table: &str, field: &str) -> u64 {
     values[at].parse().unwrap()
 }
 
+/// `bpftool map <command…> key hex … [value hex …]`.
+fn bpftool_map(command: &[&str], fields: &[(&str, &[u8])]) {
+    let mut args: Vec<String> = std::iter::once("map")
+        .chain(command.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    for (name, bytes) in fields {
+        args.push((*name).to_owned());
+        args.push("hex".to_owned());
+        args.extend(bytes.iter().map(|b| format!("{b:02x}")));
+    }
+    run_ok(
+        "bpftool",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
 fn attached_entry(pair: &NetnsPair) -> Option<serde_json::Value> {
     let listing = lambdactl_ok(&["-n", &pair.server_ns, "ls", "--json"]);
     let all: serde_json::Value = serde_json::from_str(&listing).expect("ls --json prints JSON");
@@ -231,52 +248,29 @@ fn serve_on_veth(mode: &str) {
         .as_str()
         .unwrap()
         .to_owned();
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
     let mut key = b"index.html".to_vec();
     key.resize(64, 0);
     let fresh = b"<p>changed at runtime</p>";
     let mut value = (fresh.len() as u32).to_ne_bytes().to_vec();
     value.extend_from_slice(fresh);
     value.resize(4 + lambda_ebpf::MAX_BODY, 0);
-    let mut update = vec![
-        "map".to_owned(),
-        "update".into(),
-        "pinned".into(),
-        pin.clone(),
-    ];
-    update.push("key".into());
-    update.push("hex".into());
-    update.extend(hex(&key));
-    update.push("value".into());
-    update.push("hex".into());
-    update.extend(hex(&value));
-    run_ok(
-        "bpftool",
-        &update.iter().map(String::as_str).collect::<Vec<_>>(),
+    bpftool_map(
+        &["update", "pinned", &pin],
+        &[("key", &key), ("value", &value)],
     );
     let changed = python_client(&pair, &pair.server_v4, "index.html", 5);
     assert_eq!(
         changed["bodies"]["<p>changed at runtime</p>"], 5,
         "{changed}"
     );
-    let mut delete = vec![
-        "map".to_owned(),
-        "delete".into(),
-        "pinned".into(),
-        pin,
-        "key".into(),
-    ];
-    delete.push("hex".into());
-    delete.extend(hex(&key));
-    run_ok(
-        "bpftool",
-        &delete.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    bpftool_map(&["delete", "pinned", &pin], &[("key", &key)]);
     let gone = python_client(&pair, &pair.server_v4, "index.html", 5);
     assert_eq!(gone["statuses"]["1"], 5, "NOT_FOUND once deleted: {gone}");
 
     // Another process holding the link open must not keep the program attached.
-    let held_link = open_pinned(std::path::Path::new(entry["link_pin"].as_str().unwrap()));
+    let held_link =
+        loader::kernel::open_pinned(std::path::Path::new(entry["link_pin"].as_str().unwrap()))
+            .expect("BPF_OBJ_GET on the pinned link");
     lambdactl_ok(&["-n", &pair.server_ns, "detach", "--iface", &pair.server_if]);
     assert!(!pair.server_xdp_attached(), "interface clean after detach");
     drop(held_link);

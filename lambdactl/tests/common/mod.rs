@@ -244,37 +244,3 @@ pub fn ones_sum(bytes: &[u8]) -> u16 {
     }
     sum as u16
 }
-
-/// Opens a pinned BPF object (BPF_OBJ_GET), as any other process on the host could.
-pub fn open_pinned(pin: &Path) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd as _;
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
-    let attr = ObjGetAttr {
-        pathname: path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: attr points at a NUL-terminated path that outlives the call; BPF_OBJ_GET = 7.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            7,
-            &attr as *const ObjGetAttr,
-            std::mem::size_of::<ObjGetAttr>() as u32,
-        )
-    };
-    assert!(
-        fd >= 0,
-        "BPF_OBJ_GET {}: {}",
-        pin.display(),
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the kernel just returned this fd to us.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
-}

@@ -55,7 +55,7 @@ mod sys;
 mod test_run;
 
 pub use error::{KernelError, VerifierLog, chain};
-pub use sys::{check_privileges, ifindex, netns_inode};
+pub use sys::{check_privileges, ifindex, netns_inode, open_pinned};
 pub use test_run::{TestRunOutcome, TestRunner, XdpAction, test_run};
 
 use error::{aya_err, io_err, is_permission, os_errno};

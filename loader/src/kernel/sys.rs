@@ -81,8 +81,9 @@ pub(super) struct LinkState {
     pub(super) ifindex: u32,
 }
 
-/// Opens a pinned BPF object (BPF_OBJ_GET).
-pub(super) fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
+/// Opens a pinned BPF object (BPF_OBJ_GET): a file descriptor for a pinned map, program or
+/// link, as any process on the host can get it.
+pub fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd as _, OwnedFd};
     const BPF_OBJ_GET: libc::c_long = 7;
 
