@@ -94,7 +94,7 @@ enum ModeArg {
 #[derive(Args)]
 struct LambdaArgs {
     /// UDP port the lambda serves.
-    #[arg(long, default_value_t = wire::DEFAULT_PORT, value_name = "N")]
+    #[arg(long, default_value_t = wire::DEFAULT_PORT, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
     /// Answer only this lambda id (default: answer any lambda id).
     #[arg(long, value_name = "ID")]
