@@ -59,27 +59,27 @@ struct Reader<'a> {
     section: &'static str,
 }
 
-impl Reader<'_> {
-    fn u32_at(&self, offset: usize) -> Result<u32, LineInfoError> {
-        let raw = self
-            .bytes
-            .get(offset..offset + 4)
+impl<'a> Reader<'a> {
+    /// `needed` bytes at `offset`, or `Truncated`.
+    fn slice(&self, offset: usize, needed: usize) -> Result<&'a [u8], LineInfoError> {
+        offset
+            .checked_add(needed)
+            .and_then(|end| self.bytes.get(offset..end))
             .ok_or(LineInfoError::Truncated {
                 section: self.section,
                 offset,
-                needed: 4,
+                needed,
                 len: self.bytes.len(),
-            })?;
+            })
+    }
+
+    fn u32_at(&self, offset: usize) -> Result<u32, LineInfoError> {
+        let raw = self.slice(offset, 4)?;
         Ok(u32::from_le_bytes(raw.try_into().expect("4 bytes")))
     }
 
     fn magic(&self) -> Result<(), LineInfoError> {
-        let raw = self.bytes.get(..2).ok_or(LineInfoError::Truncated {
-            section: self.section,
-            offset: 0,
-            needed: 2,
-            len: self.bytes.len(),
-        })?;
+        let raw = self.slice(0, 2)?;
         let found = u16::from_le_bytes([raw[0], raw[1]]);
         if found != BTF_MAGIC {
             return Err(LineInfoError::BadMagic {
@@ -117,16 +117,7 @@ impl LineTable {
         let hdr_len = btf_reader.u32_at(4)? as usize;
         let str_off = btf_reader.u32_at(16)? as usize;
         let str_len = btf_reader.u32_at(20)? as usize;
-        let start = hdr_len + str_off;
-        let strings = Strings(
-            btf.get(start..start + str_len)
-                .ok_or(LineInfoError::Truncated {
-                    section: ".BTF",
-                    offset: start,
-                    needed: str_len,
-                    len: btf.len(),
-                })?,
-        );
+        let strings = Strings(btf_reader.slice(hdr_len + str_off, str_len)?);
 
         let ext = Reader {
             bytes: btf_ext,
@@ -141,15 +132,8 @@ impl LineTable {
             return Ok(LineTable { entries });
         }
         let base = ext_hdr_len + line_off;
+        ext.slice(base, line_len)?;
         let end = base + line_len;
-        if end > btf_ext.len() {
-            return Err(LineInfoError::Truncated {
-                section: ".BTF.ext",
-                offset: base,
-                needed: line_len,
-                len: btf_ext.len(),
-            });
-        }
         let record_size = ext.u32_at(base)?;
         if record_size < 16 {
             return Err(LineInfoError::RecordTooSmall { size: record_size });
@@ -160,14 +144,12 @@ impl LineTable {
             let count = ext.u32_at(at + 4)? as usize;
             at += 8;
             for _ in 0..count {
-                if at + record_size as usize > end {
-                    return Err(LineInfoError::Truncated {
-                        section: ".BTF.ext",
-                        offset: at,
-                        needed: record_size as usize,
-                        len: end,
-                    });
+                // A record must lie inside the line-info block, not just inside the section.
+                Reader {
+                    bytes: &btf_ext[..end],
+                    section: ".BTF.ext",
                 }
+                .slice(at, record_size as usize)?;
                 let insn_off = ext.u32_at(at)?;
                 let file = strings.get(ext.u32_at(at + 4)?)?;
                 let text = strings.get(ext.u32_at(at + 8)?)?;

@@ -81,6 +81,22 @@ pub(super) struct LinkState {
     pub(super) ifindex: u32,
 }
 
+/// The `bpf(2)` system call with command `cmd` and attribute block `attr`; the kernel's
+/// return value, or the errno as an `io::Error`.
+///
+/// # Safety
+/// `attr` must be a valid `bpf_attr` prefix for `cmd`, and every pointer in it must point at
+/// memory that is valid for what the command reads or writes.
+unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+    // SAFETY: the caller guarantees `attr` fits `cmd`; its size goes with it.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>() as u32) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// Opens a pinned BPF object (BPF_OBJ_GET): a file descriptor for a pinned map, program or
 /// link, as any process on the host can get it.
 pub fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
@@ -102,17 +118,7 @@ pub fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
         file_flags: 0,
     };
     // SAFETY: attr points at a NUL-terminated path that outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGetAttr,
-            size_of::<ObjGetAttr>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = unsafe { bpf_syscall(BPF_OBJ_GET, &attr) }?;
     // SAFETY: the kernel just returned this fd to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -132,17 +138,7 @@ pub(super) fn force_detach_link(pin: &Path) -> io::Result<()> {
         link_fd: fd.as_raw_fd() as u32,
     };
     // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_DETACH.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &attr as *const LinkDetachAttr,
-            size_of::<LinkDetachAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf_syscall(BPF_LINK_DETACH, &attr) }?;
     Ok(())
 }
 
@@ -168,17 +164,7 @@ pub(super) fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
         info: &mut info as *mut _ as u64,
     };
     // SAFETY: info points at a buffer of info_len bytes that we own.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoAttr,
-            size_of::<InfoAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
     if info.type_ != BPF_LINK_TYPE_XDP {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -214,19 +200,8 @@ pub(super) fn map_update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Re
     };
     // SAFETY: attr points at valid key/value buffers of the map's sizes (checked at parse time
     // against the map definition the map was created from).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            &attr as *const MapElemAttr,
-            size_of::<MapElemAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { bpf_syscall(BPF_MAP_UPDATE_ELEM, &attr) }?;
+    Ok(())
 }
 
 pub(super) fn is_bpffs(path: &Path) -> bool {
