@@ -185,15 +185,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            if let Some(log) = err
-                .downcast_ref::<KernelError>()
-                .and_then(|k| k.verifier_log())
+            if let Some(KernelError::VerifierRejected { program, log, .. }) =
+                err.downcast_ref::<KernelError>()
             {
-                let KernelError::VerifierRejected { program, .. } =
-                    err.downcast_ref::<KernelError>().expect("checked")
-                else {
-                    unreachable!()
-                };
                 eprintln!("lambdactl: error: kernel verifier rejected program `{program}`");
                 if full_log {
                     eprintln!("{}", log.full().trim_end());

@@ -185,6 +185,12 @@ impl MapDef {
     pub fn type_name(&self) -> String {
         map_type_name(self.map_type)
     }
+
+    /// Per-CPU maps (percpu_hash 5, percpu_array 6, lru_percpu_hash 10) hold one value per
+    /// possible CPU: their userspace value is not `value_size` bytes.
+    pub fn is_per_cpu(&self) -> bool {
+        matches!(self.map_type, 5 | 6 | 10)
+    }
 }
 
 /// The kernel's name for a `bpf_map_type` value, lower-case, or `type N` if unknown here.

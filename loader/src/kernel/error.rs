@@ -174,16 +174,6 @@ pub enum KernelError {
     },
 }
 
-impl KernelError {
-    /// The full verifier log, if this is a verifier rejection.
-    pub fn verifier_log(&self) -> Option<&VerifierLog> {
-        match self {
-            KernelError::VerifierRejected { log, .. } => Some(log),
-            _ => None,
-        }
-    }
-}
-
 /// `a: b: c` for an error and its sources, skipping sources whose text the outer one repeats.
 pub fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut out = err.to_string();

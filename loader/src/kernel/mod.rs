@@ -715,19 +715,14 @@ fn read_object(path: &Path) -> Result<Vec<u8>, KernelError> {
     })
 }
 
-/// Copies `bytes` into storage aligned to 8 bytes (aya requires at least 4).
-fn aligned(bytes: &[u8]) -> (Vec<u64>, usize) {
-    let mut buf = vec![0u64; bytes.len().div_ceil(8)];
-    // SAFETY: the u64 buffer has at least `bytes.len()` bytes; u8 has no alignment needs.
-    let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), bytes.len()) };
-    dst.copy_from_slice(bytes);
-    (buf, bytes.len())
-}
-
 pub(super) fn load_maps(loader: &mut EbpfLoader<'_>, bytes: &[u8]) -> Result<Ebpf, KernelError> {
-    let (buf, len) = aligned(bytes);
-    // SAFETY: `buf` holds `len` initialised bytes.
-    let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+    // The ELF parser wants its input aligned to 8 bytes, which a `Vec<u8>` does not promise:
+    // copy the object into u64 storage.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: `words` spans at least `bytes.len()` bytes; u8 has no alignment needs.
+    let data =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+    data.copy_from_slice(bytes);
     loader.load(data).map_err(|e| match e {
         EbpfError::MapError(e) => aya_err("creating maps", e),
         other => aya_err("loading the object", other),
@@ -843,7 +838,7 @@ pub(super) fn seed_map(ebpf: &Ebpf, image: &LambdaImage, map: &str) -> Result<us
     };
     let def = image.map(map).expect("parse checks seeds name maps");
     // Per-CPU maps want one value per possible CPU; seeds carry one.
-    if matches!(def.map_type, 5 | 6 | 10) {
+    if def.is_per_cpu() {
         return Err(KernelError::SeedUnsupported {
             map: map.to_owned(),
             reason: format!("{} maps take a value per CPU", def.type_name()),

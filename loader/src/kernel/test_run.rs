@@ -188,8 +188,5 @@ pub fn test_run(
     repeat: u32,
     params: &LambdaParams,
 ) -> Result<TestRunOutcome, KernelError> {
-    if packet.len() < 14 {
-        return Err(KernelError::PacketTooShort { len: packet.len() });
-    }
     TestRunner::load(bytes, name, params)?.run(packet, repeat)
 }
