@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use serde_json::json;
 
 use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl, sh};
 
@@ -432,90 +433,58 @@ impl Report {
     }
 
     fn json(&self) -> String {
-        let list = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x:.1}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut s = String::new();
         let h = &self.header;
-        let _ = writeln!(s, "{{");
-        let _ = writeln!(s, "  \"commit\": {},", json_str(&h.commit));
-        let _ = writeln!(s, "  \"cpu\": {},", json_str(&h.cpu));
-        let _ = writeln!(s, "  \"cores\": {},", h.cores);
-        let _ = writeln!(s, "  \"kernel\": {},", json_str(&h.kernel));
-        let _ = writeln!(s, "  \"date\": {},", json_str(&h.date));
-        let _ = writeln!(s, "  \"round_trip\": {{");
-        let _ = writeln!(s, "    \"requests_per_mode\": {},", self.count);
-        let _ = writeln!(s, "    \"rounds\": {},", self.rounds);
-        let modes: Vec<String> = self
+        let modes: serde_json::Map<String, serde_json::Value> = self
             .rtt
             .iter()
             .map(|m| {
-                format!(
-                    "    {}: {{ \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"p50_us_rounds\": [{}], \"p99_us_rounds\": [{}] }}",
-                    json_str(m.mode),
-                    median(&m.p50),
-                    median(&m.p99),
-                    list(&m.p50),
-                    list(&m.p99)
-                )
+                let value = json!({
+                    "p50_us": median(&m.p50),
+                    "p99_us": median(&m.p99),
+                    "p50_us_rounds": m.p50,
+                    "p99_us_rounds": m.p99,
+                });
+                (m.mode.to_owned(), value)
             })
             .collect();
-        let _ = writeln!(s, "{}", modes.join(",\n"));
-        let _ = writeln!(s, "  }},");
-        let _ = writeln!(s, "  \"test_run\": {{");
-        let _ = writeln!(s, "    \"repeat\": {},", self.repeat);
-        let _ = writeln!(s, "    \"rounds\": {},", self.test_run_rounds);
-        let _ = writeln!(
-            s,
-            "    \"insns_source\": \"bpftool prog show: bytes_xlated / 8\","
-        );
-        let progs: Vec<String> = self
+        let programs: serde_json::Map<String, serde_json::Value> = self
             .runs
             .iter()
             .map(|r| {
-                let ns: Vec<f64> = r.ns.iter().map(|&n| n as f64).collect();
-                format!(
-                    "    {}: {{ \"ns_per_run\": {:.0}, \"ns_per_run_rounds\": [{}], \"xlated_insns\": {} }}",
-                    json_str(r.name),
-                    r.median(),
-                    list(&ns),
-                    r.insns.map_or_else(|| "null".to_owned(), |n| n.to_string())
-                )
+                let value = json!({
+                    "ns_per_run": r.median(),
+                    "ns_per_run_rounds": r.ns,
+                    "xlated_insns": r.insns,
+                });
+                (r.name.to_owned(), value)
             })
             .collect();
-        let _ = writeln!(s, "{}", progs.join(",\n"));
-        let _ = writeln!(s, "  }},");
         let (pong, base) = (self.program("pong"), self.program("baseline-raw-pong"));
-        let _ = writeln!(
-            s,
-            "  \"sdk_overhead\": {{ \"pong_ns\": {:.0}, \"baseline_raw_pong_ns\": {:.0}, \"ratio\": {:.3} }}",
-            pong.median(),
-            base.median(),
-            pong.median() / base.median()
-        );
-        let _ = writeln!(s, "}}");
-        s
+        let report = json!({
+            "commit": h.commit,
+            "cpu": h.cpu,
+            "cores": h.cores,
+            "kernel": h.kernel,
+            "date": h.date,
+            "round_trip": {
+                "requests_per_mode": self.count,
+                "rounds": self.rounds,
+                "modes": modes,
+            },
+            "test_run": {
+                "repeat": self.repeat,
+                "rounds": self.test_run_rounds,
+                "insns_source": "bpftool prog show: bytes_xlated / 8",
+                "programs": programs,
+            },
+            "sdk_overhead": {
+                "pong_ns": pong.median(),
+                "baseline_raw_pong_ns": base.median(),
+                "ratio": pong.median() / base.median(),
+            },
+        });
+        serde_json::to_string_pretty(&report).expect("plain JSON values serialise") + "\n"
     }
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -536,10 +505,5 @@ mod tests {
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 }
