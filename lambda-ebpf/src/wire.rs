@@ -264,7 +264,10 @@ mod tests {
 
     #[test]
     fn decode_round_trips_and_reads_fields() {
-        let mut h = LambdaHeader::request(7, 42);
+        let mut h = LambdaHeader::request(1, 2);
+        h.set_lambda_id(7);
+        h.set_request_id(42);
+        h.set_flags(FLAG_MORE);
         h.set_fragment(3, 9);
         h.make_response(Status::TooLarge);
         let mut datagram = h.as_bytes().to_vec();
@@ -275,6 +278,11 @@ mod tests {
         assert_eq!(d.request_id(), 42);
         assert_eq!((d.frag_index(), d.frag_count()), (3, 9));
         assert!(d.is_response());
+        assert_eq!(
+            d.flags(),
+            FLAG_MORE | FLAG_RESPONSE,
+            "make_response keeps MORE"
+        );
         assert_eq!(d.status(), Some(Status::TooLarge));
         assert!(d.is_valid());
     }
