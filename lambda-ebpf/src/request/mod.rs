@@ -300,10 +300,16 @@ impl Request {
     /// fixed as in [`Request::reply`]; Ethernet padding is dropped.
     #[inline(always)]
     pub fn reply_in_place<F: Frame>(&self, frame: &mut F, status: Status) -> Verdict {
-        if self.body_len > MAX_BODY || self.resize_body(frame, self.body_len).is_err() {
-            return self.reply(frame, Status::TooLarge, &[]);
-        }
-        match self.rewrite_headers(frame, status, self.body_len) {
+        // One rewrite call site: each one is a full inlined copy of the header and checksum code.
+        let (status, body_len) =
+            if self.body_len <= MAX_BODY && self.resize_body(frame, self.body_len).is_ok() {
+                (status, self.body_len)
+            } else {
+                // Shrinking to the headers always fits: the request already had them.
+                let _ = self.resize_body(frame, 0);
+                (Status::TooLarge, 0)
+            };
+        match self.rewrite_headers(frame, status, body_len) {
             Some(()) => Verdict::Reply,
             None => Verdict::Aborted,
         }

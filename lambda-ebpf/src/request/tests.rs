@@ -388,6 +388,15 @@ fn write_body_edits_in_place_and_reply_in_place_keeps_it() {
             assert_eq!(&out[out.len() - 10..], b"SHOUT THI!");
         }
     }
+    // A body longer than one reply may carry (a jumbo frame) is answered TOO_LARGE, empty.
+    let jumbo = ipv4_packet(9000, &udp_payload(7, 0xfeed_beef, &[b'j'; MAX_BODY + 1]));
+    let request = parse(&jumbo).unwrap();
+    let mut frame = BufFrame::new(&jumbo, 0);
+    assert_eq!(
+        request.reply_in_place(&mut frame, Status::Ok),
+        Verdict::Reply
+    );
+    assert_valid_ipv4_response(frame.bytes(), b"", Status::TooLarge, 20);
     // Ethernet padding is not echoed.
     let mut padded = ipv4_packet(9000, &udp_payload(7, 0xfeed_beef, b"hi"));
     padded.extend_from_slice(&[0; 10]);
