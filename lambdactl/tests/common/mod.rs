@@ -199,7 +199,7 @@ impl NetnsPair {
         })
     }
 
-    /// The XDP program id attached to the server interface, if any (`ip -d link`).
+    /// Whether an XDP program is attached to the server interface (`ip -d link`).
     pub fn server_xdp_attached(&self) -> bool {
         let out = run_ok(
             "ip",
@@ -213,7 +213,8 @@ impl NetnsPair {
                 &self.server_if,
             ],
         );
-        out.contains("xdp") || out.contains("prog/xdp")
+        // `ip` prints `prog/xdp id N` for any attached XDP program (skb or drv mode).
+        out.contains("prog/xdp id")
     }
 }
 
