@@ -126,7 +126,7 @@ pub struct DecodeError {
 
 /// Decodes raw little-endian code into instruction slots.
 pub fn decode(bytes: &[u8]) -> Result<Program, DecodeError> {
-    if bytes.len() % INSN_SIZE != 0 {
+    if !bytes.len().is_multiple_of(INSN_SIZE) {
         return Err(DecodeError { len: bytes.len() });
     }
     let insns = bytes
