@@ -12,16 +12,20 @@ pub const INSN_SIZE: usize = 8;
 /// One 8-byte instruction slot: `opcode:8 dst:4 src:4 off:16 imm:32`, little-endian.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Insn {
+    /// The opcode byte; [`opcode`](crate::opcode) names its fields.
     pub opcode: u8,
     /// Destination register, 0–15 as encoded (only 0–10 are valid registers).
     pub dst: u8,
     /// Source register, 0–15 as encoded; for `lddw` and `call` a pseudo kind.
     pub src: u8,
+    /// Signed 16-bit offset: a memory displacement or a jump distance in slots.
     pub off: i16,
+    /// Signed 32-bit immediate (for `lddw`, the low half of the constant).
     pub imm: i32,
 }
 
 impl Insn {
+    /// An instruction slot from its fields.
     pub const fn new(opcode: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
         Insn {
             opcode,
@@ -59,6 +63,7 @@ impl Insn {
         ]
     }
 
+    /// The instruction class (low 3 bits of the opcode).
     pub const fn class(self) -> u8 {
         opcode::class(self.opcode)
     }
@@ -68,6 +73,7 @@ impl Insn {
         self.opcode == opcode::LDDW
     }
 
+    /// `exit`.
     pub const fn is_exit(self) -> bool {
         self.opcode == opcode::EXIT
     }
@@ -86,18 +92,22 @@ impl Insn {
 /// A program as instruction slots (an `lddw` occupies two).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Program {
+    /// The slots, in order.
     pub insns: Vec<Insn>,
 }
 
 impl Program {
+    /// A program from its slots.
     pub fn new(insns: Vec<Insn>) -> Program {
         Program { insns }
     }
 
+    /// Number of slots (not instructions: an `lddw` counts twice).
     pub fn len(&self) -> usize {
         self.insns.len()
     }
 
+    /// No slots at all.
     pub fn is_empty(&self) -> bool {
         self.insns.is_empty()
     }
@@ -112,6 +122,7 @@ impl Program {
             .then(|| u64::from(first.imm as u32) | (u64::from(second.imm as u32) << 32))
     }
 
+    /// The raw little-endian code.
     pub fn to_bytes(&self) -> Vec<u8> {
         encode(&self.insns)
     }
@@ -121,6 +132,7 @@ impl Program {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[error("{len} bytes of eBPF code is not a multiple of {INSN_SIZE}-byte instructions")]
 pub struct DecodeError {
+    /// Length of the refused input in bytes.
     pub len: usize,
 }
 
