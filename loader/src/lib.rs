@@ -5,7 +5,11 @@
 pub mod frames;
 pub mod image;
 pub mod kernel;
+pub mod lambda;
 pub mod lineinfo;
+pub mod link;
+pub mod maps;
+pub mod vm;
 
 pub use image::{ImageError, LambdaImage};
 pub use kernel::{

@@ -45,6 +45,32 @@ impl std::fmt::Display for LineInfo {
     }
 }
 
+/// The `.BTF` string table, for resolving the string offsets of BTF records read elsewhere (aya's
+/// linked line info, say).
+pub struct BtfStrings<'a>(Strings<'a>);
+
+impl<'a> BtfStrings<'a> {
+    /// Finds the string table of a `.BTF` section.
+    pub fn parse(btf: &'a [u8]) -> Result<BtfStrings<'a>, LineInfoError> {
+        let reader = Reader {
+            bytes: btf,
+            section: ".BTF",
+        };
+        reader.magic()?;
+        let hdr_len = reader.u32_at(4)? as usize;
+        let str_off = reader.u32_at(16)? as usize;
+        let str_len = reader.u32_at(20)? as usize;
+        Ok(BtfStrings(Strings(
+            reader.slice(hdr_len + str_off, str_len)?,
+        )))
+    }
+
+    /// The string at `offset`.
+    pub fn get(&self, offset: u32) -> Result<String, LineInfoError> {
+        self.0.get(offset)
+    }
+}
+
 /// Every line-info record of an object, sorted by section and instruction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LineTable {
@@ -109,15 +135,7 @@ impl Strings<'_> {
 impl LineTable {
     /// Reads the line info of an object from its `.BTF` and `.BTF.ext` section contents.
     pub fn parse(btf: &[u8], btf_ext: &[u8]) -> Result<LineTable, LineInfoError> {
-        let btf_reader = Reader {
-            bytes: btf,
-            section: ".BTF",
-        };
-        btf_reader.magic()?;
-        let hdr_len = btf_reader.u32_at(4)? as usize;
-        let str_off = btf_reader.u32_at(16)? as usize;
-        let str_len = btf_reader.u32_at(20)? as usize;
-        let strings = Strings(btf_reader.slice(hdr_len + str_off, str_len)?);
+        let strings = BtfStrings::parse(btf)?.0;
 
         let ext = Reader {
             bytes: btf_ext,

@@ -40,23 +40,19 @@ pub const ENV_BPFFS: &str = "LNIC_BPFFS";
 /// Environment variable overriding [`DEFAULT_STATE_DIR`].
 pub const ENV_STATE_DIR: &str = "LNIC_STATE_DIR";
 
-/// `.rodata` global: the UDP port the lambda serves (`u16`).
-pub const GLOBAL_PORT: &str = "LNIC_PORT";
-/// `.rodata` global: the lambda id the lambda answers (`u32`).
-pub const GLOBAL_LAMBDA_ID: &str = "LNIC_LAMBDA_ID";
-/// `.rodata` global: 1 = answer any lambda id, 0 = only [`GLOBAL_LAMBDA_ID`] (`u8`).
-pub const GLOBAL_MATCH_ANY_ID: &str = "LNIC_MATCH_ANY_ID";
-
 /// How many trailing lines of a verifier log the short rendering keeps.
 pub const VERIFIER_LOG_TAIL: usize = 25;
 
 mod error;
-mod sys;
+pub(crate) mod sys;
 mod test_run;
 
+pub use crate::lambda::{
+    GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
+};
 pub use error::{KernelError, VerifierLog, chain};
 pub use sys::{check_privileges, ifindex, netns_inode, open_pinned};
-pub use test_run::{TestRunOutcome, TestRunner, XdpAction, test_run};
+pub use test_run::{TestRunOutcome, TestRunner, test_run};
 
 use error::{aya_err, io_err, is_permission, os_errno};
 use sys::{force_detach_link, is_bpffs, map_update, pinned_link_state};
@@ -99,24 +95,6 @@ impl ModeUsed {
 impl fmt::Display for ModeUsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// The values the loader writes into the lambda's `.rodata` globals before load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LambdaParams {
-    /// UDP port served ([`GLOBAL_PORT`]).
-    pub port: u16,
-    /// `Some(id)`: answer only this lambda id; `None`: answer any ([`GLOBAL_MATCH_ANY_ID`]).
-    pub lambda_id: Option<u32>,
-}
-
-impl Default for LambdaParams {
-    fn default() -> Self {
-        LambdaParams {
-            port: lambda_ebpf::wire::DEFAULT_PORT,
-            lambda_id: None,
-        }
     }
 }
 

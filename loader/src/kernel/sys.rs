@@ -213,3 +213,197 @@ pub(super) fn is_bpffs(path: &Path) -> bool {
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
+
+// Raw map commands for `crate::maps::KernelMap`: byte-level access to any map, with the caller
+// responsible for the buffer sizes (the kernel takes them from the map, not from us).
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+/// The `bpf_attr` prefix the element commands read (`map_fd`, `key`, `value`/`next_key`,
+/// `flags`).
+#[repr(C)]
+struct MapElemRawAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The parameters of a map to create with [`map_create`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MapCreateParams {
+    pub(crate) map_type: u32,
+    pub(crate) key_size: u32,
+    pub(crate) value_size: u32,
+    pub(crate) max_entries: u32,
+    pub(crate) map_flags: u32,
+    /// NUL-padded; the kernel accepts `[A-Za-z0-9_.]`, at most 15 bytes.
+    pub(crate) name: [u8; 16],
+}
+
+/// `BPF_MAP_CREATE` without BTF: a new map's file descriptor.
+pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    // The prefix of `bpf_attr` up to `map_name`; the kernel zero-fills the rest.
+    #[repr(C)]
+    struct MapCreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        inner_map_fd: u32,
+        numa_node: u32,
+        map_name: [u8; 16],
+    }
+    let attr = MapCreateAttr {
+        map_type: p.map_type,
+        key_size: p.key_size,
+        value_size: p.value_size,
+        max_entries: p.max_entries,
+        map_flags: p.map_flags,
+        inner_map_fd: 0,
+        numa_node: 0,
+        map_name: p.name,
+    };
+    // SAFETY: a plain attribute block without pointers.
+    let fd = unsafe { bpf_syscall(BPF_MAP_CREATE, &attr) }?;
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_MAP_LOOKUP_ELEM`: copies the value of `key` into `value`.
+///
+/// # Safety
+/// `key` must hold at least the map's key size and `value` at least its userspace value size
+/// (`value_size`, or `round_up(value_size, 8) × possible CPUs` for per-CPU maps): the kernel
+/// reads and writes that many bytes whatever the slices' lengths.
+pub(crate) unsafe fn map_lookup_elem(
+    fd: BorrowedFd<'_>,
+    key: &[u8],
+    value: &mut [u8],
+) -> io::Result<()> {
+    let attr = MapElemRawAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the caller guarantees the buffer sizes.
+    unsafe { bpf_syscall(BPF_MAP_LOOKUP_ELEM, &attr) }?;
+    Ok(())
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with raw `flags` (`BPF_ANY` 0, `BPF_NOEXIST` 1, `BPF_EXIST` 2, or
+/// anything else to see what the kernel says).
+///
+/// # Safety
+/// As [`map_lookup_elem`]: `key` and `value` must hold the map's key and userspace value sizes.
+pub(crate) unsafe fn map_update_elem(
+    fd: BorrowedFd<'_>,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> io::Result<()> {
+    let attr = MapElemRawAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        flags,
+    };
+    // SAFETY: the caller guarantees the buffer sizes.
+    unsafe { bpf_syscall(BPF_MAP_UPDATE_ELEM, &attr) }?;
+    Ok(())
+}
+
+/// `BPF_MAP_DELETE_ELEM`.
+///
+/// # Safety
+/// `key` must hold the map's key size.
+pub(crate) unsafe fn map_delete_elem(fd: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
+    let attr = MapElemRawAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: 0,
+        flags: 0,
+    };
+    // SAFETY: the caller guarantees the key size.
+    unsafe { bpf_syscall(BPF_MAP_DELETE_ELEM, &attr) }?;
+    Ok(())
+}
+
+/// `BPF_MAP_GET_NEXT_KEY`: writes the key after `key` (the first key for `None`) into `next`.
+///
+/// # Safety
+/// `key` (if any) and `next` must hold the map's key size.
+pub(crate) unsafe fn map_get_next_key(
+    fd: BorrowedFd<'_>,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> io::Result<()> {
+    let attr = MapElemRawAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.map_or(0, |k| k.as_ptr() as u64),
+        value: next.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the caller guarantees the buffer sizes; a zero key pointer means "first key".
+    unsafe { bpf_syscall(BPF_MAP_GET_NEXT_KEY, &attr) }?;
+    Ok(())
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a map fd. The caller must know `fd` is a map: the kernel
+/// answers with the info struct of whatever object the fd is.
+pub(crate) fn map_info(fd: BorrowedFd<'_>) -> io::Result<aya_obj::generated::bpf_map_info> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: a plain C struct; all-zero is valid.
+    let mut info: aya_obj::generated::bpf_map_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<aya_obj::generated::bpf_map_info>() as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: info points at a buffer of info_len bytes that we own.
+    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    Ok(info)
+}
+
+/// Pins a BPF object at `path` on a bpffs (BPF_OBJ_PIN).
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    const BPF_OBJ_PIN: libc::c_long = 6;
+
+    #[repr(C)]
+    struct ObjPinAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+
+    let path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjPinAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+    };
+    // SAFETY: attr points at a NUL-terminated path that outlives the call.
+    unsafe { bpf_syscall(BPF_OBJ_PIN, &attr) }?;
+    Ok(())
+}

@@ -1,67 +1,12 @@
 //! BPF_PROG_TEST_RUN: run a lambda on a packet without attaching it.
 
-use std::fmt;
-
 use aya::{Ebpf, EbpfLoader, TestRun as _, TestRunOptions, programs::Xdp};
 
 use super::error::{KernelError, aya_err};
 use super::sys::check_privileges;
 use super::{Globals, LambdaParams, load_maps, load_xdp, seed_map};
 use crate::image::LambdaImage;
-
-/// An XDP verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpAction {
-    Aborted,
-    Drop,
-    Pass,
-    Tx,
-    Redirect,
-    /// A return value outside the five actions (the kernel treats it as aborted).
-    Other(u32),
-}
-
-impl XdpAction {
-    pub fn from_code(code: u32) -> XdpAction {
-        match code {
-            0 => XdpAction::Aborted,
-            1 => XdpAction::Drop,
-            2 => XdpAction::Pass,
-            3 => XdpAction::Tx,
-            4 => XdpAction::Redirect,
-            other => XdpAction::Other(other),
-        }
-    }
-
-    pub fn code(self) -> u32 {
-        match self {
-            XdpAction::Aborted => 0,
-            XdpAction::Drop => 1,
-            XdpAction::Pass => 2,
-            XdpAction::Tx => 3,
-            XdpAction::Redirect => 4,
-            XdpAction::Other(c) => c,
-        }
-    }
-
-    /// `XDP_PASS`, `XDP_TX`, …
-    pub fn name(self) -> String {
-        match self {
-            XdpAction::Aborted => "XDP_ABORTED".into(),
-            XdpAction::Drop => "XDP_DROP".into(),
-            XdpAction::Pass => "XDP_PASS".into(),
-            XdpAction::Tx => "XDP_TX".into(),
-            XdpAction::Redirect => "XDP_REDIRECT".into(),
-            XdpAction::Other(c) => format!("unknown action {c}"),
-        }
-    }
-}
-
-impl fmt::Display for XdpAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name())
-    }
-}
+use crate::lambda::XdpAction;
 
 /// The result of [`test_run`].
 #[derive(Clone, Debug)]

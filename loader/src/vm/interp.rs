@@ -1,0 +1,616 @@
+//! The VM backend's interpreter: every instruction of the eBPF ISA (RFC 9669), an instruction
+//! budget, and a bounds check of every memory access against the regions the program may touch
+//! (its stack, the packet, the context, map values).
+//!
+//! rbpf's own interpreter is not used: it has no instruction budget, checks only the start
+//! address of an access, and lacks atomics, signed division, sign extension and byte swaps.
+
+use ebpf_isa::{Insn, opcode as op};
+
+use super::helpers::{self, HelperCall, RunState};
+use super::{Access, VmError};
+
+/// Bytes of stack per call frame (the kernel's `MAX_BPF_STACK`).
+pub const FRAME_STACK: usize = 512;
+/// Frames a call chain may have (the kernel's `MAX_CALL_FRAMES`).
+pub const MAX_FRAMES: usize = 8;
+
+/// A memory region the program may access.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub writable: bool,
+}
+
+impl Region {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        addr >= self.start && addr.checked_add(len).is_some_and(|end| end <= self.end)
+    }
+}
+
+/// Register state saved by a bpf-to-bpf call.
+#[derive(Clone, Copy, Default)]
+struct CallFrame {
+    return_pc: usize,
+    callee_saved: [u64; 4],
+    frame_pointer: u64,
+}
+
+/// What one run needs besides the code.
+pub struct Machine<'a> {
+    pub code: &'a [Insn],
+    /// Regions other than the stack and the packet (context, map values, global data).
+    pub regions: &'a [Region],
+    pub budget: u64,
+}
+
+/// The result of a run: `r0` and how many instructions executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub r0: u64,
+    pub executed: u64,
+}
+
+impl Machine<'_> {
+    /// Runs from instruction 0 with `r1`, `r2` = `args`. The stack is `stack` (`MAX_FRAMES`
+    /// frames); `state` gives helpers the packet and maps.
+    pub fn run(
+        &self,
+        args: [u64; 2],
+        stack: &mut [u8; FRAME_STACK * MAX_FRAMES],
+        state: &mut RunState<'_>,
+    ) -> Result<Finished, VmError> {
+        let code = self.code;
+        let stack_region = Region {
+            start: stack.as_ptr() as u64,
+            end: stack.as_ptr() as u64 + stack.len() as u64,
+            writable: true,
+        };
+        let mut reg = [0u64; 11];
+        reg[1] = args[0];
+        reg[2] = args[1];
+        reg[10] = stack_region.end;
+        let mut frames: Vec<CallFrame> = Vec::new();
+        let mut pc = 0usize;
+        let mut executed = 0u64;
+
+        // Finds the region holding `[addr, addr + len)`; `write` needs a writable one.
+        let check = |state: &RunState<'_>,
+                     pc: usize,
+                     addr: u64,
+                     len: u64,
+                     write: bool|
+         -> Result<(), VmError> {
+            let packet = state.packet_region();
+            let ok = stack_region.contains(addr, len)
+                || packet.contains(addr, len)
+                || self
+                    .regions
+                    .iter()
+                    .any(|r| r.contains(addr, len) && (r.writable || !write));
+            if ok {
+                Ok(())
+            } else {
+                Err(VmError::OutOfBounds {
+                    insn: pc,
+                    access: if write { Access::Store } else { Access::Load },
+                    addr,
+                    len,
+                })
+            }
+        };
+
+        loop {
+            let Some(&insn) = code.get(pc) else {
+                return Err(VmError::FellOffEnd { insn: pc });
+            };
+            executed += 1;
+            if executed > self.budget {
+                return Err(VmError::BudgetExceeded {
+                    budget: self.budget,
+                    insn: pc,
+                });
+            }
+            let dst = insn.dst as usize;
+            let src = insn.src as usize;
+            if dst > 10 || src > 10 && insn.opcode != op::LDDW && insn.opcode != op::CALL {
+                return Err(VmError::BadRegister { insn: pc });
+            }
+            let imm = insn.imm as i64 as u64;
+            let class = insn.class();
+            match class {
+                op::CLASS_ALU | op::CLASS_ALU64 => {
+                    if dst == 10 {
+                        return Err(VmError::BadRegister { insn: pc });
+                    }
+                    let is64 = class == op::CLASS_ALU64;
+                    let operand = if op::source(insn.opcode) == op::SRC_X {
+                        reg[src]
+                    } else {
+                        imm
+                    };
+                    reg[dst] = alu(insn, reg[dst], operand, is64).ok_or(VmError::BadOpcode {
+                        insn: pc,
+                        opcode: insn.opcode,
+                    })?;
+                    pc += 1;
+                }
+                op::CLASS_JMP | op::CLASS_JMP32 => {
+                    let operation = op::operation(insn.opcode);
+                    match (class, operation) {
+                        (op::CLASS_JMP, op::JMP_EXIT) => match frames.pop() {
+                            None => {
+                                return Ok(Finished {
+                                    r0: reg[0],
+                                    executed,
+                                });
+                            }
+                            Some(frame) => {
+                                reg[6..10].copy_from_slice(&frame.callee_saved);
+                                reg[10] = frame.frame_pointer;
+                                pc = frame.return_pc;
+                            }
+                        },
+                        (op::CLASS_JMP, op::JMP_CALL) => match insn.src {
+                            op::CALL_HELPER => {
+                                let call = HelperCall {
+                                    id: insn.imm as u32,
+                                    args: [reg[1], reg[2], reg[3], reg[4], reg[5]],
+                                    insn: pc,
+                                };
+                                reg[0] = helpers::call(
+                                    state,
+                                    &call,
+                                    &|s: &RunState<'_>, addr, len, write| {
+                                        check(s, pc, addr, len, write).is_ok()
+                                    },
+                                )?;
+                                pc += 1;
+                            }
+                            op::CALL_LOCAL => {
+                                if frames.len() + 1 >= MAX_FRAMES {
+                                    return Err(VmError::CallDepth {
+                                        insn: pc,
+                                        max: MAX_FRAMES,
+                                    });
+                                }
+                                let target = jump_target(pc, i64::from(insn.imm), code.len())
+                                    .ok_or(VmError::JumpOutOfRange { insn: pc })?;
+                                frames.push(CallFrame {
+                                    return_pc: pc + 1,
+                                    callee_saved: [reg[6], reg[7], reg[8], reg[9]],
+                                    frame_pointer: reg[10],
+                                });
+                                reg[10] -= FRAME_STACK as u64;
+                                pc = target;
+                            }
+                            _ => {
+                                return Err(VmError::Unsupported {
+                                    insn: pc,
+                                    what: "calls of kernel functions (kfuncs)",
+                                });
+                            }
+                        },
+                        _ => {
+                            let (taken, offset) = if insn.opcode == op::JA32 {
+                                (true, i64::from(insn.imm))
+                            } else if operation == op::JMP_JA {
+                                (true, i64::from(insn.off))
+                            } else {
+                                let operand = if op::source(insn.opcode) == op::SRC_X {
+                                    reg[src]
+                                } else {
+                                    imm
+                                };
+                                let taken = condition(
+                                    operation,
+                                    reg[dst],
+                                    operand,
+                                    class == op::CLASS_JMP32,
+                                )
+                                .ok_or(VmError::BadOpcode {
+                                    insn: pc,
+                                    opcode: insn.opcode,
+                                })?;
+                                (taken, i64::from(insn.off))
+                            };
+                            pc = if taken {
+                                jump_target(pc, offset, code.len())
+                                    .ok_or(VmError::JumpOutOfRange { insn: pc })?
+                            } else {
+                                pc + 1
+                            };
+                        }
+                    }
+                }
+                op::CLASS_LDX => {
+                    let mode = op::mode(insn.opcode);
+                    let width = op::size_bytes(op::size(insn.opcode));
+                    if dst == 10 || (mode != op::MODE_MEM && mode != op::MODE_MEMSX) {
+                        return Err(unsupported_load(insn, pc));
+                    }
+                    let addr = reg[src].wrapping_add(insn.off as i64 as u64);
+                    check(state, pc, addr, width as u64, false)?;
+                    // SAFETY: `check` proved [addr, addr + width) lies in a live region.
+                    let value = unsafe { load(addr, width) };
+                    reg[dst] = if mode == op::MODE_MEMSX {
+                        sign_extend(value, width * 8)
+                    } else {
+                        value
+                    };
+                    pc += 1;
+                }
+                op::CLASS_ST | op::CLASS_STX => {
+                    let mode = op::mode(insn.opcode);
+                    let width = op::size_bytes(op::size(insn.opcode));
+                    let addr = reg[dst].wrapping_add(insn.off as i64 as u64);
+                    match (class, mode) {
+                        (op::CLASS_ST, op::MODE_MEM) => {
+                            check(state, pc, addr, width as u64, true)?;
+                            // SAFETY: checked above.
+                            unsafe { store(addr, width, imm) };
+                        }
+                        (op::CLASS_STX, op::MODE_MEM) => {
+                            check(state, pc, addr, width as u64, true)?;
+                            // SAFETY: checked above.
+                            unsafe { store(addr, width, reg[src]) };
+                        }
+                        (op::CLASS_STX, op::MODE_ATOMIC) if width >= 4 => {
+                            check(state, pc, addr, width as u64, true)?;
+                            atomic(insn, pc, addr, width, &mut reg)?;
+                        }
+                        _ => return Err(unsupported_load(insn, pc)),
+                    }
+                    pc += 1;
+                }
+                op::CLASS_LD => {
+                    if insn.opcode != op::LDDW {
+                        return Err(VmError::Unsupported {
+                            insn: pc,
+                            what: "legacy packet loads (ld_abs/ld_ind)",
+                        });
+                    }
+                    let high = code
+                        .get(pc + 1)
+                        .ok_or(VmError::FellOffEnd { insn: pc + 1 })?;
+                    if dst == 10 || insn.src != op::PSEUDO_NONE {
+                        return Err(VmError::Unsupported {
+                            insn: pc,
+                            what: "lddw of an unrelocated pseudo value",
+                        });
+                    }
+                    reg[dst] = u64::from(insn.imm as u32) | (u64::from(high.imm as u32) << 32);
+                    pc += 2;
+                }
+                _ => unreachable!("class is 3 bits"),
+            }
+        }
+    }
+}
+
+fn unsupported_load(insn: Insn, pc: usize) -> VmError {
+    VmError::BadOpcode {
+        insn: pc,
+        opcode: insn.opcode,
+    }
+}
+
+/// `pc + 1 + offset`, if inside the program.
+fn jump_target(pc: usize, offset: i64, len: usize) -> Option<usize> {
+    let target = (pc as i64).checked_add(1)?.checked_add(offset)?;
+    (0..len as i64).contains(&target).then_some(target as usize)
+}
+
+fn sign_extend(value: u64, bits: usize) -> u64 {
+    let shift = 64 - bits;
+    (((value << shift) as i64) >> shift) as u64
+}
+
+/// One ALU operation; `None` for an opcode that is not one.
+fn alu(insn: Insn, dst: u64, operand: u64, is64: bool) -> Option<u64> {
+    let operation = op::operation(insn.opcode);
+    let signed = insn.off == 1;
+    if is64 {
+        let result = match operation {
+            op::ALU_ADD => dst.wrapping_add(operand),
+            op::ALU_SUB => dst.wrapping_sub(operand),
+            op::ALU_MUL => dst.wrapping_mul(operand),
+            op::ALU_DIV if signed => {
+                if operand == 0 {
+                    0
+                } else {
+                    (dst as i64).wrapping_div(operand as i64) as u64
+                }
+            }
+            op::ALU_DIV => dst.checked_div(operand).unwrap_or(0),
+            op::ALU_MOD if signed => {
+                if operand == 0 {
+                    dst
+                } else {
+                    (dst as i64).wrapping_rem(operand as i64) as u64
+                }
+            }
+            op::ALU_MOD => dst.checked_rem(operand).unwrap_or(dst),
+            op::ALU_OR => dst | operand,
+            op::ALU_AND => dst & operand,
+            op::ALU_XOR => dst ^ operand,
+            op::ALU_LSH => dst.wrapping_shl((operand & 63) as u32),
+            op::ALU_RSH => dst.wrapping_shr((operand & 63) as u32),
+            op::ALU_ARSH => ((dst as i64).wrapping_shr((operand & 63) as u32)) as u64,
+            op::ALU_NEG => dst.wrapping_neg(),
+            op::ALU_MOV => match insn.off {
+                0 => operand,
+                8 | 16 | 32 => sign_extend(operand, insn.off as usize),
+                _ => return None,
+            },
+            op::ALU_END => {
+                // 64-bit END is the unconditional `bswap`.
+                match insn.imm {
+                    16 => u64::from((dst as u16).swap_bytes()),
+                    32 => u64::from((dst as u32).swap_bytes()),
+                    64 => dst.swap_bytes(),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(result)
+    } else {
+        let d = dst as u32;
+        let s = operand as u32;
+        let result: u32 = match operation {
+            op::ALU_ADD => d.wrapping_add(s),
+            op::ALU_SUB => d.wrapping_sub(s),
+            op::ALU_MUL => d.wrapping_mul(s),
+            op::ALU_DIV if signed => {
+                if s == 0 {
+                    0
+                } else {
+                    (d as i32).wrapping_div(s as i32) as u32
+                }
+            }
+            op::ALU_DIV => d.checked_div(s).unwrap_or(0),
+            op::ALU_MOD if signed => {
+                if s == 0 {
+                    d
+                } else {
+                    (d as i32).wrapping_rem(s as i32) as u32
+                }
+            }
+            op::ALU_MOD => d.checked_rem(s).unwrap_or(d),
+            op::ALU_OR => d | s,
+            op::ALU_AND => d & s,
+            op::ALU_XOR => d ^ s,
+            op::ALU_LSH => d.wrapping_shl(s & 31),
+            op::ALU_RSH => d.wrapping_shr(s & 31),
+            op::ALU_ARSH => ((d as i32).wrapping_shr(s & 31)) as u32,
+            op::ALU_NEG => d.wrapping_neg(),
+            op::ALU_MOV => match insn.off {
+                0 => s,
+                8 | 16 => sign_extend(u64::from(s), insn.off as usize) as u32,
+                _ => return None,
+            },
+            op::ALU_END => {
+                // In the 32-bit class the source bit picks the byte order; this host is
+                // little-endian, so `le` only truncates and `be` swaps.
+                let to_be = op::source(insn.opcode) == op::SRC_X;
+                return match (insn.imm, to_be) {
+                    (16, false) => Some(dst & 0xffff),
+                    (32, false) => Some(dst & 0xffff_ffff),
+                    (64, false) => Some(dst),
+                    (16, true) => Some(u64::from((dst as u16).swap_bytes())),
+                    (32, true) => Some(u64::from((dst as u32).swap_bytes())),
+                    (64, true) => Some(dst.swap_bytes()),
+                    _ => None,
+                };
+            }
+            _ => return None,
+        };
+        Some(u64::from(result))
+    }
+}
+
+/// A conditional jump's condition; `None` for an opcode that is not one.
+fn condition(operation: u8, dst: u64, operand: u64, is32: bool) -> Option<bool> {
+    let (a, b, sa, sb) = if is32 {
+        let (a, b) = (dst as u32, operand as u32);
+        (
+            u64::from(a),
+            u64::from(b),
+            i64::from(a as i32),
+            i64::from(b as i32),
+        )
+    } else {
+        (dst, operand, dst as i64, operand as i64)
+    };
+    Some(match operation {
+        op::JMP_JEQ => a == b,
+        op::JMP_JNE => a != b,
+        op::JMP_JGT => a > b,
+        op::JMP_JGE => a >= b,
+        op::JMP_JLT => a < b,
+        op::JMP_JLE => a <= b,
+        op::JMP_JSET => a & b != 0,
+        op::JMP_JSGT => sa > sb,
+        op::JMP_JSGE => sa >= sb,
+        op::JMP_JSLT => sa < sb,
+        op::JMP_JSLE => sa <= sb,
+        _ => return None,
+    })
+}
+
+/// Reads `width` bytes (1, 2, 4 or 8) at `addr`, little-endian, zero-extended.
+///
+/// # Safety
+/// `[addr, addr + width)` must be readable memory.
+unsafe fn load(addr: u64, width: usize) -> u64 {
+    let ptr = addr as *const u8;
+    // SAFETY: per the caller; unaligned reads are allowed on every access.
+    unsafe {
+        match width {
+            1 => u64::from(ptr.read()),
+            2 => u64::from(ptr.cast::<u16>().read_unaligned()),
+            4 => u64::from(ptr.cast::<u32>().read_unaligned()),
+            _ => ptr.cast::<u64>().read_unaligned(),
+        }
+    }
+}
+
+/// Writes the low `width` bytes of `value` at `addr`.
+///
+/// # Safety
+/// `[addr, addr + width)` must be writable memory.
+unsafe fn store(addr: u64, width: usize, value: u64) {
+    let ptr = addr as *mut u8;
+    // SAFETY: per the caller.
+    unsafe {
+        match width {
+            1 => ptr.write(value as u8),
+            2 => ptr.cast::<u16>().write_unaligned(value as u16),
+            4 => ptr.cast::<u32>().write_unaligned(value as u32),
+            _ => ptr.cast::<u64>().write_unaligned(value),
+        }
+    }
+}
+
+/// An atomic read-modify-write (`lock` instructions). The VM runs one program per worker thread
+/// on shared map memory, so these are real atomics when the address is aligned, as the
+/// kernel requires; a misaligned one (which the kernel's verifier refuses) is an error.
+fn atomic(
+    insn: Insn,
+    pc: usize,
+    addr: u64,
+    width: usize,
+    reg: &mut [u64; 11],
+) -> Result<(), VmError> {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+    if !addr.is_multiple_of(width as u64) {
+        return Err(VmError::Misaligned {
+            insn: pc,
+            addr,
+            width,
+        });
+    }
+    let src = insn.src as usize;
+    let operand = reg[src];
+    let fetch = insn.imm & op::ATOMIC_FETCH != 0;
+    let old = if width == 8 {
+        // SAFETY: aligned, in bounds (checked by the caller), 8 bytes.
+        let cell = unsafe { AtomicU64::from_ptr(addr as *mut u64) };
+        match insn.imm {
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_ADD => cell.fetch_add(operand, SeqCst),
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_OR => cell.fetch_or(operand, SeqCst),
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_AND => cell.fetch_and(operand, SeqCst),
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_XOR => cell.fetch_xor(operand, SeqCst),
+            op::ATOMIC_XCHG => cell.swap(operand, SeqCst),
+            op::ATOMIC_CMPXCHG => {
+                let old = match cell.compare_exchange(reg[0], operand, SeqCst, SeqCst) {
+                    Ok(v) | Err(v) => v,
+                };
+                reg[0] = old;
+                return Ok(());
+            }
+            _ => {
+                return Err(VmError::BadOpcode {
+                    insn: pc,
+                    opcode: insn.opcode,
+                });
+            }
+        }
+    } else {
+        // SAFETY: aligned, in bounds (checked by the caller), 4 bytes.
+        let cell = unsafe { AtomicU32::from_ptr(addr as *mut u32) };
+        let operand = operand as u32;
+        u64::from(match insn.imm {
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_ADD => cell.fetch_add(operand, SeqCst),
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_OR => cell.fetch_or(operand, SeqCst),
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_AND => cell.fetch_and(operand, SeqCst),
+            x if x & !op::ATOMIC_FETCH == op::ATOMIC_XOR => cell.fetch_xor(operand, SeqCst),
+            op::ATOMIC_XCHG => cell.swap(operand, SeqCst),
+            op::ATOMIC_CMPXCHG => {
+                let old = match cell.compare_exchange(reg[0] as u32, operand, SeqCst, SeqCst) {
+                    Ok(v) | Err(v) => v,
+                };
+                reg[0] = u64::from(old);
+                return Ok(());
+            }
+            _ => {
+                return Err(VmError::BadOpcode {
+                    insn: pc,
+                    opcode: insn.opcode,
+                });
+            }
+        })
+    };
+    if fetch {
+        reg[src] = old;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alu64(operation: u8, off: i16, dst: u64, operand: u64) -> u64 {
+        let insn = Insn::new(op::CLASS_ALU64 | op::SRC_X | operation, 0, 1, off, 0);
+        alu(insn, dst, operand, true).unwrap()
+    }
+
+    fn alu32(operation: u8, off: i16, dst: u64, operand: u64) -> u64 {
+        let insn = Insn::new(op::CLASS_ALU | op::SRC_X | operation, 0, 1, off, 0);
+        alu(insn, dst, operand, false).unwrap()
+    }
+
+    #[test]
+    fn division_by_zero_follows_the_isa() {
+        assert_eq!(alu64(op::ALU_DIV, 0, 7, 0), 0);
+        assert_eq!(alu64(op::ALU_MOD, 0, 7, 0), 7);
+        assert_eq!(alu64(op::ALU_DIV, 1, 7, 0), 0);
+        assert_eq!(alu64(op::ALU_MOD, 1, 7, 0), 7);
+        // 32-bit modulo by zero keeps the low half, zero-extended.
+        assert_eq!(alu32(op::ALU_MOD, 0, 0x1_0000_0007, 0), 7);
+        assert_eq!(
+            alu64(op::ALU_DIV, 1, i64::MIN as u64, u64::MAX),
+            i64::MIN as u64
+        );
+        assert_eq!(alu64(op::ALU_MOD, 1, i64::MIN as u64, u64::MAX), 0);
+        assert_eq!(alu64(op::ALU_DIV, 1, (-7i64) as u64, 2), (-3i64) as u64);
+        assert_eq!(alu64(op::ALU_MOD, 1, (-7i64) as u64, 2), (-1i64) as u64);
+    }
+
+    #[test]
+    fn shifts_mask_and_32_bit_results_zero_extend() {
+        assert_eq!(alu64(op::ALU_LSH, 0, 1, 65), 2);
+        assert_eq!(alu32(op::ALU_LSH, 0, 1, 33), 2);
+        assert_eq!(alu32(op::ALU_ARSH, 0, 0x8000_0000, 4), 0xf800_0000);
+        assert_eq!(alu32(op::ALU_ADD, 0, u64::MAX, 1), 0);
+        assert_eq!(alu64(op::ALU_MOV, 8, 0, 0x80), 0xffff_ffff_ffff_ff80);
+        assert_eq!(alu32(op::ALU_MOV, 16, 0, 0x8000), 0xffff_8000);
+    }
+
+    #[test]
+    fn byte_order_conversions() {
+        let end = |class: u8, source: u8, imm: i32, value: u64| {
+            let insn = Insn::new(class | source | op::ALU_END, 0, 0, 0, imm);
+            alu(insn, value, 0, class == op::CLASS_ALU64).unwrap()
+        };
+        assert_eq!(end(op::CLASS_ALU, op::SRC_X, 16, 0x1122_3344), 0x4433);
+        assert_eq!(end(op::CLASS_ALU, op::SRC_K, 16, 0x1122_3344), 0x3344);
+        assert_eq!(
+            end(op::CLASS_ALU64, op::SRC_K, 64, 0x0102_0304_0506_0708),
+            0x0807_0605_0403_0201
+        );
+        assert!(alu(Insn::new(0xd4, 0, 0, 0, 12), 0, 0, false).is_none());
+    }
+
+    #[test]
+    fn conditions_compare_signed_and_32_bit() {
+        assert_eq!(condition(op::JMP_JSGT, 1, u64::MAX, false), Some(true));
+        assert_eq!(condition(op::JMP_JGT, 1, u64::MAX, false), Some(false));
+        assert_eq!(condition(op::JMP_JEQ, 0x1_0000_0001, 1, true), Some(true));
+        assert_eq!(condition(op::JMP_JSLT, 0xffff_ffff, 0, true), Some(true));
+        assert_eq!(condition(0xe0, 0, 0, false), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! Programs that are not lambdas: `r1` points to a block of memory and `r0` is the answer. This
+//! is the bpf_conformance suite's convention (as in uBPF: `r1` = memory, `r2` = its length), and
+//! lets the VM's engines be checked instruction by instruction against the kernel.
+
+use std::sync::Arc;
+
+use ebpf_isa::Insn;
+
+use super::helpers::RunState;
+use super::interp::{FRAME_STACK, MAX_FRAMES, Machine, Region};
+use super::{Engine, VmError, XdpMd, jit};
+
+/// Runs `code` on `memory` with the chosen engine and returns `r0`. The program may call the
+/// VM's helpers that need no context or maps (`ktime_get_ns`, `get_prandom_u32`, …).
+pub fn run_raw(
+    code: &[Insn],
+    memory: &mut [u8],
+    engine: Engine,
+    budget: u64,
+) -> Result<u64, VmError> {
+    super::check_supported(code)?;
+    let mut ctx = XdpMd::default();
+    let mut rng = 0x2545_f491_4f6c_dd1d;
+    let mut log = Vec::new();
+    let mut state = RunState {
+        ctx: &mut ctx,
+        // No context: helpers that take one refuse.
+        ctx_addr: u64::MAX,
+        frame_start: 0,
+        frame_hard_end: 0,
+        maps: &[],
+        cpu: 0,
+        rng: &mut rng,
+        log: &mut log,
+    };
+    let start = memory.as_mut_ptr() as u64;
+    let len = memory.len() as u64;
+    match engine {
+        Engine::Interpreter => {
+            let regions = [Region {
+                start,
+                end: start + len,
+                writable: true,
+            }];
+            let machine = Machine {
+                code,
+                regions: &regions,
+                budget,
+            };
+            let mut stack = Box::new([0u8; FRAME_STACK * MAX_FRAMES]);
+            Ok(machine.run([start, len], &mut stack, &mut state)?.r0)
+        }
+        Engine::Jit => {
+            let prepared: Arc<[u8]> = Arc::from(jit::prepare(code)?);
+            let program = jit::JitProgram::compile(prepared)?;
+            program.run_on(memory, &mut state)
+        }
+    }
+}
