@@ -15,6 +15,7 @@ use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
 mod inspect;
 mod invoke;
+mod serve;
 mod test_run;
 
 #[derive(Parser)]
@@ -73,6 +74,12 @@ enum Command {
     /// records, and the kernel runs it on the packet. Prints the XDP action, the time per run,
     /// the output packet, and the decoded λ response if there is one.
     TestRun(TestRunArgs),
+    /// Serve a lambda from this process with the userspace VM: no root, no XDP.
+    ///
+    /// Receives λ datagrams on a UDP socket, wraps each in the Ethernet/IP/UDP headers the
+    /// lambda expects, runs it in the VM (several worker threads, one per-CPU map copy each),
+    /// and sends the answer when the lambda returns XDP_TX. Ctrl-C stops it and prints counts.
+    Run(RunArgs),
     /// Show what a lambda object holds, without loading it: programs (with the source line each
     /// starts at), maps, globals, seed records, BTF and line info.
     Inspect {
@@ -89,6 +96,16 @@ enum ModeArg {
     Drv,
     /// Generic (skb) mode only; works on every interface.
     Skb,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// BPF_PROG_TEST_RUN in the kernel (needs root).
+    Kernel,
+    /// The userspace VM (interpreter, or rbpf's JIT with --jit).
+    Vm,
+    /// Both, compared.
+    Both,
 }
 
 #[derive(Args)]
@@ -149,6 +166,28 @@ struct InvokeArgs {
 }
 
 #[derive(Args)]
+struct RunArgs {
+    /// The lambda object.
+    object: PathBuf,
+    /// UDP address to serve on, e.g. 127.0.0.1:9000 or [::]:9000 (port 0 picks a free one; the
+    /// lambda is told the bound port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: std::net::SocketAddr,
+    /// Use rbpf's JIT instead of the interpreter.
+    #[arg(long)]
+    jit: bool,
+    /// Answer only this lambda id (default: any).
+    #[arg(long, value_name = "ID")]
+    lambda_id: Option<u32>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Instructions one run may execute in the interpreter before it is stopped.
+    #[arg(long, default_value_t = loader::vm::DEFAULT_BUDGET, value_name = "N")]
+    budget: u64,
+}
+
+#[derive(Args)]
 struct TestRunArgs {
     /// The lambda object.
     object: PathBuf,
@@ -159,10 +198,20 @@ struct TestRunArgs {
     /// (10.0.0.2:40000 → 10.0.0.1:PORT, lambda id from --lambda-id or 1).
     #[arg(long, value_name = "TEXT", conflicts_with = "packet_file")]
     request_body: Option<String>,
-    /// Run the program N times, each on the original packet; shows the kernel-measured mean and
-    /// minimum time per run.
+    /// Run the program N times, each on the original packet; shows the mean (and, in the
+    /// kernel, minimum) time per run.
     #[arg(long, default_value_t = 1, value_name = "N")]
     repeat: u32,
+    /// Where to run it: the kernel (BPF_PROG_TEST_RUN, root), the userspace VM (no root), or
+    /// both, comparing action and output bytes (exit status 5 on a difference).
+    #[arg(long, value_enum, default_value = "kernel")]
+    backend: BackendArg,
+    /// With the VM backend: use rbpf's JIT instead of the interpreter.
+    #[arg(long)]
+    jit: bool,
+    /// With the VM interpreter: instructions one run may execute before it is stopped.
+    #[arg(long, default_value_t = loader::vm::DEFAULT_BUDGET, value_name = "N")]
+    budget: u64,
     #[command(flatten)]
     lambda: LambdaArgs,
     /// On verifier rejection, print the kernel's whole log instead of its last lines.
@@ -213,6 +262,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls { json } => ls(json),
         Command::Invoke(args) => invoke::invoke(args),
         Command::TestRun(args) => test_run::test_run(args),
+        Command::Run(args) => serve::run(args),
         Command::Inspect { object } => inspect::inspect(&object),
     }
 }

@@ -1,4 +1,5 @@
-//! `lambdactl test-run`: one packet through BPF_PROG_TEST_RUN, the output decoded.
+//! `lambdactl test-run`: one packet through BPF_PROG_TEST_RUN, the VM backend, or both, the
+//! output decoded and, with both, compared.
 
 use std::{fs, process::ExitCode};
 
@@ -8,7 +9,13 @@ use std::net::SocketAddr;
 use lambda_ebpf::wire::{HEADER_LEN, LambdaHeader};
 use loader::frames::{FrameError, UdpFrame};
 
-use crate::{TestRunArgs, hexdump, plural, print_body, status_text};
+use std::sync::Arc;
+use std::time::Instant;
+
+use loader::XdpAction;
+use loader::vm::{Engine, VmError, VmOptions, VmProgram, Worker};
+
+use crate::{BackendArg, TestRunArgs, hexdump, plural, print_body, status_text};
 
 pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
     let bytes =
@@ -24,41 +31,138 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let outcome = loader::test_run(&bytes, &name, &packet, args.repeat, &params)?;
-    for note in &outcome.notes {
-        println!("note: {note}");
-    }
-    println!("program: {}", outcome.program);
-    for (map, n) in &outcome.seeded {
-        println!("seeded:  {map} ({n} record{})", plural(*n));
-    }
-    println!("action:  {}", outcome.action);
-    if outcome.repeat > 1 {
-        println!(
-            "time:    {} ns/run mean, {} ns min (kernel-measured, {} runs on the original packet)",
-            outcome.ns_per_run, outcome.ns_min, outcome.repeat
-        );
-    } else {
-        println!(
-            "time:    {} ns (kernel-measured, one cold run; --repeat N averages)",
-            outcome.ns_per_run
-        );
-    }
-    println!(
-        "output packet ({} bytes{}):",
-        outcome.packet_out.len(),
-        if outcome.packet_out == packet {
-            ", unchanged"
-        } else {
-            ""
+    let kernel = if args.backend != BackendArg::Vm {
+        let outcome = loader::test_run(&bytes, &name, &packet, args.repeat, &params)?;
+        for note in &outcome.notes {
+            println!("note: {note}");
         }
+        println!("[kernel] program: {}", outcome.program);
+        for (map, n) in &outcome.seeded {
+            println!("[kernel] seeded:  {map} ({n} record{})", plural(*n));
+        }
+        let time = if outcome.repeat > 1 {
+            format!(
+                "{} ns/run mean, {} ns min (kernel-measured, {} runs on the original packet)",
+                outcome.ns_per_run, outcome.ns_min, outcome.repeat
+            )
+        } else {
+            format!(
+                "{} ns (kernel-measured, one cold run; --repeat N averages)",
+                outcome.ns_per_run
+            )
+        };
+        report(
+            "kernel",
+            outcome.action,
+            &outcome.packet_out,
+            &packet,
+            &time,
+        );
+        Some((outcome.action, outcome.packet_out))
+    } else {
+        None
+    };
+    let vm = if args.backend != BackendArg::Kernel {
+        let engine = if args.jit {
+            Engine::Jit
+        } else {
+            Engine::Interpreter
+        };
+        let options = VmOptions {
+            engine,
+            budget: args.budget,
+            params,
+            ..VmOptions::default()
+        };
+        let program = Arc::new(VmProgram::load(&bytes, &name, &options).map_err(vm_error)?);
+        for (map, n) in &program.seeded {
+            println!("[vm] seeded:  {map} ({n} record{})", plural(*n));
+        }
+        let mut worker = Worker::new(Arc::clone(&program), 0).map_err(vm_error)?;
+        let started = Instant::now();
+        let mut first = None;
+        for _ in 0..args.repeat.max(1) {
+            let outcome = worker.run(&packet).map_err(|e| run_error(&program, e))?;
+            first.get_or_insert(outcome);
+        }
+        let elapsed = started.elapsed();
+        let outcome = first.expect("repeat >= 1");
+        for line in &outcome.log {
+            println!("[vm] trace: {line}");
+        }
+        let per_run = elapsed.as_nanos() / u128::from(args.repeat.max(1));
+        let executed = if engine == Engine::Interpreter {
+            format!(", {} instructions executed", outcome.executed)
+        } else {
+            String::new()
+        };
+        let time = format!(
+            "{per_run} ns/run ({engine}, wall clock over {} run{}{executed})",
+            args.repeat.max(1),
+            plural(args.repeat.max(1) as usize)
+        );
+        report("vm", outcome.action, &outcome.packet_out, &packet, &time);
+        Some((outcome.action, outcome.packet_out))
+    } else {
+        None
+    };
+    if let (Some(kernel), Some(vm)) = (kernel, vm) {
+        if kernel == vm {
+            println!(
+                "kernel and vm agree: same action, same {} output bytes",
+                kernel.1.len()
+            );
+        } else {
+            println!("DIFFERENCE between kernel and vm:");
+            if kernel.0 != vm.0 {
+                println!("  action: kernel {}, vm {}", kernel.0, vm.0);
+            }
+            if kernel.1 != vm.1 {
+                let at = kernel
+                    .1
+                    .iter()
+                    .zip(&vm.1)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(kernel.1.len().min(vm.1.len()));
+                println!(
+                    "  output: kernel {} bytes, vm {} bytes, first difference at byte {at}",
+                    kernel.1.len(),
+                    vm.1.len()
+                );
+            }
+            return Ok(ExitCode::from(5));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A VM load error, with the source line of the instruction it names.
+fn vm_error(error: VmError) -> anyhow::Error {
+    anyhow::anyhow!("VM backend: {error}")
+}
+
+fn run_error(program: &VmProgram, error: VmError) -> anyhow::Error {
+    match error.insn().and_then(|insn| program.line(insn)) {
+        Some(line) => anyhow::anyhow!("VM backend: {error} (at {line})"),
+        None => vm_error(error),
+    }
+}
+
+/// Prints one backend's result: action, time, output packet, decoded λ response.
+fn report(backend: &str, action: XdpAction, out: &[u8], input: &[u8], time: &str) {
+    println!("[{backend}] action:  {action}");
+    println!("[{backend}] time:    {time}");
+    println!(
+        "[{backend}] output packet ({} bytes{}):",
+        out.len(),
+        if out == input { ", unchanged" } else { "" }
     );
-    print!("{}", hexdump(&outcome.packet_out));
-    match UdpFrame::decode(&outcome.packet_out) {
+    print!("{}", hexdump(out));
+    match UdpFrame::decode(out) {
         Ok(udp) => match LambdaHeader::decode(&udp.payload) {
             Ok(h) => {
                 println!(
-                    "λ {}: UDP {} → {} (checksums OK), lambda {}, request {:#018x}, fragment {}/{}, status {}",
+                    "[{backend}] λ {}: UDP {} → {} (checksums OK), lambda {}, request {:#018x}, fragment {}/{}, status {}",
                     if h.is_response() {
                         "response"
                     } else {
@@ -73,15 +177,17 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
                     status_text(&h)
                 );
                 let body = &udp.payload[HEADER_LEN..];
-                println!("body ({} bytes):", body.len());
+                println!("[{backend}] body ({} bytes):", body.len());
                 print_body(body);
             }
-            Err(e) => println!("UDP {} → {}: not a λ datagram ({e})", udp.src, udp.dst),
+            Err(e) => println!(
+                "[{backend}] UDP {} → {}: not a λ datagram ({e})",
+                udp.src, udp.dst
+            ),
         },
         Err(FrameError::NotUdp { .. }) => {}
-        Err(e) => println!("output is not a valid UDP frame: {e}"),
+        Err(e) => println!("[{backend}] output is not a valid UDP frame: {e}"),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// An Ethernet/IPv4/UDP frame carrying a λ request: 10.0.0.2:40000 → 10.0.0.1:`port`, with

@@ -1,0 +1,278 @@
+//! `lambdactl run`: a lambda served by the VM backend as a plain process. Each λ datagram that
+//! arrives on the UDP socket is wrapped in the Ethernet/IP/UDP headers the lambda expects, run
+//! in the VM, and, when the lambda returns `XDP_TX`, the datagram it built is sent where its
+//! headers say (the client, for every lambda that answers in place).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use loader::XdpAction;
+use loader::frames::UdpFrame;
+use loader::vm::{Engine, VmOptions, VmProgram, Worker, memory::MAX_PACKET};
+
+use crate::RunArgs;
+
+/// Set by SIGINT/SIGTERM; workers poll it between datagrams.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// How often an idle worker looks at [`STOP`].
+const POLL: Duration = Duration::from_millis(100);
+
+/// Fixed MAC addresses for the frames built around datagrams (the lambda swaps them).
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// Counters shared by the workers.
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    answered: AtomicU64,
+    passed: AtomicU64,
+    dropped: AtomicU64,
+    aborted: AtomicU64,
+    too_large: AtomicU64,
+    faults: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.object)
+        .with_context(|| format!("cannot read {}", args.object.display()))?;
+    let name = args.object.file_stem().map_or_else(
+        || args.object.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let socket = UdpSocket::bind(args.listen)
+        .with_context(|| format!("cannot listen on UDP {}", args.listen))?;
+    let local = socket.local_addr()?;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let engine = if args.jit {
+        Engine::Jit
+    } else {
+        Engine::Interpreter
+    };
+    let options = VmOptions {
+        engine,
+        budget: args.budget,
+        workers,
+        params: loader::LambdaParams {
+            port: local.port(),
+            lambda_id: args.lambda_id,
+        },
+    };
+    let program = Arc::new(
+        VmProgram::load(&bytes, &name, &options).map_err(|e| anyhow::anyhow!("VM backend: {e}"))?,
+    );
+
+    // SAFETY: installing async-signal-safe handlers (they only store to an atomic).
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    socket.set_read_timeout(Some(POLL))?;
+    let counters = Arc::new(Counters::default());
+    let mut handles = Vec::with_capacity(workers);
+    // A worker is built on its own thread (the JIT's compiled code is not `Send`); each
+    // reports whether it is ready before the server says it is serving.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    for cpu in 0..workers {
+        let program = Arc::clone(&program);
+        let socket = socket.try_clone()?;
+        let counters = Arc::clone(&counters);
+        let ready = ready_tx.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("lambda-{cpu}"))
+                .spawn(move || match Worker::new(program, cpu) {
+                    Ok(worker) => {
+                        let _ = ready.send(Ok(()));
+                        serve(worker, &socket, local, &counters)
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        Ok(())
+                    }
+                })?,
+        );
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                STOP.store(true, Ordering::SeqCst);
+                bail!("VM backend: {e}");
+            }
+            Err(_) => bail!("a worker thread ended before it was ready"),
+        }
+    }
+    println!(
+        "serving {name} on udp {local} with {workers} worker{} ({engine}{}), lambda id {}",
+        if workers == 1 { "" } else { "s" },
+        if engine == Engine::Interpreter {
+            format!(", budget {} instructions per run", args.budget)
+        } else {
+            String::new()
+        },
+        args.lambda_id
+            .map_or_else(|| "any".to_owned(), |id| id.to_string()),
+    );
+    for (map, n) in &program.seeded {
+        println!(
+            "seeded {map} ({n} record{})",
+            if *n == 1 { "" } else { "s" }
+        );
+    }
+    println!("Ctrl-C stops");
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+
+    let mut failed = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(io::Error::other("a worker thread panicked")),
+        }
+    }
+    let c = &*counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    println!(
+        "stopped: {} received, {} answered, {} passed, {} dropped, {} aborted, {} too large, {} faults, {} send errors",
+        get(&c.received),
+        get(&c.answered),
+        get(&c.passed),
+        get(&c.dropped),
+        get(&c.aborted),
+        get(&c.too_large),
+        get(&c.faults),
+        get(&c.send_errors)
+    );
+    if let Some(e) = failed {
+        bail!("a worker failed: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One worker's loop: receive, wrap, run, answer.
+fn serve(
+    mut worker: Worker,
+    socket: &UdpSocket,
+    local: SocketAddr,
+    counters: &Counters,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 65_536];
+    while !STOP.load(Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // An ICMP error from an earlier send (the client went away): not ours to stop for.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(e),
+        };
+        counters.received.fetch_add(1, Ordering::Relaxed);
+        let frame = UdpFrame {
+            src_mac: CLIENT_MAC,
+            dst_mac: SERVER_MAC,
+            src: peer,
+            dst: SocketAddr::new(server_ip(local.ip(), peer.ip()), local.port()),
+            payload: buf[..len].to_vec(),
+        };
+        let packet = match frame.encode() {
+            Ok(p) if p.len() <= MAX_PACKET => p,
+            _ => {
+                counters.too_large.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let outcome = match worker.run(&packet) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A runtime fault ends this request, not the server; say which and where.
+                if counters.faults.fetch_add(1, Ordering::Relaxed) < 10 {
+                    let line = e
+                        .insn()
+                        .and_then(|insn| worker.program().line(insn))
+                        .map(|l| format!(" (at {l})"))
+                        .unwrap_or_default();
+                    eprintln!("lambdactl: lambda fault on a request from {peer}: {e}{line}");
+                }
+                continue;
+            }
+        };
+        for line in &outcome.log {
+            eprintln!("trace: {line}");
+        }
+        match outcome.action {
+            XdpAction::Tx => match UdpFrame::decode(&outcome.packet_out) {
+                Ok(reply) => {
+                    let target = unmap(reply.dst, local);
+                    match socket.send_to(&reply.payload, target) {
+                        Ok(_) => counters.answered.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => counters.send_errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+                Err(e) => {
+                    if counters.faults.fetch_add(1, Ordering::Relaxed) < 10 {
+                        eprintln!("lambdactl: the lambda transmitted a frame that is not UDP: {e}");
+                    }
+                }
+            },
+            XdpAction::Pass => {
+                // There is no host stack behind the VM: a passed datagram is not for a lambda.
+                counters.passed.fetch_add(1, Ordering::Relaxed);
+            }
+            XdpAction::Drop => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                counters.aborted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The server address to put in the frame: the socket's own, or, for a wildcard socket, the
+/// loopback address of the peer's family (the lambda only swaps it into the reply's source).
+fn server_ip(local: IpAddr, peer: IpAddr) -> IpAddr {
+    if !local.is_unspecified() && local.is_ipv4() == peer.is_ipv4() {
+        return local;
+    }
+    match peer {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
+}
+
+/// A dual-stack IPv6 socket reports IPv4 peers as mapped addresses; send back the same way.
+fn unmap(target: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (target.ip(), local.ip()) {
+        (IpAddr::V4(v4), IpAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), target.port())
+        }
+        _ => target,
+    }
+}

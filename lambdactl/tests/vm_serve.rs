@@ -1,0 +1,204 @@
+//! `lambdactl run`: the static-server served by the VM backend (interpreter and JIT) as a plain
+//! process on loopback, checked by the independent Python client that knows only the wire
+//! format, and — with root — against the kernel's answer to the same request.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::UdpSocket;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::{kernel_tests_enabled, lambda_object, lambdactl_ok, workspace_root};
+
+const INDEX_HTML: &str = "<!doctype html>\n<html><head><title>lambda-nic</title></head>\n<body><h1>Hello from a lambda in the XDP path</h1></body></html>\n";
+
+/// A `lambdactl run` child, stopped with SIGINT on drop.
+struct Server {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let object = lambda_object("static-server");
+        let mut args = vec![
+            "run",
+            object.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lambdactl"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start lambdactl run");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert!(
+            first.starts_with("serving static-server on udp 127.0.0.1:"),
+            "{first}"
+        );
+        let port = first
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        Server {
+            child,
+            stdout,
+            port,
+        }
+    }
+
+    /// Sends SIGINT and returns the rest of stdout (with the final counts).
+    fn stop(mut self) -> String {
+        // SAFETY: signalling our own child by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        for line in (&mut self.stdout).lines() {
+            rest.push_str(&line.unwrap());
+            rest.push('\n');
+        }
+        assert!(
+            status.success(),
+            "lambdactl run exited with {status}: {rest}"
+        );
+        rest
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(port: u16, body: &str, count: u32) -> serde_json::Value {
+    let script = workspace_root().join("tests/clients/lambda_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "1",
+            body,
+            &count.to_string(),
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "client failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("client prints JSON")
+}
+
+fn serves_the_static_server(engine: &[&str]) {
+    let server = Server::start(engine);
+    let found = client(server.port, "index.html", 500);
+    assert_eq!(found["answered"], 500, "{found}");
+    assert_eq!(found["ok"], 500, "{found}");
+    assert_eq!(found["bodies"][INDEX_HTML], 500, "{found}");
+    let missing = client(server.port, "no-such-object", 20);
+    assert_eq!(missing["answered"], 20, "{missing}");
+    assert_eq!(
+        missing["statuses"]["1"], 20,
+        "NOT_FOUND expected: {missing}"
+    );
+
+    // A datagram that is not a λ request is passed (no host stack behind the VM: not answered).
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    socket
+        .send_to(b"not a lambda request at all", ("127.0.0.1", server.port))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a non-λ datagram got an answer"
+    );
+
+    let summary = server.stop();
+    assert!(
+        summary.contains("521 received, 520 answered, 1 passed"),
+        "final counts: {summary}"
+    );
+}
+
+#[test]
+fn interpreter_serves_the_static_server_over_udp() {
+    serves_the_static_server(&[]);
+}
+
+#[test]
+fn jit_serves_the_static_server_over_udp() {
+    serves_the_static_server(&["--jit"]);
+}
+
+/// The VM's answer is byte for byte the kernel's: `test-run --backend both` compares action and
+/// output frame for a found and a missing object, on both engines.
+#[test]
+fn vm_and_kernel_give_identical_frames() {
+    if !kernel_tests_enabled("vm_and_kernel_give_identical_frames") {
+        return;
+    }
+    let object = lambda_object("static-server");
+    for body in ["index.html", "no-such-object", ""] {
+        for jit in [false, true] {
+            let mut args = vec![
+                "test-run",
+                object.to_str().unwrap(),
+                "--backend",
+                "both",
+                "--request-body",
+                body,
+            ];
+            if jit {
+                args.push("--jit");
+            }
+            let out = lambdactl_ok(&args);
+            assert!(
+                out.contains("kernel and vm agree"),
+                "body {body:?} jit {jit}: {out}"
+            );
+        }
+    }
+}
+
+/// A run longer than its budget is stopped by the interpreter with an error naming the
+/// instruction and its Rust source line, instead of running on (a runaway never hangs).
+#[test]
+fn interpreter_budget_stops_a_run_and_names_the_line() {
+    let object = lambda_object("static-server");
+    let out = Command::new(env!("CARGO_BIN_EXE_lambdactl"))
+        .args([
+            "test-run",
+            object.to_str().unwrap(),
+            "--backend",
+            "vm",
+            "--budget",
+            "100",
+            "--request-body",
+            "index.html",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("exceeded its budget of 100 instructions"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(".rs:"), "no source line in {stderr}");
+}
