@@ -9,6 +9,7 @@ pub mod lambda;
 pub mod lineinfo;
 pub mod link;
 pub mod maps;
+pub mod verify;
 pub mod vm;
 
 pub use image::{ImageError, LambdaImage};

@@ -4,6 +4,10 @@
 //!
 //! rbpf's own interpreter is not used: it has no instruction budget, checks only the start
 //! address of an access, and lacks atomics, signed division, sign extension and byte swaps.
+//!
+//! Errors are built lazily (`ok_or_else`) on purpose: `VmError` has a non-trivial drop, and
+//! building one eagerly on every instruction cost a fifth of the run time.
+#![allow(clippy::unnecessary_lazy_evaluations)]
 
 use ebpf_isa::{Insn, opcode as op};
 
@@ -24,6 +28,7 @@ pub struct Region {
 }
 
 impl Region {
+    #[inline(always)]
     fn contains(&self, addr: u64, len: u64) -> bool {
         addr >= self.start && addr.checked_add(len).is_some_and(|end| end <= self.end)
     }
@@ -75,21 +80,23 @@ impl Machine<'_> {
         let mut pc = 0usize;
         let mut executed = 0u64;
 
-        // Finds the region holding `[addr, addr + len)`; `write` needs a writable one.
+        // Whether `[addr, addr + len)` lies in one region (`write` needs a writable one). The
+        // stack and the packet come first: nearly every access is to one of them.
+        let accessible = |state: &RunState<'_>, addr: u64, len: u64, write: bool| -> bool {
+            stack_region.contains(addr, len)
+                || state.packet_region().contains(addr, len)
+                || self
+                    .regions
+                    .iter()
+                    .any(|r| r.contains(addr, len) && (r.writable || !write))
+        };
         let check = |state: &RunState<'_>,
                      pc: usize,
                      addr: u64,
                      len: u64,
                      write: bool|
          -> Result<(), VmError> {
-            let packet = state.packet_region();
-            let ok = stack_region.contains(addr, len)
-                || packet.contains(addr, len)
-                || self
-                    .regions
-                    .iter()
-                    .any(|r| r.contains(addr, len) && (r.writable || !write));
-            if ok {
+            if accessible(state, addr, len, write) {
                 Ok(())
             } else {
                 Err(VmError::OutOfBounds {
@@ -130,10 +137,11 @@ impl Machine<'_> {
                     } else {
                         imm
                     };
-                    reg[dst] = alu(insn, reg[dst], operand, is64).ok_or(VmError::BadOpcode {
-                        insn: pc,
-                        opcode: insn.opcode,
-                    })?;
+                    reg[dst] =
+                        alu(insn, reg[dst], operand, is64).ok_or_else(|| VmError::BadOpcode {
+                            insn: pc,
+                            opcode: insn.opcode,
+                        })?;
                     pc += 1;
                 }
                 op::CLASS_JMP | op::CLASS_JMP32 => {
@@ -163,7 +171,7 @@ impl Machine<'_> {
                                     state,
                                     &call,
                                     &|s: &RunState<'_>, addr, len, write| {
-                                        check(s, pc, addr, len, write).is_ok()
+                                        accessible(s, addr, len, write)
                                     },
                                 )?;
                                 pc += 1;
@@ -176,7 +184,7 @@ impl Machine<'_> {
                                     });
                                 }
                                 let target = jump_target(pc, i64::from(insn.imm), code.len())
-                                    .ok_or(VmError::JumpOutOfRange { insn: pc })?;
+                                    .ok_or_else(|| VmError::JumpOutOfRange { insn: pc })?;
                                 frames.push(CallFrame {
                                     return_pc: pc + 1,
                                     callee_saved: [reg[6], reg[7], reg[8], reg[9]],
@@ -193,31 +201,32 @@ impl Machine<'_> {
                             }
                         },
                         _ => {
-                            let (taken, offset) = if insn.opcode == op::JA32 {
-                                (true, i64::from(insn.imm))
-                            } else if operation == op::JMP_JA {
-                                (true, i64::from(insn.off))
-                            } else {
-                                let operand = if op::source(insn.opcode) == op::SRC_X {
-                                    reg[src]
+                            let (taken, offset) =
+                                if insn.opcode == op::JA32 {
+                                    (true, i64::from(insn.imm))
+                                } else if operation == op::JMP_JA {
+                                    (true, i64::from(insn.off))
                                 } else {
-                                    imm
+                                    let operand = if op::source(insn.opcode) == op::SRC_X {
+                                        reg[src]
+                                    } else {
+                                        imm
+                                    };
+                                    let taken = condition(
+                                        operation,
+                                        reg[dst],
+                                        operand,
+                                        class == op::CLASS_JMP32,
+                                    )
+                                    .ok_or_else(|| VmError::BadOpcode {
+                                        insn: pc,
+                                        opcode: insn.opcode,
+                                    })?;
+                                    (taken, i64::from(insn.off))
                                 };
-                                let taken = condition(
-                                    operation,
-                                    reg[dst],
-                                    operand,
-                                    class == op::CLASS_JMP32,
-                                )
-                                .ok_or(VmError::BadOpcode {
-                                    insn: pc,
-                                    opcode: insn.opcode,
-                                })?;
-                                (taken, i64::from(insn.off))
-                            };
                             pc = if taken {
                                 jump_target(pc, offset, code.len())
-                                    .ok_or(VmError::JumpOutOfRange { insn: pc })?
+                                    .ok_or_else(|| VmError::JumpOutOfRange { insn: pc })?
                             } else {
                                 pc + 1
                             };
@@ -273,7 +282,7 @@ impl Machine<'_> {
                     }
                     let high = code
                         .get(pc + 1)
-                        .ok_or(VmError::FellOffEnd { insn: pc + 1 })?;
+                        .ok_or_else(|| VmError::FellOffEnd { insn: pc + 1 })?;
                     if dst == 10 || insn.src != op::PSEUDO_NONE {
                         return Err(VmError::Unsupported {
                             insn: pc,
@@ -308,6 +317,7 @@ fn sign_extend(value: u64, bits: usize) -> u64 {
 }
 
 /// One ALU operation; `None` for an opcode that is not one.
+#[inline(always)]
 fn alu(insn: Insn, dst: u64, operand: u64, is64: bool) -> Option<u64> {
     let operation = op::operation(insn.opcode);
     let signed = insn.off == 1;
@@ -412,6 +422,7 @@ fn alu(insn: Insn, dst: u64, operand: u64, is64: bool) -> Option<u64> {
 }
 
 /// A conditional jump's condition; `None` for an opcode that is not one.
+#[inline(always)]
 fn condition(operation: u8, dst: u64, operand: u64, is32: bool) -> Option<bool> {
     let (a, b, sa, sb) = if is32 {
         let (a, b) = (dst as u32, operand as u32);

@@ -1,0 +1,43 @@
+//! The bridge to the `verifier` crate: a linked program as the verifier's input, so every
+//! backend can refuse what the verifier rejects before the kernel or the VM sees it.
+
+use verifier::{MapInfo, ProgramInput, ProgramKind, SourceLine};
+
+use crate::link::{LinkedMapKind, LinkedProgram};
+
+/// The verifier's view of a linked XDP program: its code, its maps (indexed as the code's map
+/// references are) and the source line of every instruction.
+pub fn verifier_input(linked: &LinkedProgram) -> ProgramInput {
+    let maps = linked
+        .maps
+        .iter()
+        .map(|m| MapInfo {
+            name: m.name.clone(),
+            map_type: m.map_type,
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            flags: m.flags,
+            read_only: matches!(m.kind, LinkedMapKind::GlobalData { read_only: true }),
+        })
+        .collect();
+    let lines = linked
+        .lines
+        .iter()
+        .map(|line| {
+            line.as_ref().map(|l| SourceLine {
+                file: l.file.clone(),
+                line: l.line,
+                column: l.column,
+                text: (!l.text.trim().is_empty()).then(|| l.text.clone()),
+            })
+        })
+        .collect();
+    ProgramInput {
+        name: format!("{}/{}", linked.lambda, linked.program),
+        insns: linked.insns.clone(),
+        maps,
+        kind: ProgramKind::Xdp,
+        lines,
+    }
+}

@@ -1,0 +1,985 @@
+//! Abstract interpretation: every reachable (instruction, call context, loop iteration counts)
+//! node is analysed once, with the join of the states of all its predecessors, in an order in
+//! which predecessors come first (see [`crate::bound`] for why loops are unrolled and how the
+//! bound on executed instructions falls out of it).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ebpf_isa::{Insn, opcode as op};
+
+use crate::assertions::{self, Assertion, Operand};
+use crate::bound::{self, MAX_ANALYSIS_STEPS, MAX_LOOP_ITERATIONS};
+use crate::cfg::Cfg;
+use crate::checks::{self, HelperCall, Target, xdp_md};
+use crate::domain::{self, ANON, Frame, Interval, NO_VAR, Scalar, Stack, State, Value};
+use crate::error::{ErrorKind, Located};
+use crate::helpers;
+use crate::{ProgramInput, ProgramKind};
+
+/// What the analysis learnt about one instruction over all its visits, for the profiles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsnFacts {
+    pub visited: bool,
+    /// A store or atomic update went into a map value.
+    pub map_value_store: bool,
+    /// A 64-bit multiply had an operand that may not fit 32 bits.
+    pub wide_mul: bool,
+    /// A division or modulo by a register whose value was not a known constant.
+    pub variable_divisor: bool,
+}
+
+/// The result of a successful analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Analysis {
+    /// Sound upper bound on instructions executed by any run.
+    pub max_insns: u64,
+    /// Deepest stack access per subprogram, in bytes below its frame pointer.
+    pub stack_depth: Vec<i64>,
+    pub helpers_used: BTreeSet<i32>,
+    pub maps_used: BTreeSet<u32>,
+    pub facts: Vec<InsnFacts>,
+    /// Abstract instruction steps taken.
+    pub steps: u64,
+}
+
+/// Where a node sits beyond its instruction: the call sites it was called from (with their
+/// loop counts) and the iteration counts of the loops around it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Context {
+    calls: Vec<(usize, Vec<u32>)>,
+    counts: Vec<u32>,
+}
+
+struct Node {
+    pc: usize,
+    ctx: Context,
+    state: State,
+    /// Longest path, in executed instructions, from the program entry to this node.
+    dist: u64,
+}
+
+enum Edge {
+    Intra(usize),
+    Call(usize),
+    Return,
+}
+
+struct Analyzer<'a> {
+    input: &'a ProgramInput,
+    cfg: &'a Cfg,
+    assertions: Vec<Vec<Assertion>>,
+    work: BTreeMap<Vec<u32>, Node>,
+    /// Per loop context (key without the head's count), the last head state and its count.
+    heads: HashMap<Vec<u32>, (u32, State)>,
+    out: Analysis,
+}
+
+/// Runs the abstract interpretation of a well-formed program.
+pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
+    let assertions = (0..cfg.len)
+        .map(|pc| {
+            let is_head = cfg.loops_at[pc].last() == Some(&pc);
+            if cfg.is_insn[pc] {
+                assertions::of(input.insns[pc], is_head, pc)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let mut a = Analyzer {
+        input,
+        cfg,
+        assertions,
+        work: BTreeMap::new(),
+        heads: HashMap::new(),
+        out: Analysis {
+            max_insns: 0,
+            stack_depth: vec![0; cfg.subprogs.len()],
+            helpers_used: BTreeSet::new(),
+            maps_used: BTreeSet::new(),
+            facts: vec![InsnFacts::default(); cfg.len],
+            steps: 0,
+        },
+    };
+    let mut regs = [Value::Uninit; 11];
+    match input.kind {
+        ProgramKind::Xdp => regs[1] = Value::Ctx,
+        ProgramKind::RawMemory { size } => {
+            regs[1] = Value::Mem {
+                off: Interval::exact(0),
+            };
+            regs[2] = Value::Scalar(Scalar::exact(u64::from(size)));
+        }
+    }
+    regs[10] = Value::Stack {
+        frame: 0,
+        off: Interval::exact(0),
+    };
+    let state = State {
+        regs,
+        frames: vec![Frame {
+            stack: Stack::default(),
+            saved: [Value::Uninit; 4],
+            return_to: 0,
+            subprog: 0,
+        }],
+        pkt_valid: Vec::new(),
+        meta_valid: 0,
+    };
+    let ctx = Context {
+        calls: Vec::new(),
+        counts: vec![0; cfg.loops_at[0].len()],
+    };
+    a.push(0, ctx, state, 0);
+    a.run()?;
+    Ok(a.out)
+}
+
+impl Analyzer<'_> {
+    fn key(&self, pc: usize, ctx: &Context) -> Vec<u32> {
+        let mut key = Vec::new();
+        let mut part = |pc: usize, counts: &[u32]| {
+            for (head, count) in self.cfg.loops_at[pc].iter().zip(counts) {
+                key.push(self.cfg.pos[*head]);
+                key.push(*count);
+            }
+            key.push(self.cfg.pos[pc]);
+        };
+        for (call, counts) in &ctx.calls {
+            part(*call, counts);
+        }
+        part(pc, &ctx.counts);
+        key
+    }
+
+    fn push(&mut self, pc: usize, ctx: Context, state: State, dist: u64) {
+        let key = self.key(pc, &ctx);
+        match self.work.get_mut(&key) {
+            Some(node) => {
+                node.state = node.state.join(&state);
+                node.dist = node.dist.max(dist);
+            }
+            None => {
+                self.work.insert(
+                    key,
+                    Node {
+                        pc,
+                        ctx,
+                        state,
+                        dist,
+                    },
+                );
+            }
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Located> {
+        while let Some((key, node)) = self.work.pop_first() {
+            self.out.steps += 1;
+            if self.out.steps > MAX_ANALYSIS_STEPS {
+                // Blame the innermost loop being unrolled, if any: that is where time went.
+                let kind = match (self.cfg.loops_at[node.pc].last(), node.ctx.counts.last()) {
+                    (Some(&head), Some(&count)) => ErrorKind::UnboundedLoop {
+                        head,
+                        iterations: u64::from(count),
+                    },
+                    _ => ErrorKind::TooComplex {
+                        steps: self.out.steps,
+                        limit: MAX_ANALYSIS_STEPS,
+                    },
+                };
+                let head = match kind {
+                    ErrorKind::UnboundedLoop { head, .. } => head,
+                    _ => node.pc,
+                };
+                return Err(Located::new(kind, head));
+            }
+            self.check_repeat(&key, &node)?;
+            let pc = node.pc;
+            self.out.facts[pc].visited = true;
+            let edges = self.step(&node).map_err(|kind| Located {
+                kind,
+                insn: pc,
+                registers: registers(self.input.insns[pc], &node.state),
+            })?;
+            for (edge, state) in edges {
+                self.follow(&node, edge, state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A loop head whose state equals the previous iteration's never terminates in the
+    /// abstraction: refuse it now instead of unrolling to the cap.
+    fn check_repeat(&mut self, key: &[u32], node: &Node) -> Result<(), Located> {
+        let pc = node.pc;
+        if self.cfg.loops_at[pc].last() != Some(&pc) {
+            return Ok(());
+        }
+        let count = node.ctx.counts.last().copied().unwrap_or(0);
+        // The key ends with [pos(head), count, pos(head)]: drop the count.
+        let mut loop_key = key.to_vec();
+        if loop_key.len() >= 2 {
+            let at = loop_key.len() - 2;
+            loop_key.remove(at);
+        }
+        if let Some((prev, state)) = self.heads.get(&loop_key)
+            && *prev + 1 == count
+            && *state == node.state
+        {
+            return Err(Located {
+                kind: ErrorKind::UnboundedLoop {
+                    head: pc,
+                    iterations: u64::from(count),
+                },
+                insn: pc,
+                registers: String::from("the state at the loop head repeats"),
+            });
+        }
+        self.heads.insert(loop_key, (count, node.state.clone()));
+        Ok(())
+    }
+
+    fn follow(&mut self, node: &Node, edge: Edge, state: State) -> Result<(), Located> {
+        let dist = node.dist + 1;
+        let unbounded = |head: usize| {
+            Located::new(
+                ErrorKind::UnboundedLoop {
+                    head,
+                    iterations: u64::from(MAX_LOOP_ITERATIONS),
+                },
+                head,
+            )
+        };
+        match edge {
+            Edge::Intra(to) => {
+                let counts = bound::next_counts(self.cfg, node.pc, to, &node.ctx.counts)
+                    .map_err(unbounded)?;
+                let ctx = Context {
+                    calls: node.ctx.calls.clone(),
+                    counts,
+                };
+                self.push(to, ctx, state, dist);
+            }
+            Edge::Call(target) => {
+                let mut calls = node.ctx.calls.clone();
+                calls.push((node.pc, node.ctx.counts.clone()));
+                let ctx = Context {
+                    calls,
+                    counts: vec![0; self.cfg.loops_at[target].len()],
+                };
+                self.push(target, ctx, state, dist);
+            }
+            Edge::Return => {
+                let mut calls = node.ctx.calls.clone();
+                let Some((call, counts)) = calls.pop() else {
+                    // Exit of the main program.
+                    self.out.max_insns = self.out.max_insns.max(dist);
+                    return Ok(());
+                };
+                let to = call + 1;
+                let counts = bound::next_counts(self.cfg, call, to, &counts).map_err(unbounded)?;
+                self.push(to, Context { calls, counts }, state, dist);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_stack(&mut self, state: &State, frame: u8, off: i64) {
+        if let Some(fr) = state.frames.get(usize::from(frame))
+            && let Some(depth) = self.out.stack_depth.get_mut(fr.subprog)
+        {
+            *depth = (*depth).max(-off);
+        }
+    }
+
+    /// Checks the assertions of the node's instruction and applies it.
+    fn step(&mut self, node: &Node) -> Result<Vec<(Edge, State)>, ErrorKind> {
+        let pc = node.pc;
+        let insn = self.input.insns[pc];
+        let mut state = node.state.clone();
+        let mut target = None;
+        let mut call = None;
+        for assertion in &self.assertions[pc] {
+            match *assertion {
+                Assertion::Initialized { reg } => checks::initialized(&state, reg)?,
+                Assertion::ValidAccess {
+                    reg,
+                    off,
+                    width,
+                    access,
+                    value,
+                } => {
+                    let stored = value.map(|v| operand(&state, v));
+                    let ptr = state.regs[usize::from(reg)];
+                    target = Some(checks::region(
+                        self.input,
+                        &state,
+                        reg,
+                        ptr,
+                        (i64::from(off), i64::from(width)),
+                        access,
+                        stored,
+                    )?);
+                }
+                Assertion::ValidArithmetic {
+                    operation,
+                    dst,
+                    src,
+                    alu64,
+                } => {
+                    let src = operand(&state, src);
+                    checks::arithmetic(operation, state.regs[usize::from(dst)], src, alu64)?;
+                }
+                Assertion::ValidComparison { left, right } => {
+                    let right = operand(&state, right);
+                    let left_value = state.regs[usize::from(left)];
+                    // The kernel compares pointers only with 64-bit jumps.
+                    if insn.class() == op::CLASS_JMP32
+                        && (left_value.is_pointer() || right.is_pointer())
+                    {
+                        return Err(ErrorKind::PointerComparison {
+                            left: format!("{} (32-bit)", left_value.kind_name()),
+                            right: right.kind_name().to_string(),
+                        });
+                    }
+                    checks::comparison(
+                        op::operation(insn.opcode),
+                        state.regs[usize::from(left)],
+                        right,
+                    )?;
+                }
+                Assertion::HelperArgs { helper } => {
+                    let Some(h) = helpers::lookup(helper) else {
+                        return Err(ErrorKind::UnknownHelper { id: helper });
+                    };
+                    call = Some((h, checks::helper_args(self.input, &state, h)?));
+                }
+                Assertion::ValidReturn => checks::valid_return(&state, state.frames.len() == 1)?,
+                Assertion::BoundedLoop { .. } => {}
+            }
+        }
+        let next = pc + 1;
+        match insn.class() {
+            op::CLASS_ALU | op::CLASS_ALU64 => {
+                self.alu(pc, insn, &mut state);
+                Ok(vec![(Edge::Intra(next), state)])
+            }
+            op::CLASS_LD => {
+                let second = self.input.insns.get(pc + 1).copied().unwrap_or_default();
+                let value = match insn.src {
+                    op::PSEUDO_MAP_FD => {
+                        self.out.maps_used.insert(insn.imm as u32);
+                        Value::MapPtr {
+                            map: insn.imm as u32,
+                        }
+                    }
+                    op::PSEUDO_MAP_VALUE => {
+                        self.out.maps_used.insert(insn.imm as u32);
+                        Value::MapValue {
+                            map: insn.imm as u32,
+                            off: Interval::exact(i64::from(second.imm)),
+                        }
+                    }
+                    _ => Value::Scalar(Scalar::exact(
+                        u64::from(insn.imm as u32) | (u64::from(second.imm as u32) << 32),
+                    )),
+                };
+                state.regs[usize::from(insn.dst)] = value;
+                Ok(vec![(Edge::Intra(pc + 2), state)])
+            }
+            op::CLASS_LDX => {
+                let width = op::size_bytes(op::size(insn.opcode)) as u32;
+                let signed = op::mode(insn.opcode) == op::MODE_MEMSX;
+                let loaded = match target {
+                    Some(Target::Ctx(off)) => match off {
+                        xdp_md::DATA => Value::Packet {
+                            var: NO_VAR,
+                            var_range: Interval::exact(0),
+                            k: 0,
+                        },
+                        xdp_md::DATA_END => Value::PacketEnd,
+                        xdp_md::DATA_META => Value::PacketMeta { k: 0 },
+                        _ => Value::Scalar(Scalar::width(32)),
+                    },
+                    Some(Target::Stack { frame, off }) => {
+                        self.record_stack(&state, frame, off);
+                        state
+                            .frames
+                            .get(usize::from(frame))
+                            .and_then(|f| f.stack.cell(off, width as u8))
+                            .unwrap_or(Value::Scalar(Scalar::width(width * 8)))
+                    }
+                    _ => Value::Scalar(Scalar::width(width * 8)),
+                };
+                let loaded = match loaded {
+                    Value::Scalar(s) if signed => Value::Scalar(s.sign_extend(width * 8)),
+                    v => v,
+                };
+                state.regs[usize::from(insn.dst)] = loaded;
+                Ok(vec![(Edge::Intra(next), state)])
+            }
+            op::CLASS_ST | op::CLASS_STX => {
+                self.store(pc, insn, target, &mut state);
+                Ok(vec![(Edge::Intra(next), state)])
+            }
+            _ => self.jump(pc, insn, state, call),
+        }
+    }
+
+    fn alu(&mut self, pc: usize, insn: Insn, state: &mut State) {
+        let alu64 = insn.class() == op::CLASS_ALU64;
+        let operation = op::operation(insn.opcode);
+        let dst = usize::from(insn.dst);
+        let src = if op::source(insn.opcode) == op::SRC_X {
+            state.regs[usize::from(insn.src)]
+        } else if alu64 || operation != op::ALU_MOV {
+            Value::Scalar(Scalar::exact(i64::from(insn.imm) as u64))
+        } else {
+            Value::Scalar(Scalar::exact(u64::from(insn.imm as u32)))
+        };
+        let d = state.regs[dst];
+        let result = match operation {
+            op::ALU_MOV if insn.off != 0 => {
+                let bits = insn.off as u32;
+                let s = src.scalar().unwrap_or(Scalar::TOP).sign_extend(bits);
+                Value::Scalar(if alu64 { s } else { s.truncate(32) })
+            }
+            op::ALU_MOV if alu64 => src,
+            op::ALU_MOV => Value::Scalar(src.scalar().unwrap_or(Scalar::TOP).truncate(32)),
+            op::ALU_END => {
+                let bits = insn.imm as u32;
+                let s = d.scalar().unwrap_or(Scalar::TOP);
+                let little = insn.class() == op::CLASS_ALU && op::source(insn.opcode) == op::SRC_K;
+                Value::Scalar(if little {
+                    s.truncate(bits)
+                } else if let Some(c) = s.constant() {
+                    let swapped = match bits {
+                        16 => u64::from((c as u16).swap_bytes()),
+                        32 => u64::from((c as u32).swap_bytes()),
+                        _ => c.swap_bytes(),
+                    };
+                    Scalar::exact(swapped)
+                } else {
+                    Scalar::width(bits)
+                })
+            }
+            _ if d.is_pointer() || src.is_pointer() => pointer_alu(pc, operation, d, src, state),
+            _ => {
+                let a = d.scalar().unwrap_or(Scalar::TOP);
+                let b = if operation == op::ALU_NEG {
+                    a
+                } else {
+                    src.scalar().unwrap_or(Scalar::TOP)
+                };
+                let facts = &mut self.out.facts[pc];
+                if operation == op::ALU_MUL
+                    && alu64
+                    && (a.umax > u64::from(u32::MAX) || b.umax > u64::from(u32::MAX))
+                {
+                    facts.wide_mul = true;
+                }
+                if matches!(operation, op::ALU_DIV | op::ALU_MOD)
+                    && op::source(insn.opcode) == op::SRC_X
+                    && b.constant().is_none()
+                {
+                    facts.variable_divisor = true;
+                }
+                Value::Scalar(domain::alu(operation, a, b, alu64, insn.off == 1))
+            }
+        };
+        state.regs[dst] = result;
+    }
+
+    fn store(&mut self, pc: usize, insn: Insn, target: Option<Target>, state: &mut State) {
+        let width = op::size_bytes(op::size(insn.opcode)) as u8;
+        let atomic = insn.class() == op::CLASS_STX && op::mode(insn.opcode) == op::MODE_ATOMIC;
+        let value = if insn.class() == op::CLASS_ST {
+            Value::Scalar(Scalar::exact(i64::from(insn.imm) as u64))
+        } else {
+            state.regs[usize::from(insn.src)]
+        };
+        let value = match value {
+            Value::Scalar(s) => Value::Scalar(s.truncate(u32::from(width) * 8)),
+            v => v,
+        };
+        match target {
+            Some(Target::Stack { frame, off }) => {
+                self.record_stack(state, frame, off);
+                if let Some(fr) = state.frames.get_mut(usize::from(frame)) {
+                    if atomic {
+                        fr.stack.clobber(off, i64::from(width));
+                    } else {
+                        fr.stack.store(off, width, Some(value));
+                    }
+                }
+            }
+            Some(Target::MapValue { .. }) => self.out.facts[pc].map_value_store = true,
+            _ => {}
+        }
+        if atomic {
+            let old = Value::Scalar(Scalar::width(u32::from(width) * 8));
+            if insn.imm == op::ATOMIC_CMPXCHG {
+                state.regs[0] = old;
+            } else if insn.imm & op::ATOMIC_FETCH != 0 {
+                state.regs[usize::from(insn.src)] = old;
+            }
+        }
+    }
+
+    fn jump(
+        &mut self,
+        pc: usize,
+        insn: Insn,
+        mut state: State,
+        call: Option<(&'static helpers::Helper, HelperCall)>,
+    ) -> Result<Vec<(Edge, State)>, ErrorKind> {
+        let next = pc + 1;
+        let target = crate::cfg::jump_target(insn, pc).unwrap_or(0) as usize;
+        match op::operation(insn.opcode) {
+            op::JMP_JA => Ok(vec![(Edge::Intra(target), state)]),
+            op::JMP_EXIT => {
+                if state.frames.len() > 1 {
+                    let popped = state.frames.len() - 1;
+                    let frame = state.frames.pop().unwrap_or_else(|| state.frame().clone());
+                    for reg in 1..=5 {
+                        state.regs[reg] = Value::Uninit;
+                    }
+                    state.regs[6..10].copy_from_slice(&frame.saved);
+                    state.regs[10] = Value::Stack {
+                        frame: (popped - 1) as u8,
+                        off: Interval::exact(0),
+                    };
+                    // Pointers into the dead frame may not be used any more.
+                    state.map_values(|v| match v {
+                        Value::Stack { frame, .. } if usize::from(frame) == popped => Value::Uninit,
+                        v => v,
+                    });
+                }
+                Ok(vec![(Edge::Return, state)])
+            }
+            op::JMP_CALL if insn.is_local_call() => {
+                let callee = self.cfg.subprog_of[target];
+                let saved = [state.regs[6], state.regs[7], state.regs[8], state.regs[9]];
+                state.frames.push(Frame {
+                    stack: Stack::default(),
+                    saved,
+                    return_to: next,
+                    subprog: callee,
+                });
+                state.regs[0] = Value::Uninit;
+                for reg in 6..=9 {
+                    state.regs[reg] = Value::Uninit;
+                }
+                state.regs[10] = Value::Stack {
+                    frame: (state.frames.len() - 1) as u8,
+                    off: Interval::exact(0),
+                };
+                Ok(vec![(Edge::Call(target), state)])
+            }
+            op::JMP_CALL => {
+                let Some((helper, args)) = call else {
+                    return Err(ErrorKind::UnknownHelper { id: insn.imm });
+                };
+                self.out.helpers_used.insert(helper.id);
+                for &(reg, bytes) in &args.writes {
+                    if let Value::Stack { frame, off } = state.regs[usize::from(reg)] {
+                        self.record_stack(&state, frame, off.lo);
+                        if let Some(fr) = state.frames.get_mut(usize::from(frame)) {
+                            for o in off.lo..off.lo + bytes {
+                                fr.stack.store(o, 1, None);
+                            }
+                        }
+                    }
+                }
+                for reg in 1..=5 {
+                    if let Value::Stack { frame, off } = state.regs[reg] {
+                        self.record_stack(&state, frame, off.lo);
+                    }
+                }
+                if helper.changes_packet {
+                    state.map_values(|v| {
+                        if v.is_packet_kind() {
+                            Value::Invalidated { by: pc }
+                        } else {
+                            v
+                        }
+                    });
+                    state.pkt_valid.clear();
+                    state.meta_valid = 0;
+                }
+                for reg in 1..=5 {
+                    state.regs[reg] = Value::Uninit;
+                }
+                state.regs[0] = match helper.ret {
+                    helpers::Ret::MapValueOrNull => {
+                        let id = checks::fresh_id(pc);
+                        forget_id(&mut state, id);
+                        Value::MapValueOrNull {
+                            map: args.map.unwrap_or(0),
+                            off: Interval::exact(0),
+                            id,
+                        }
+                    }
+                    helpers::Ret::Scalar if helper.id == 7 || helper.id == 8 || helper.id == 42 => {
+                        Value::Scalar(Scalar::width(32))
+                    }
+                    helpers::Ret::Scalar => Value::Scalar(Scalar::TOP),
+                };
+                Ok(vec![(Edge::Intra(next), state)])
+            }
+            operation => {
+                let jmp32 = insn.class() == op::CLASS_JMP32;
+                let right = if op::source(insn.opcode) == op::SRC_X {
+                    Operand::Reg(insn.src)
+                } else {
+                    Operand::Imm(i64::from(insn.imm))
+                };
+                let mut out = Vec::new();
+                for (taken, to) in [(true, target), (false, next)] {
+                    let mut s = state.clone();
+                    if branch(&mut s, operation, insn.dst, right, taken, jmp32) {
+                        out.push((Edge::Intra(to), s));
+                    }
+                }
+                // Both branches to the same place: one edge.
+                if target == next && out.len() == 2 {
+                    let (e, a) = out.remove(0);
+                    let b = out.remove(0).1;
+                    return Ok(vec![(e, a.join(&b))]);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn operand(state: &State, operand: Operand) -> Value {
+    match operand {
+        Operand::Reg(r) => state.regs[usize::from(r)],
+        Operand::Imm(i) => Value::Scalar(Scalar::exact(i as u64)),
+    }
+}
+
+/// Makes values created earlier with `id` anonymous: a new value takes the id over.
+fn forget_id(state: &mut State, id: u32) {
+    state.map_values(|v| match v {
+        Value::MapValueOrNull { map, off, id: i } if i == id => {
+            Value::MapValueOrNull { map, off, id: ANON }
+        }
+        Value::Packet { var, var_range, k } if var == id => Value::Packet {
+            var: ANON,
+            var_range,
+            k,
+        },
+        v => v,
+    });
+    state.pkt_valid.retain(|(v, _)| *v != id);
+}
+
+/// Pointer ± scalar and pointer − pointer, as allowed by `checks::arithmetic`.
+fn pointer_alu(pc: usize, operation: u8, d: Value, src: Value, state: &mut State) -> Value {
+    let sub = operation == op::ALU_SUB;
+    if d.is_pointer() && src.is_pointer() {
+        let (a, b) = (offset_of(d), offset_of(src));
+        let same_var = matches!((d, src), (Value::Packet { var: v1, k: k1, .. }, Value::Packet { var: v2, k: k2, .. }) if v1 == v2 && v1 != ANON && { let _ = (k1, k2); true });
+        return Value::Scalar(match (d, src) {
+            (Value::Packet { k: k1, .. }, Value::Packet { k: k2, .. }) if same_var => {
+                Scalar::exact((k1 - k2) as u64)
+            }
+            _ => Scalar::signed(a.lo.saturating_sub(b.hi), a.hi.saturating_sub(b.lo)),
+        });
+    }
+    let (ptr, s) = if d.is_pointer() { (d, src) } else { (src, d) };
+    let s = s.scalar().unwrap_or(Scalar::TOP);
+    let delta = match s.as_offset() {
+        Some(i) if sub => Interval {
+            lo: -i.hi,
+            hi: -i.lo,
+        },
+        Some(i) => i,
+        None => return Value::Mixed,
+    };
+    match ptr {
+        Value::Packet { var, var_range, k } => {
+            if delta.is_exact() {
+                Value::Packet {
+                    var,
+                    var_range,
+                    k: k + delta.lo,
+                }
+            } else {
+                let id = checks::fresh_id(pc);
+                forget_id(state, id);
+                let base = if var == NO_VAR {
+                    Interval::exact(0)
+                } else {
+                    var_range
+                };
+                Value::Packet {
+                    var: id,
+                    var_range: base.plus(delta),
+                    k,
+                }
+            }
+        }
+        Value::PacketMeta { k } => Value::PacketMeta { k: k + delta.lo },
+        Value::Stack { frame, off } => Value::Stack {
+            frame,
+            off: off.plus(delta),
+        },
+        Value::Mem { off } => Value::Mem {
+            off: off.plus(delta),
+        },
+        Value::MapValue { map, off } => Value::MapValue {
+            map,
+            off: off.plus(delta),
+        },
+        _ => Value::Mixed,
+    }
+}
+
+/// The offset interval of a pointer, relative to the start of its region.
+fn offset_of(v: Value) -> Interval {
+    match v {
+        Value::Packet { var, var_range, k } => {
+            if var == NO_VAR {
+                Interval::exact(k)
+            } else {
+                var_range.shift(k)
+            }
+        }
+        Value::PacketMeta { k } => Interval::exact(k),
+        Value::Stack { off, .. } | Value::Mem { off } | Value::MapValue { off, .. } => off,
+        _ => Interval::exact(0),
+    }
+}
+
+/// Restricts `state` to the branch of `dst <operation> right` (`taken`) or its negation;
+/// false when the branch is infeasible.
+fn branch(
+    state: &mut State,
+    operation: u8,
+    dst: u8,
+    right: Operand,
+    taken: bool,
+    jmp32: bool,
+) -> bool {
+    let left = state.regs[usize::from(dst)];
+    let rv = operand(state, right);
+    // The comparison that holds on this branch.
+    let holds = if taken {
+        Some(operation)
+    } else {
+        domain::negate(operation)
+    };
+    match (left, rv) {
+        (Value::Scalar(a), Value::Scalar(b)) => {
+            let fits = |s: Scalar| s.smin >= 0 && s.umax <= i32::MAX as u64;
+            if jmp32 && !(fits(a) && fits(b)) {
+                // Decide only when both are known.
+                if let (Some(x), Some(y)) = (a.constant(), b.constant()) {
+                    return eval32(operation, x as u32, y as u32) == taken;
+                }
+                return true;
+            }
+            let Some(holds) = holds else {
+                // JSET's fall-through: no bit in common.
+                return match (a.constant(), b.constant()) {
+                    (Some(x), Some(y)) => x & y == 0,
+                    _ => true,
+                };
+            };
+            match domain::refine(holds, a, b) {
+                Some((a2, b2)) => {
+                    state.regs[usize::from(dst)] = Value::Scalar(a2);
+                    if let Operand::Reg(r) = right {
+                        state.regs[usize::from(r)] = Value::Scalar(b2);
+                    }
+                    true
+                }
+                None => false,
+            }
+        }
+        (Value::MapValueOrNull { map, off, id }, z)
+        | (z, Value::MapValueOrNull { map, off, id })
+            if z.scalar().and_then(|s| s.constant()) == Some(0) =>
+        {
+            let is_null = match holds {
+                Some(op::JMP_JEQ) => true,
+                Some(op::JMP_JNE) => false,
+                _ => return true,
+            };
+            let resolved = if is_null {
+                Value::ZERO
+            } else {
+                Value::MapValue { map, off }
+            };
+            if id == ANON {
+                let reg = if matches!(left, Value::MapValueOrNull { .. }) {
+                    Some(dst)
+                } else if let Operand::Reg(r) = right {
+                    Some(r)
+                } else {
+                    None
+                };
+                if let Some(r) = reg {
+                    state.regs[usize::from(r)] = resolved;
+                }
+            } else {
+                state.map_values(|v| match v {
+                    Value::MapValueOrNull { id: i, map, off } if i == id => {
+                        if is_null {
+                            Value::ZERO
+                        } else {
+                            Value::MapValue { map, off }
+                        }
+                    }
+                    v => v,
+                });
+            }
+            true
+        }
+        (Value::MapValue { .. }, z) | (z, Value::MapValue { .. })
+            if z.scalar().and_then(|s| s.constant()) == Some(0) =>
+        {
+            // A checked map value is never NULL.
+            holds != Some(op::JMP_JEQ)
+        }
+        (Value::Packet { var, var_range, k }, Value::PacketEnd) => {
+            if let Some(extra) = holds.and_then(|h| le_end(h, true)) {
+                prove_packet(state, var, var_range, k + extra);
+            }
+            true
+        }
+        (Value::PacketEnd, Value::Packet { var, var_range, k }) => {
+            if let Some(extra) = holds.and_then(|h| le_end(h, false)) {
+                prove_packet(state, var, var_range, k + extra);
+            }
+            true
+        }
+        (
+            Value::PacketMeta { k },
+            Value::Packet {
+                var: NO_VAR, k: 0, ..
+            },
+        ) => {
+            if let Some(extra) = holds.and_then(|h| le_end(h, true)) {
+                state.meta_valid = state.meta_valid.max(k + extra);
+            }
+            true
+        }
+        (
+            Value::Packet {
+                var: NO_VAR, k: 0, ..
+            },
+            Value::PacketMeta { k },
+        ) => {
+            if let Some(extra) = holds.and_then(|h| le_end(h, false)) {
+                state.meta_valid = state.meta_valid.max(k + extra);
+            }
+            true
+        }
+        (l, r) if l.is_pointer() && r.is_pointer() => {
+            // Same-region pointers: decide on offsets when possible (address order is offset
+            // order inside one region), learn nothing else.
+            let (a, b) = (offset_of(l), offset_of(r));
+            let same_var = match (l, r) {
+                (Value::Packet { var: v1, .. }, Value::Packet { var: v2, .. }) => {
+                    v1 == v2 && v1 != ANON
+                }
+                _ => true,
+            };
+            let Some(holds) = holds else {
+                return true;
+            };
+            if !same_var {
+                return true;
+            }
+            let signed = match holds {
+                op::JMP_JGT => op::JMP_JSGT,
+                op::JMP_JGE => op::JMP_JSGE,
+                op::JMP_JLT => op::JMP_JSLT,
+                op::JMP_JLE => op::JMP_JSLE,
+                other => other,
+            };
+            domain::refine(
+                signed,
+                Scalar::signed(a.lo, a.hi),
+                Scalar::signed(b.lo, b.hi),
+            )
+            .is_some()
+        }
+        _ => true,
+    }
+}
+
+/// For `ptr <holds> end` (or `end <holds> ptr` when `!ptr_left`): the `x` with
+/// `ptr + x ≤ end` proven, if any.
+fn le_end(holds: u8, ptr_left: bool) -> Option<i64> {
+    match (holds, ptr_left) {
+        (op::JMP_JLE, true) | (op::JMP_JGE, false) => Some(0),
+        (op::JMP_JLT, true) | (op::JMP_JGT, false) => Some(1),
+        _ => None,
+    }
+}
+
+fn prove_packet(state: &mut State, var: u32, var_range: Interval, k: i64) {
+    if var == NO_VAR {
+        state.prove(NO_VAR, k);
+    } else {
+        state.prove(var, k);
+        // data + v + k ≤ end with v ≥ var_range.lo.
+        state.prove(NO_VAR, var_range.lo.saturating_add(k));
+    }
+}
+
+fn eval32(operation: u8, x: u32, y: u32) -> bool {
+    let (sx, sy) = (x as i32, y as i32);
+    match operation {
+        op::JMP_JEQ => x == y,
+        op::JMP_JNE => x != y,
+        op::JMP_JGT => x > y,
+        op::JMP_JGE => x >= y,
+        op::JMP_JLT => x < y,
+        op::JMP_JLE => x <= y,
+        op::JMP_JSGT => sx > sy,
+        op::JMP_JSGE => sx >= sy,
+        op::JMP_JSLT => sx < sy,
+        op::JMP_JSLE => sx <= sy,
+        op::JMP_JSET => x & y != 0,
+        _ => true,
+    }
+}
+
+/// The registers an instruction involves, with their abstract values.
+pub fn registers(insn: Insn, state: &State) -> String {
+    let mut regs: Vec<u8> = Vec::new();
+    match insn.class() {
+        op::CLASS_JMP if insn.opcode == op::CALL => regs.extend(1..=5),
+        op::CLASS_JMP if insn.opcode == op::EXIT => regs.push(0),
+        op::CLASS_LD => {}
+        _ => {
+            regs.push(insn.dst);
+            let uses_src = matches!(insn.class(), op::CLASS_LDX | op::CLASS_STX)
+                || op::source(insn.opcode) == op::SRC_X;
+            if uses_src && insn.src != insn.dst {
+                regs.push(insn.src);
+            }
+        }
+    }
+    let mut out = String::new();
+    for r in regs {
+        if let Some(v) = state.regs.get(usize::from(r)) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&format!("r{r}={v}"));
+        }
+    }
+    let proven = state.proven(NO_VAR).unwrap_or(0);
+    if proven > 0 {
+        out.push_str(&format!(" (packet bytes proven: {proven})"));
+    }
+    out
+}
