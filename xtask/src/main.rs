@@ -30,13 +30,18 @@ enum Task {
     /// The whole test suite: build the lambdas, check formatting and clippy, run every test.
     /// Kernel tests need root; they skip with a reason without it, except under CI=true.
     Test,
-    /// The main job: put the static-server on a veth pair in a network namespace of its own,
-    /// invoke it from another namespace, show the answer and the round-trip latency (root).
+    /// The main job: serve the static-server and invoke it, showing the answer and the
+    /// round-trip latency. Default: the userspace VM on loopback (no root, no NIC);
+    /// `--backend xdp`: kernel XDP on a veth pair in network namespaces (root).
     Demo {
         /// Requests to send for the latency figures.
         #[arg(long, default_value_t = 10_000)]
         count: u32,
-        /// XDP mode to attach in.
+        /// `vm`: the userspace VM on loopback (no root, no NIC); `xdp`: kernel XDP on a veth
+        /// pair in network namespaces (root).
+        #[arg(long, default_value = "vm", value_parser = ["vm", "xdp"])]
+        backend: String,
+        /// XDP mode to attach in (`--backend xdp`).
         #[arg(long, default_value = "drv")]
         mode: String,
     },
@@ -76,9 +81,17 @@ fn main() -> Result<()> {
             build_ebpf(&root)?;
         }
         Task::Test => test(&root)?,
-        Task::Demo { count, mode } => {
+        Task::Demo {
+            count,
+            backend,
+            mode,
+        } => {
             build_ebpf(&root)?;
-            demo::run(&root, count, &mode)?;
+            if backend == "vm" {
+                demo::run_vm(&root, count)?;
+            } else {
+                demo::run(&root, count, &mode)?;
+            }
         }
         Task::Bench {
             suite:
