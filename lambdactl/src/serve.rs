@@ -207,8 +207,8 @@ fn serve(
                 continue;
             }
         };
-        let outcome = match worker.run(&packet) {
-            Ok(outcome) => outcome,
+        let summary = match worker.run_in_place(&packet) {
+            Ok(summary) => summary,
             Err(e) => {
                 // A runtime fault ends this request, not the server; say which and where.
                 if counters.faults.fetch_add(1, Ordering::Relaxed) < 10 {
@@ -222,11 +222,11 @@ fn serve(
                 continue;
             }
         };
-        for line in &outcome.log {
+        for line in worker.log() {
             eprintln!("trace: {line}");
         }
-        match outcome.action {
-            XdpAction::Tx => match UdpFrame::decode(&outcome.packet_out) {
+        match summary.action {
+            XdpAction::Tx => match UdpFrame::decode(worker.output()) {
                 Ok(reply) => {
                     let target = unmap(reply.dst, local);
                     match socket.send_to(&reply.payload, target) {

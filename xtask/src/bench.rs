@@ -42,7 +42,7 @@ const WARMUP: u32 = 200;
 
 /// Refuses to start without root: everything here loads BPF programs, and the round trip makes
 /// network namespaces.
-pub fn require_root() -> Result<()> {
+pub(crate) fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -269,7 +269,7 @@ fn parse_program_id(out: &str) -> Option<u32> {
 }
 
 /// p50 and p99 from `round trip µs: min … p50 … p90 … p99 … max …`.
-fn parse_round_trip(out: &str) -> Option<(f64, f64)> {
+pub(crate) fn parse_round_trip(out: &str) -> Option<(f64, f64)> {
     let line = out.lines().find(|l| l.contains("round trip"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |name: &str| -> Option<f64> {
@@ -279,9 +279,9 @@ fn parse_round_trip(out: &str) -> Option<(f64, f64)> {
     Some((field("p50")?, field("p99")?))
 }
 
-/// The mean from `time:    302 ns/run mean, 290 ns min (…)`.
-fn parse_ns_per_run(out: &str) -> Option<u64> {
-    let line = out.lines().find(|l| l.trim_start().starts_with("time:"))?;
+/// The mean from `[kernel] time:    302 ns/run mean, 290 ns min (…)` (or `[vm] time: …`).
+pub(crate) fn parse_ns_per_run(out: &str) -> Option<u64> {
+    let line = out.lines().find(|l| l.contains("time:"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let i = words.iter().position(|w| *w == "ns/run")?;
     words.get(i.checked_sub(1)?)?.parse().ok()
@@ -289,8 +289,8 @@ fn parse_ns_per_run(out: &str) -> Option<u64> {
 
 /// Two namespaces joined by a veth pair; torn down on drop (also on error or panic).
 /// Which machine and commit produced the figures, and when.
-struct Header {
-    commit: String,
+pub(crate) struct Header {
+    pub(crate) commit: String,
     cpu: String,
     cores: usize,
     kernel: String,
@@ -298,7 +298,7 @@ struct Header {
 }
 
 impl Header {
-    fn collect(root: &Path) -> Header {
+    pub(crate) fn collect(root: &Path) -> Header {
         let run = |program: &str, args: &[&str]| -> Option<String> {
             let out = Command::new(program)
                 .current_dir(root)
@@ -336,10 +336,22 @@ impl Header {
     }
 
     fn line(&self) -> String {
+        self.line_for("spine")
+    }
+
+    /// `λ-NIC bench <suite> — commit …, CPU, cores, kernel, date`.
+    pub(crate) fn line_for(&self, suite: &str) -> String {
         format!(
-            "λ-NIC bench spine — commit {}, {}, {} cores, kernel {}, {}",
+            "λ-NIC bench {suite} — commit {}, {}, {} cores, kernel {}, {}",
             self.commit, self.cpu, self.cores, self.kernel, self.date
         )
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        json!({
+            "commit": self.commit, "cpu": self.cpu, "cores": self.cores,
+            "kernel": self.kernel, "date": self.date,
+        })
     }
 }
 
@@ -361,7 +373,7 @@ impl ProgramFigures {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {

@@ -4,6 +4,7 @@
 //! bpf-linker built against the toolchain's own libLLVM); this is the one place that knows it.
 
 mod bench;
+mod bench_vm;
 mod demo;
 mod netns;
 mod toolchain;
@@ -71,6 +72,23 @@ enum BenchSuite {
         #[arg(long, default_value_t = 5)]
         test_run_rounds: u32,
     },
+    /// The VM backend against the kernel: static-server ns per invocation under
+    /// BPF_PROG_TEST_RUN, the VM interpreter and the VM JIT, and round trips of XDP (drv) vs
+    /// `lambdactl run` (interpreter, JIT) over veth pairs. Writes target/bench/vm-<commit>.json.
+    Vm {
+        /// Runs per engine per round for ns per invocation.
+        #[arg(long, default_value_t = 20_000)]
+        repeat: u32,
+        /// Rounds for ns per invocation (engines interleaved, medians reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Round-trip requests per server, spread over --rtt-rounds.
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+        /// Round-trip rounds (servers interleaved, medians reported).
+        #[arg(long, default_value_t = 3)]
+        rtt_rounds: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -112,6 +130,25 @@ fn main() -> Result<()> {
                 test_run_rounds,
             };
             bench::spine(&root, &options)?;
+        }
+        Task::Bench {
+            suite:
+                BenchSuite::Vm {
+                    repeat,
+                    rounds,
+                    count,
+                    rtt_rounds,
+                },
+        } => {
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench_vm::VmOptions {
+                repeat,
+                rounds,
+                count,
+                rtt_rounds,
+            };
+            bench_vm::vm(&root, &options)?;
         }
     }
     Ok(())

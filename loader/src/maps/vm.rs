@@ -97,13 +97,80 @@ enum Store {
 /// the order of use.
 struct HashIndex {
     key_size: usize,
-    slots: HashMap<Box<[u8]>, u32>,
+    slots: HashMap<Box<[u8]>, u32, KeyHasherBuilder>,
     /// The key of every slot in use (`key_size` bytes per slot), for iteration and eviction.
     keys: Vec<u8>,
     used: Vec<bool>,
     /// FIFO so that a deleted slot is reused as late as possible (see the module docs).
     free: VecDeque<u32>,
     lru: Option<LruList>,
+}
+
+/// Hashes map keys: a seeded multiply-rotate mix over 8-byte words. std's SipHash cost a
+/// tenth of a JIT-compiled lambda's run time on a 64-byte key; keys come from packets, so the
+/// seed is random per map (as the kernel seeds jhash), which keeps collisions unpredictable.
+#[derive(Clone)]
+struct KeyHasherBuilder {
+    seed: u64,
+}
+
+impl KeyHasherBuilder {
+    fn new() -> KeyHasherBuilder {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        // std's RandomState is seeded from the OS; borrow its randomness for our seed.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x6c6e_6963);
+        KeyHasherBuilder { seed: h.finish() }
+    }
+}
+
+impl std::hash::BuildHasher for KeyHasherBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher { state: self.seed }
+    }
+}
+
+struct KeyHasher {
+    state: u64,
+}
+
+impl KeyHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.state = (self.state ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(31);
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.mix(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // murmur3's finaliser: spreads every input bit over the whole hash.
+        let mut h = self.state;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
 }
 
 /// A doubly linked list over slot numbers: `head` is the most recently used, `tail` the least.
@@ -181,7 +248,7 @@ impl HashIndex {
         free.try_reserve_exact(n)
             .map_err(|e| format!("cannot allocate the free list: {e}"))?;
         free.extend(0..spec.max_entries);
-        let mut slots = HashMap::new();
+        let mut slots = HashMap::with_hasher(KeyHasherBuilder::new());
         slots
             .try_reserve(n)
             .map_err(|e| format!("cannot allocate the hash table: {e}"))?;

@@ -72,6 +72,8 @@ pub struct RunState<'a> {
     /// `data_hard_start` and the highest `data_end` (`xdp_data_hard_end`).
     pub frame_start: u64,
     pub frame_hard_end: u64,
+    /// The highest `data_end` of the run (the frame is dirty up to here).
+    pub high_water: u64,
     pub maps: &'a [MapSlot],
     /// Which per-CPU copy this run uses: the worker's index.
     pub cpu: usize,
@@ -299,6 +301,7 @@ fn adjust_tail(state: &mut RunState<'_>, offset: i64) -> u64 {
         }
     }
     ctx.data_end = data_end as u32;
+    state.high_water = state.high_water.max(data_end as u64);
     0
 }
 

@@ -34,6 +34,26 @@ impl Region {
     }
 }
 
+/// Refuses, before any run, register fields above r10 and instructions that write r10 (the
+/// frame pointer is read-only). The interpreter relies on this to index registers unchecked.
+pub fn check_registers(code: &[Insn]) -> Result<(), VmError> {
+    let mut second_slot = false;
+    for (index, insn) in code.iter().enumerate() {
+        if std::mem::take(&mut second_slot) {
+            continue;
+        }
+        second_slot = insn.is_lddw();
+        let class = insn.class();
+        let src_is_register = !matches!(insn.opcode, op::LDDW | op::CALL);
+        let writes_dst =
+            matches!(class, op::CLASS_ALU | op::CLASS_ALU64 | op::CLASS_LDX) || insn.is_lddw();
+        if insn.dst > 10 || (src_is_register && insn.src > 10) || (writes_dst && insn.dst == 10) {
+            return Err(VmError::BadRegister { insn: index });
+        }
+    }
+    Ok(())
+}
+
 /// Register state saved by a bpf-to-bpf call.
 #[derive(Clone, Copy, Default)]
 struct CallFrame {
@@ -72,7 +92,9 @@ impl Machine<'_> {
             end: stack.as_ptr() as u64 + stack.len() as u64,
             writable: true,
         };
-        let mut reg = [0u64; 11];
+        // 16 slots: a 4-bit register field always indexes in bounds; `check_registers` has
+        // already refused registers above r10 and writes to r10.
+        let mut reg = [0u64; 16];
         reg[1] = args[0];
         reg[2] = args[1];
         reg[10] = stack_region.end;
@@ -119,12 +141,116 @@ impl Machine<'_> {
                     insn: pc,
                 });
             }
-            let dst = insn.dst as usize;
-            let src = insn.src as usize;
-            if dst > 10 || src > 10 && insn.opcode != op::LDDW && insn.opcode != op::CALL {
-                return Err(VmError::BadRegister { insn: pc });
-            }
+            let dst = (insn.dst & 0x0f) as usize;
+            let src = (insn.src & 0x0f) as usize;
             let imm = insn.imm as i64 as u64;
+
+            // The instructions compiled lambdas are made of, dispatched on the whole opcode
+            // byte (one jump table); everything else goes through the general decoder below.
+            macro_rules! next {
+                ($value:expr) => {{
+                    reg[dst] = $value;
+                    pc += 1;
+                    continue;
+                }};
+            }
+            macro_rules! branch {
+                ($cond:expr) => {{
+                    pc = if $cond {
+                        match jump_target(pc, i64::from(insn.off), code.len()) {
+                            Some(target) => target,
+                            None => return Err(VmError::JumpOutOfRange { insn: pc }),
+                        }
+                    } else {
+                        pc + 1
+                    };
+                    continue;
+                }};
+            }
+            macro_rules! load {
+                ($width:expr) => {{
+                    let addr = reg[src].wrapping_add(insn.off as i64 as u64);
+                    check(state, pc, addr, $width, false)?;
+                    // SAFETY: `check` proved the range lies in a live region.
+                    next!(unsafe { load(addr, $width) })
+                }};
+            }
+            macro_rules! store {
+                ($width:expr, $value:expr) => {{
+                    let addr = reg[dst].wrapping_add(insn.off as i64 as u64);
+                    check(state, pc, addr, $width, true)?;
+                    // SAFETY: `check` proved the range lies in a live, writable region.
+                    unsafe { store(addr, $width, $value) };
+                    pc += 1;
+                    continue;
+                }};
+            }
+            match insn.opcode {
+                0x07 => next!(reg[dst].wrapping_add(imm)),
+                0x0f => next!(reg[dst].wrapping_add(reg[src])),
+                0x17 => next!(reg[dst].wrapping_sub(imm)),
+                0x1f => next!(reg[dst].wrapping_sub(reg[src])),
+                0x27 => next!(reg[dst].wrapping_mul(imm)),
+                0x2f => next!(reg[dst].wrapping_mul(reg[src])),
+                0x47 => next!(reg[dst] | imm),
+                0x4f => next!(reg[dst] | reg[src]),
+                0x57 => next!(reg[dst] & imm),
+                0x5f => next!(reg[dst] & reg[src]),
+                0x67 => next!(reg[dst].wrapping_shl((imm & 63) as u32)),
+                0x6f => next!(reg[dst].wrapping_shl((reg[src] & 63) as u32)),
+                0x77 => next!(reg[dst].wrapping_shr((imm & 63) as u32)),
+                0x7f => next!(reg[dst].wrapping_shr((reg[src] & 63) as u32)),
+                0xa7 => next!(reg[dst] ^ imm),
+                0xaf => next!(reg[dst] ^ reg[src]),
+                0xb7 if insn.off == 0 => next!(imm),
+                0xbf if insn.off == 0 => next!(reg[src]),
+                0xc7 => next!((reg[dst] as i64).wrapping_shr((imm & 63) as u32) as u64),
+                0x04 => next!(u64::from((reg[dst] as u32).wrapping_add(imm as u32))),
+                0x0c => next!(u64::from((reg[dst] as u32).wrapping_add(reg[src] as u32))),
+                0x14 => next!(u64::from((reg[dst] as u32).wrapping_sub(imm as u32))),
+                0x1c => next!(u64::from((reg[dst] as u32).wrapping_sub(reg[src] as u32))),
+                0x54 => next!(reg[dst] & imm & 0xffff_ffff),
+                0x5c => next!(reg[dst] & reg[src] & 0xffff_ffff),
+                0x44 => next!((reg[dst] | imm) & 0xffff_ffff),
+                0x4c => next!((reg[dst] | reg[src]) & 0xffff_ffff),
+                0x64 => next!(u64::from((reg[dst] as u32).wrapping_shl((imm & 31) as u32))),
+                0x74 => next!(u64::from((reg[dst] as u32).wrapping_shr((imm & 31) as u32))),
+                0xb4 if insn.off == 0 => next!(imm & 0xffff_ffff),
+                0xbc if insn.off == 0 => next!(reg[src] & 0xffff_ffff),
+                0x05 => branch!(true),
+                0x15 => branch!(reg[dst] == imm),
+                0x1d => branch!(reg[dst] == reg[src]),
+                0x55 => branch!(reg[dst] != imm),
+                0x5d => branch!(reg[dst] != reg[src]),
+                0x25 => branch!(reg[dst] > imm),
+                0x2d => branch!(reg[dst] > reg[src]),
+                0x35 => branch!(reg[dst] >= imm),
+                0x3d => branch!(reg[dst] >= reg[src]),
+                0xa5 => branch!(reg[dst] < imm),
+                0xad => branch!(reg[dst] < reg[src]),
+                0xb5 => branch!(reg[dst] <= imm),
+                0xbd => branch!(reg[dst] <= reg[src]),
+                0x45 => branch!(reg[dst] & imm != 0),
+                0x4d => branch!(reg[dst] & reg[src] != 0),
+                0x65 => branch!((reg[dst] as i64) > (imm as i64)),
+                0x6d => branch!((reg[dst] as i64) > (reg[src] as i64)),
+                0xc5 => branch!((reg[dst] as i64) < (imm as i64)),
+                0xcd => branch!((reg[dst] as i64) < (reg[src] as i64)),
+                0x61 => load!(4),
+                0x69 => load!(2),
+                0x71 => load!(1),
+                0x79 => load!(8),
+                0x62 => store!(4, imm),
+                0x6a => store!(2, imm),
+                0x72 => store!(1, imm),
+                0x7a => store!(8, imm),
+                0x63 => store!(4, reg[src]),
+                0x6b => store!(2, reg[src]),
+                0x73 => store!(1, reg[src]),
+                0x7b => store!(8, reg[src]),
+                _ => {}
+            }
+
             let class = insn.class();
             match class {
                 op::CLASS_ALU | op::CLASS_ALU64 => {
@@ -493,7 +619,7 @@ fn atomic(
     pc: usize,
     addr: u64,
     width: usize,
-    reg: &mut [u64; 11],
+    reg: &mut [u64; 16],
 ) -> Result<(), VmError> {
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
     if !addr.is_multiple_of(width as u64) {

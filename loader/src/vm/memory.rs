@@ -24,6 +24,8 @@ pub const MAX_PACKET: usize = FRAME_SIZE - HEADROOM - TAILROOM_RESERVED;
 /// One page-sized frame mapped below 4 GiB, owned by one worker.
 pub struct LowFrame {
     base: NonNull<u8>,
+    /// Bytes from the frame's start that may hold something other than zero.
+    dirty: usize,
 }
 
 // SAFETY: the frame is plain memory owned by this value; moving it to another thread is fine.
@@ -33,7 +35,10 @@ impl LowFrame {
     /// Maps a zeroed frame whose addresses fit in 32 bits.
     pub fn new() -> io::Result<LowFrame> {
         let base = map_low(FRAME_SIZE)?;
-        Ok(LowFrame { base })
+        Ok(LowFrame {
+            base,
+            dirty: FRAME_SIZE,
+        })
     }
 
     /// Address of the frame's first byte (`data_hard_start`).
@@ -46,14 +51,28 @@ impl LowFrame {
         self.start() + (FRAME_SIZE - TAILROOM_RESERVED) as u64
     }
 
-    /// Copies `packet` to the standard headroom offset, zeroes the rest, and returns the
-    /// packet's start address. The caller has checked `packet.len() <= MAX_PACKET`.
+    /// Copies `packet` to the standard headroom offset with zeroes around it, as in a fresh
+    /// kernel test-run buffer, and returns the packet's start address. Only what the last run
+    /// may have dirtied is cleared (see [`LowFrame::ran_up_to`]). The caller has checked
+    /// `packet.len() <= MAX_PACKET`.
     pub fn load(&mut self, packet: &[u8]) -> u64 {
         debug_assert!(packet.len() <= MAX_PACKET);
+        let end = HEADROOM + packet.len();
+        let dirty = self.dirty;
         let frame = self.bytes_mut();
-        frame.fill(0);
-        frame[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        frame[..HEADROOM].fill(0);
+        frame[HEADROOM..end].copy_from_slice(packet);
+        if dirty > end {
+            frame[end..dirty].fill(0);
+        }
+        self.dirty = end;
         self.start() + HEADROOM as u64
+    }
+
+    /// Records that a run may have written up to address `high` (its highest `data_end`).
+    pub fn ran_up_to(&mut self, high: u64) {
+        let offset = high.saturating_sub(self.start()) as usize;
+        self.dirty = self.dirty.max(offset.min(FRAME_SIZE));
     }
 
     /// The bytes between two addresses inside the frame (the packet after the run).

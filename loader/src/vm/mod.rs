@@ -233,6 +233,7 @@ impl VmProgram {
     ) -> Result<VmProgram, VmError> {
         let workers = options.workers.max(1);
         check_supported(&linked.insns)?;
+        interp::check_registers(&linked.insns)?;
         let mut maps = Vec::with_capacity(linked.maps.len());
         for m in &linked.maps {
             let spec = MapSpec {
@@ -432,6 +433,14 @@ pub struct VmOutcome {
     pub log: Vec<String>,
 }
 
+/// The result of [`Worker::run_in_place`]; the packet is in [`Worker::output`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    pub action: XdpAction,
+    /// Instructions executed (the interpreter counts them; 0 under the JIT).
+    pub executed: u64,
+}
+
 /// What one thread needs to run a program: frame, context, stack, per-CPU index.
 pub struct Worker {
     program: Arc<VmProgram>,
@@ -478,8 +487,32 @@ impl Worker {
         &self.program
     }
 
-    /// Runs the program on one packet (an Ethernet frame).
+    /// Runs the program on one packet (an Ethernet frame) and returns a copy of what it left.
     pub fn run(&mut self, packet: &[u8]) -> Result<VmOutcome, VmError> {
+        let summary = self.run_in_place(packet)?;
+        Ok(VmOutcome {
+            action: summary.action,
+            packet_out: self.output().to_vec(),
+            executed: summary.executed,
+            log: std::mem::take(&mut self.log),
+        })
+    }
+
+    /// The packet as the last run left it (`data` to `data_end`, in the frame).
+    pub fn output(&self) -> &[u8] {
+        self.frame
+            .slice(u64::from(self.ctx.data), u64::from(self.ctx.data_end))
+            .unwrap_or(&[])
+    }
+
+    /// `bpf_trace_printk` lines of the last run.
+    pub fn log(&self) -> &[String] {
+        &self.log
+    }
+
+    /// Runs the program on one packet and leaves the result in the frame ([`Worker::output`]):
+    /// no copy, no allocation.
+    pub fn run_in_place(&mut self, packet: &[u8]) -> Result<RunSummary, VmError> {
         if packet.len() > MAX_PACKET {
             return Err(VmError::PacketTooLarge { len: packet.len() });
         }
@@ -503,34 +536,40 @@ impl Worker {
             ctx_addr,
             frame_start: self.frame.start(),
             frame_hard_end: self.frame.hard_end(),
+            high_water: data + packet.len() as u64,
             maps: &program.slots,
             cpu: self.cpu,
             rng: &mut self.rng,
             log: &mut self.log,
         };
-        let (r0, executed) = match &self.jit {
+        let result = match &self.jit {
             None => {
                 let machine = Machine {
                     code: &program.code,
                     regions: &self.regions,
                     budget: program.budget,
                 };
-                let finished = machine.run([ctx_addr, 0], &mut self.stack, &mut state)?;
-                (finished.r0, finished.executed)
+                machine
+                    .run([ctx_addr, 0], &mut self.stack, &mut state)
+                    .map(|finished| (finished.r0, finished.executed))
             }
-            Some(jit) => (jit.run(&mut state)?, 0),
+            Some(jit) => jit.run(&mut state).map(|r0| (r0, 0)),
         };
+        // Also after a fault: the next packet must find the frame clean.
+        let high_water = state.high_water;
+        self.frame.ran_up_to(high_water);
+        let (r0, executed) = result?;
         let ctx = *self.ctx;
-        let packet_out = self
+        if self
             .frame
             .slice(u64::from(ctx.data), u64::from(ctx.data_end))
-            .ok_or(VmError::BadContext)?
-            .to_vec();
-        Ok(VmOutcome {
+            .is_none()
+        {
+            return Err(VmError::BadContext);
+        }
+        Ok(RunSummary {
             action: XdpAction::from_code(r0 as u32),
-            packet_out,
             executed,
-            log: std::mem::take(&mut self.log),
         })
     }
 }

@@ -19,6 +19,7 @@ pub fn run_raw(
     budget: u64,
 ) -> Result<u64, VmError> {
     super::check_supported(code)?;
+    super::interp::check_registers(code)?;
     let mut ctx = XdpMd::default();
     let mut rng = 0x2545_f491_4f6c_dd1d;
     let mut log = Vec::new();
@@ -28,6 +29,7 @@ pub fn run_raw(
         ctx_addr: u64::MAX,
         frame_start: 0,
         frame_hard_end: 0,
+        high_water: 0,
         maps: &[],
         cpu: 0,
         rng: &mut rng,
