@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lambda_ebpf::wire::{self, LambdaHeader};
 use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
+mod conformance;
 mod inspect;
 mod invoke;
 mod serve;
@@ -86,6 +87,12 @@ enum Command {
         /// The lambda object.
         object: PathBuf,
     },
+    /// Run a bpf_conformance suite against the kernel, the VM interpreter and the VM JIT.
+    ///
+    /// Counts per backend: pass, wrong answer, should-have-errored, errored, refused by the VM
+    /// (an instruction it lacks: not a wrong answer), rejected by the kernel verifier. Exit
+    /// status 1 if the VM gives any wrong answer.
+    Conformance(conformance::ConformanceArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -264,6 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::TestRun(args) => test_run::test_run(args),
         Command::Run(args) => serve::run(args),
         Command::Inspect { object } => inspect::inspect(&object),
+        Command::Conformance(args) => conformance::run(args),
     }
 }
 

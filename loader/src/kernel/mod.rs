@@ -44,6 +44,7 @@ pub const ENV_STATE_DIR: &str = "LNIC_STATE_DIR";
 pub const VERIFIER_LOG_TAIL: usize = 25;
 
 mod error;
+mod raw_run;
 pub(crate) mod sys;
 mod test_run;
 
@@ -51,6 +52,7 @@ pub use crate::lambda::{
     GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
 };
 pub use error::{KernelError, VerifierLog, chain};
+pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel};
 pub use sys::{check_privileges, ifindex, netns_inode, open_pinned};
 pub use test_run::{TestRunOutcome, TestRunner, test_run};
 

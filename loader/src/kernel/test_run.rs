@@ -1,12 +1,15 @@
 //! BPF_PROG_TEST_RUN: run a lambda on a packet without attaching it.
 
+use std::os::fd::AsFd as _;
+
 use aya::{Ebpf, EbpfLoader, TestRun as _, TestRunOptions, programs::Xdp};
 
 use super::error::{KernelError, aya_err};
 use super::sys::check_privileges;
-use super::{Globals, LambdaParams, load_maps, load_xdp, seed_map};
+use super::{Globals, LambdaParams, load_maps, load_xdp, map_data, seed_map};
 use crate::image::LambdaImage;
 use crate::lambda::XdpAction;
+use crate::maps::{Entries, KernelMap, MapAccess as _};
 
 /// The result of [`test_run`].
 #[derive(Clone, Debug)]
@@ -68,6 +71,26 @@ impl TestRunner {
             seeded,
             notes,
         })
+    }
+
+    /// Every entry of the loaded object's map `name`, in the userspace view (see
+    /// [`MapAccess::entries`](crate::maps::MapAccess::entries)): what the tests compare with
+    /// another backend's maps.
+    pub fn map_entries(&self, name: &str) -> Result<Entries, KernelError> {
+        let map = self.ebpf.map(name).ok_or_else(|| {
+            aya_err(
+                format!("map `{name}`"),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the object has no such map"),
+            )
+        })?;
+        let fd = map_data(map)
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| aya_err(format!("duplicating the fd of map `{name}`"), e))?;
+        let map = KernelMap::from_fd(fd).map_err(|e| aya_err(format!("map `{name}`"), e))?;
+        map.entries()
+            .map_err(|e| aya_err(format!("reading map `{name}`"), e))
     }
 
     /// Runs the program on `packet` `repeat` times. Action and output packet are the first

@@ -190,13 +190,9 @@ pub fn call(
             }
             pointer(state, a1, a2, false, "`from` buffer")?;
             pointer(state, a3, a4, false, "`to` buffer")?;
-            // SAFETY: both checked readable.
-            let (from, to) = unsafe {
-                (
-                    std::slice::from_raw_parts(a1 as *const u8, a2 as usize),
-                    std::slice::from_raw_parts(a3 as *const u8, a4 as usize),
-                )
-            };
+            // `from` may be NULL with size 0 (pushing data), as the kernel allows; a slice may
+            // not be built from NULL even when empty.
+            let (from, to) = (raw_bytes(a1, a2), raw_bytes(a3, a4));
             Ok(u64::from(csum_diff(from, to, a5 as u32)))
         }
         XDP_ADJUST_HEAD | XDP_ADJUST_META | XDP_ADJUST_TAIL | XDP_LOAD_BYTES | XDP_STORE_BYTES => {
@@ -225,6 +221,9 @@ pub fn call(
                     }
                     pointer(state, a3, len, !store, "buffer")?;
                     let packet = u64::from(state.ctx.data) + offset;
+                    if len == 0 {
+                        return Ok(0);
+                    }
                     // SAFETY: the packet range is inside the frame (checked against
                     // data_end), the buffer was checked; they may overlap, so copy as memmove.
                     unsafe {
@@ -243,6 +242,17 @@ pub fn call(
             helper: id,
         }),
     }
+}
+
+/// The `len` bytes at `addr`, which the caller checked readable; empty (and never built from
+/// the address) when `len` is 0.
+fn raw_bytes<'m>(addr: u64, len: u64) -> &'m [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: checked readable for `len` bytes by the caller, and not NULL since len > 0 ranges
+    // lie inside a region.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }
 }
 
 /// `bpf_xdp_adjust_head`: move `data` by `offset`, keeping at least an Ethernet header and the

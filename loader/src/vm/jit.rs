@@ -25,8 +25,109 @@ use super::{Engine, VmError};
 /// Checks that rbpf's JIT can run `code` and lays out its subprogram frames.
 pub fn prepare(code: &[Insn]) -> Result<Vec<u8>, VmError> {
     check_jit_supported(code)?;
-    let laid_out = layout_frames(code)?;
+    let fixed = fix_zero_extension(code)?;
+    let laid_out = layout_frames(&fixed)?;
     Ok(encode(&laid_out))
+}
+
+/// rbpf 0.4's JIT forgets to clear the upper half in two 32-bit operations (found by the
+/// conformance suite: `mov`, `le16-high`, `le32-high`): `mov32 dst, src` is a 64-bit move and
+/// `le16`/`le32` are no-ops. They are rewritten into instructions it gets right: `le16` into
+/// `dst &= 0xffff`, `le32` into `dst += 0` in 32 bits (an x86 32-bit operation clears the upper
+/// half), and `mov32 dst, src` into `dst = src; dst += 0 (32-bit)`, which takes one more slot,
+/// so every jump and call across it is re-aimed.
+fn fix_zero_extension(code: &[Insn]) -> Result<Vec<Insn>, VmError> {
+    const MOV32_REG: u8 = op::CLASS_ALU | op::SRC_X | op::ALU_MOV;
+    const LE: u8 = op::CLASS_ALU | op::SRC_K | op::ALU_END;
+    let zero_extend = |dst: u8| Insn::new(op::CLASS_ALU | op::SRC_K | op::ALU_ADD, dst, 0, 0, 0);
+    expand(code, |insn| match insn.opcode {
+        MOV32_REG if insn.off == 0 => Some(vec![
+            Insn::new(
+                op::CLASS_ALU64 | op::SRC_X | op::ALU_MOV,
+                insn.dst,
+                insn.src,
+                0,
+                0,
+            ),
+            zero_extend(insn.dst),
+        ]),
+        LE if insn.imm == 16 => Some(vec![Insn::new(
+            op::CLASS_ALU64 | op::SRC_K | op::ALU_AND,
+            insn.dst,
+            0,
+            0,
+            0xffff,
+        )]),
+        LE if insn.imm == 32 => Some(vec![zero_extend(insn.dst)]),
+        _ => None,
+    })
+}
+
+/// Replaces instructions by sequences (`rewrite` returns `None` to keep one) and re-aims every
+/// relative jump and bpf-to-bpf call at its target's new place. Jumps and calls themselves are
+/// never rewritten, and a jump into a rewritten instruction lands on its first replacement.
+fn expand(
+    code: &[Insn],
+    rewrite: impl Fn(Insn) -> Option<Vec<Insn>>,
+) -> Result<Vec<Insn>, VmError> {
+    let mut out = Vec::with_capacity(code.len());
+    // new_index[i]: where old slot i starts; one extra entry for "one past the end".
+    let mut new_index = Vec::with_capacity(code.len() + 1);
+    let mut second_slot = false;
+    for insn in code {
+        new_index.push(out.len());
+        if std::mem::take(&mut second_slot) {
+            out.push(*insn);
+            continue;
+        }
+        second_slot = insn.is_lddw();
+        match rewrite(*insn) {
+            Some(replacement) => out.extend(replacement),
+            None => out.push(*insn),
+        }
+    }
+    new_index.push(out.len());
+    if out.len() == code.len() {
+        return Ok(out);
+    }
+    let retarget = |old: usize, relative: i64| -> Result<i64, VmError> {
+        let target = old as i64 + 1 + relative;
+        let target = usize::try_from(target)
+            .ok()
+            .filter(|t| *t <= code.len())
+            .ok_or(VmError::JumpOutOfRange { insn: old })?;
+        Ok(new_index[target] as i64 - (new_index[old] as i64 + 1))
+    };
+    let mut second_slot = false;
+    for (old, insn) in code.iter().enumerate() {
+        if std::mem::take(&mut second_slot) {
+            continue;
+        }
+        second_slot = insn.is_lddw();
+        let at = new_index[old];
+        let class = insn.class();
+        let operation = op::operation(insn.opcode);
+        if !matches!(class, op::CLASS_JMP | op::CLASS_JMP32) || operation == op::JMP_EXIT {
+            continue;
+        }
+        if operation == op::JMP_CALL {
+            if insn.is_local_call() {
+                let imm = retarget(old, i64::from(insn.imm))?;
+                out[at].imm =
+                    i32::try_from(imm).map_err(|_| VmError::JumpOutOfRange { insn: old })?;
+            }
+            continue;
+        }
+        if insn.opcode == op::JA32 {
+            let imm = retarget(old, i64::from(insn.imm))?;
+            out[at].imm = i32::try_from(imm).map_err(|_| VmError::JumpOutOfRange { insn: old })?;
+        } else {
+            let off = retarget(old, i64::from(insn.off))?;
+            out[at].off = i16::try_from(off)
+                .map_err(|_| cannot(old, "a jump too long after rewriting 32-bit moves"))?;
+        }
+    }
+    Ok(out)
 }
 
 fn cannot(insn: usize, what: &str) -> VmError {
@@ -461,6 +562,30 @@ fn rbpf_message(error: impl std::fmt::Debug) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewriting_a_32_bit_move_re_aims_jumps_across_it() {
+        let code = vec![
+            Insn::new(op::CLASS_JMP | op::JMP_JA, 0, 0, 2, 0), // 0: → 3
+            Insn::new(op::CLASS_ALU | op::SRC_X | op::ALU_MOV, 1, 2, 0, 0), // 1: mov32
+            Insn::new(op::CLASS_ALU | op::SRC_K | op::ALU_END, 1, 0, 0, 16), // 2: le16
+            Insn::new(op::CLASS_JMP | op::JMP_JA, 0, 0, -4, 0), // 3: → 0
+            Insn::new(op::EXIT, 0, 0, 0, 0),
+        ];
+        let out = fix_zero_extension(&code).unwrap();
+        assert_eq!(out.len(), 6);
+        assert_eq!(
+            out[0].off, 3,
+            "jump over the expanded move lands on the old slot 3"
+        );
+        assert_eq!(out[1].opcode, op::CLASS_ALU64 | op::SRC_X | op::ALU_MOV);
+        assert_eq!(out[2].opcode, op::CLASS_ALU | op::SRC_K | op::ALU_ADD);
+        assert_eq!(
+            (out[3].opcode, out[3].imm),
+            (op::CLASS_ALU64 | op::ALU_AND, 0xffff)
+        );
+        assert_eq!(out[4].off, -5, "backward jump still reaches slot 0");
+    }
 
     fn mov_fp(dst: u8) -> Insn {
         Insn::new(op::CLASS_ALU64 | op::SRC_X | op::ALU_MOV, dst, 10, 0, 0)

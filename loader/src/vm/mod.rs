@@ -374,6 +374,12 @@ fn check_supported(insns: &[Insn]) -> Result<(), VmError> {
                 helper: insn.imm as u32,
             });
         }
+        if insn.opcode == op::CLASS_JMP | op::SRC_X | op::JMP_CALL {
+            return Err(VmError::Unsupported {
+                insn: index,
+                what: "indirect calls (callx)",
+            });
+        }
         if insn.opcode == op::CALL && insn.src == op::CALL_KFUNC {
             return Err(VmError::Unsupported {
                 insn: index,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ebpf_isa::Insn;
+use ebpf_isa::{Insn, opcode as op};
 
 use super::helpers::RunState;
 use super::interp::{FRAME_STACK, MAX_FRAMES, Machine, Region};
@@ -53,9 +53,40 @@ pub fn run_raw(
             Ok(machine.run([start, len], &mut stack, &mut state)?.r0)
         }
         Engine::Jit => {
-            let prepared: Arc<[u8]> = Arc::from(jit::prepare(code)?);
+            // rbpf's JIT passes only r1 for a raw program and leaves r0 as it finds it: set r2
+            // to the length and r0 to 0 in a prologue, as the interpreter does. The program's
+            // jumps and calls are relative, so shifting it does not move their targets.
+            let len = i32::try_from(len).map_err(|_| VmError::Unsupported {
+                insn: 0,
+                what: "memory blocks of 2 GiB or more",
+            })?;
+            let mut with_prologue = vec![
+                Insn::new(op::CLASS_ALU64 | op::SRC_K | op::ALU_MOV, 2, 0, 0, len),
+                Insn::new(op::CLASS_ALU64 | op::SRC_K | op::ALU_MOV, 0, 0, 0, 0),
+            ];
+            with_prologue.extend_from_slice(code);
+            let prepared: Arc<[u8]> =
+                Arc::from(jit::prepare(&with_prologue).map_err(|e| shift_insn(e, PROLOGUE))?);
             let program = jit::JitProgram::compile(prepared)?;
             program.run_on(memory, &mut state)
         }
+    }
+}
+
+/// Instructions the JIT prologue adds in front of a raw program.
+const PROLOGUE: usize = 2;
+
+/// An error about the prologued program, renumbered to the caller's instructions.
+fn shift_insn(error: VmError, by: usize) -> VmError {
+    match error {
+        VmError::EngineCannot { insn, engine, what } => VmError::EngineCannot {
+            insn: insn.saturating_sub(by),
+            engine,
+            what,
+        },
+        VmError::JumpOutOfRange { insn } => VmError::JumpOutOfRange {
+            insn: insn.saturating_sub(by),
+        },
+        other => other,
     }
 }
