@@ -18,6 +18,7 @@ mod inspect;
 mod invoke;
 mod serve;
 mod test_run;
+mod verify;
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +82,14 @@ enum Command {
     /// lambda expects, runs it in the VM (several worker threads, one per-CPU map copy each),
     /// and sends the answer when the lambda returns XDP_TX. Ctrl-C stops it and prints counts.
     Run(RunArgs),
+    /// Prove a lambda safe and bounded with the λ-NIC verifier, and print its contract.
+    ///
+    /// The contract: the most instructions any run can execute, the stack over the deepest call
+    /// chain, the memory of every map, the helpers used, and which backends (kernel, nfp, vm)
+    /// accept the program — or, for a refusal, the instruction in context, the abstract state of
+    /// its registers and the Rust source line. attach, run and test-run make the same check
+    /// before loading (--skip-verify to bypass).
+    Verify(verify::VerifyArgs),
     /// Show what a lambda object holds, without loading it: programs (with the source line each
     /// starts at), maps, globals, seed records, BTF and line info.
     Inspect {
@@ -149,6 +158,9 @@ struct AttachArgs {
     /// On verifier rejection, print the kernel's whole log instead of its last lines.
     #[arg(long)]
     full_verifier_log: bool,
+    /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
+    #[arg(long)]
+    skip_verify: bool,
 }
 
 #[derive(Args)]
@@ -189,9 +201,14 @@ struct RunArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Instructions one run may execute in the interpreter before it is stopped.
+    /// Instructions one run may execute in the interpreter before it is stopped (the JIT
+    /// refuses programs whose proven bound exceeds it).
     #[arg(long, default_value_t = loader::vm::DEFAULT_BUDGET, value_name = "N")]
     budget: u64,
+    /// Do not run the λ-NIC verifier first (interpreter only: it checks memory accesses and
+    /// counts instructions at run time; the JIT always needs the verifier).
+    #[arg(long)]
+    skip_verify: bool,
 }
 
 #[derive(Args)]
@@ -219,6 +236,10 @@ struct TestRunArgs {
     /// With the VM interpreter: instructions one run may execute before it is stopped.
     #[arg(long, default_value_t = loader::vm::DEFAULT_BUDGET, value_name = "N")]
     budget: u64,
+    /// Do not run the λ-NIC verifier first (the kernel's verifier, or the VM interpreter's
+    /// run-time checks, still apply; the JIT always needs the verifier).
+    #[arg(long)]
+    skip_verify: bool,
     #[command(flatten)]
     lambda: LambdaArgs,
     /// On verifier rejection, print the kernel's whole log instead of its last lines.
@@ -271,6 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::TestRun(args) => test_run::test_run(args),
         Command::Run(args) => serve::run(args),
         Command::Inspect { object } => inspect::inspect(&object),
+        Command::Verify(args) => verify::verify(args),
         Command::Conformance(args) => conformance::run(args),
     }
 }
@@ -309,6 +331,14 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
         ModeArg::Drv => AttachMode::Drv,
         ModeArg::Skb => AttachMode::Skb,
     };
+    if !args.skip_verify {
+        let contract = verify::check_before_load(
+            &args.object,
+            &args.lambda.params(),
+            verifier::Backend::Kernel,
+        )?;
+        println!("{}", verify::summary(&contract));
+    }
     let attached = host.attach(&args.object, &args.iface, mode, &args.lambda.params())?;
     for note in &attached.notes {
         println!("note: {note}");

@@ -67,6 +67,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let options = VmOptions {
         engine,
+        verify: !args.skip_verify,
         budget: args.budget,
         workers,
         params: loader::LambdaParams {

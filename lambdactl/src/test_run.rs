@@ -32,6 +32,11 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     let kernel = if args.backend != BackendArg::Vm {
+        if !args.skip_verify {
+            let contract =
+                crate::verify::check_before_load(&args.object, &params, verifier::Backend::Kernel)?;
+            println!("[kernel] {}", crate::verify::summary(&contract));
+        }
         let outcome = loader::test_run(&bytes, &name, &packet, args.repeat, &params)?;
         for note in &outcome.notes {
             println!("note: {note}");
@@ -70,11 +75,15 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
         };
         let options = VmOptions {
             engine,
+            verify: !args.skip_verify,
             budget: args.budget,
             params,
             ..VmOptions::default()
         };
         let program = Arc::new(VmProgram::load(&bytes, &name, &options).map_err(vm_error)?);
+        if let Some(contract) = &program.contract {
+            println!("[vm] {}", crate::verify::summary(contract));
+        }
         for (map, n) in &program.seeded {
             println!("[vm] seeded:  {map} ({n} record{})", plural(*n));
         }

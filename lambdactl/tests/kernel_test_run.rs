@@ -298,8 +298,18 @@ fn bad_input_gets_clear_errors() {
     assert!(err.contains("lnic-no-such-if"), "{err}");
     let err = stderr_of(&["-n", "lnic-no-such-netns", "ls"]);
     assert!(err.contains("lnic-no-such-netns"), "{err}");
+    // Our verifier refuses it first, naming the instruction; skipping it, the kernel's does.
     let err = stderr_of(&["test-run", rejected, "--packet-file", packet]);
-    assert!(err.contains("verifier"), "{err}");
+    assert!(err.contains("λ-NIC verifier rejected"), "{err}");
+    assert!(err.contains("error at instruction 0"), "{err}");
+    let err = stderr_of(&[
+        "test-run",
+        rejected,
+        "--packet-file",
+        packet,
+        "--skip-verify",
+    ]);
+    assert!(err.contains("kernel verifier rejected"), "{err}");
     assert!(
         err.contains("invalid bpf_context access"),
         "the kernel's log is shown: {err}"
@@ -372,8 +382,27 @@ fn a_verifier_rejection_names_the_rust_source_line() {
         "{} is missing: run `cargo xtask build-ebpf`",
         object.display()
     );
+    // Ours: the reason, the instruction in context and the Rust line.
     let err = stderr_of(&["test-run", object.to_str().unwrap(), "--request-body", "x"]);
-    assert!(err.contains("verifier rejected"), "{err}");
+    assert!(err.contains("λ-NIC verifier rejected"), "{err}");
+    assert!(
+        err.contains("beyond the 0 bytes proven by a data_end check"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unchecked-packet-read.rs:13")
+            && err.contains("let first_byte = unsafe { *(ctx.data() as *const u8) };"),
+        "the offending Rust line: {err}"
+    );
+    // The kernel's, with our verifier skipped.
+    let err = stderr_of(&[
+        "test-run",
+        object.to_str().unwrap(),
+        "--request-body",
+        "x",
+        "--skip-verify",
+    ]);
+    assert!(err.contains("kernel verifier rejected"), "{err}");
     assert!(
         err.contains("invalid access to packet"),
         "the kernel's reason: {err}"

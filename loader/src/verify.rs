@@ -1,9 +1,43 @@
 //! The bridge to the `verifier` crate: a linked program as the verifier's input, so every
 //! backend can refuse what the verifier rejects before the kernel or the VM sees it.
 
-use verifier::{MapInfo, ProgramInput, ProgramKind, SourceLine};
+use thiserror::Error;
+use verifier::{Contract, MapInfo, Options, ProgramInput, ProgramKind, Rejection, SourceLine};
 
-use crate::link::{LinkedMapKind, LinkedProgram};
+use crate::lambda::LambdaParams;
+use crate::link::{LinkError, LinkedMapKind, LinkedProgram, link_xdp};
+
+/// Why an object did not pass our verifier.
+#[derive(Debug, Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("the λ-NIC verifier rejected `{program}`:\n{rejection}")]
+    Rejected {
+        program: String,
+        rejection: Box<Rejection>,
+    },
+}
+
+/// Links an object's XDP program and verifies it: its contract, or why not.
+pub fn verify_object(
+    bytes: &[u8],
+    name: &str,
+    params: &LambdaParams,
+    options: &Options,
+) -> Result<(LinkedProgram, Contract), VerifyError> {
+    let (_, linked) = link_xdp(bytes, name, params)?;
+    let contract = verify_linked(&linked, options)?;
+    Ok((linked, contract))
+}
+
+/// Verifies a linked program.
+pub fn verify_linked(linked: &LinkedProgram, options: &Options) -> Result<Contract, VerifyError> {
+    verifier::verify(&verifier_input(linked), options).map_err(|rejection| VerifyError::Rejected {
+        program: format!("{}/{}", linked.lambda, linked.program),
+        rejection: Box::new(rejection),
+    })
+}
 
 /// The verifier's view of a linked XDP program: its code, its maps (indexed as the code's map
 /// references are) and the source line of every instruction.

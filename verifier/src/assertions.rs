@@ -37,8 +37,9 @@ pub enum Assertion {
     ValidComparison { left: u8, right: Operand },
     /// Each argument register of the helper has the kind the helper needs.
     HelperArgs { helper: i32 },
-    /// `r0` is a value the caller may receive (scalar for the program, no own-stack pointer for
-    /// a subprogram).
+    /// `r0` is a value the caller may receive (an initialised scalar for the program; for a
+    /// subprogram anything but a pointer into its own frame — possibly uninitialised, as the
+    /// kernel lets a subprogram such as `memset` return nothing and only refuses a later read).
     ValidReturn,
     /// Every loop through this head terminates within the analysis' cap (checked by
     /// [`crate::bound`] when a back edge is taken).
@@ -126,10 +127,8 @@ pub fn of(insn: Insn, loop_head: bool, pc: usize) -> Vec<Assertion> {
             op::JMP_JA => {}
             op::JMP_CALL if insn.is_helper_call() => out.push(HelperArgs { helper: insn.imm }),
             op::JMP_CALL => {}
-            op::JMP_EXIT => {
-                out.push(Initialized { reg: 0 });
-                out.push(ValidReturn);
-            }
+            // Whether r0 must be initialised depends on the frame: see `checks::valid_return`.
+            op::JMP_EXIT => out.push(ValidReturn),
             _ => {
                 let right = operand(insn);
                 out.push(Initialized { reg: insn.dst });

@@ -427,3 +427,79 @@ fn call_depth(subprogs: &[Subprog]) -> Result<usize, Located> {
     let mut memo = vec![None; subprogs.len()];
     visit(subprogs, 0, &mut Vec::new(), &mut memo)
 }
+
+/// Registers an instruction reads and writes, as bit masks (bit `r` for `r<r>`). A call reads
+/// `r1`–`r5` and clobbers `r0`–`r5`, whatever the callee; `exit` reads `r0`. Over-approximating
+/// the reads is harmless: liveness only decides which abstract states are kept apart.
+pub fn uses_defs(insn: Insn) -> (u16, u16) {
+    let bit = |r: u8| 1u16 << (r & 15);
+    let x = op::source(insn.opcode) == op::SRC_X;
+    match insn.class() {
+        op::CLASS_ALU | op::CLASS_ALU64 => {
+            let operation = op::operation(insn.opcode);
+            let mut uses = 0;
+            if x && operation != op::ALU_END {
+                uses |= bit(insn.src);
+            }
+            if operation != op::ALU_MOV {
+                uses |= bit(insn.dst);
+            }
+            (uses, bit(insn.dst))
+        }
+        op::CLASS_LD => (0, bit(insn.dst)),
+        op::CLASS_LDX => (bit(insn.src), bit(insn.dst)),
+        op::CLASS_ST => (bit(insn.dst), 0),
+        op::CLASS_STX => {
+            let mut uses = bit(insn.dst) | bit(insn.src);
+            let mut defs = 0;
+            if op::mode(insn.opcode) == op::MODE_ATOMIC {
+                if insn.imm == op::ATOMIC_CMPXCHG {
+                    uses |= bit(0);
+                    defs |= bit(0);
+                } else if insn.imm & op::ATOMIC_FETCH != 0 {
+                    defs |= bit(insn.src);
+                }
+            }
+            (uses, defs)
+        }
+        _ => match op::operation(insn.opcode) {
+            op::JMP_JA => (0, 0),
+            op::JMP_CALL => (0b11_1110, 0b11_1111),
+            op::JMP_EXIT => (bit(0), 0),
+            _ => {
+                let mut uses = bit(insn.dst);
+                if x {
+                    uses |= bit(insn.src);
+                }
+                (uses, 0)
+            }
+        },
+    }
+}
+
+impl Cfg {
+    /// Registers live before each instruction (bit `r` for `r<r>`), by the usual backward
+    /// fixpoint over the intra-procedural graph.
+    pub fn live_registers(&self, insns: &[Insn]) -> Vec<u16> {
+        let mut live = vec![0u16; self.len];
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for pc in (0..self.len).rev() {
+                if !self.is_insn[pc] {
+                    continue;
+                }
+                let out = self.succs[pc]
+                    .iter()
+                    .fold(0u16, |acc, &s| acc | live.get(s).copied().unwrap_or(0));
+                let (uses, defs) = uses_defs(insns[pc]);
+                let new = uses | (out & !defs);
+                if new != live[pc] {
+                    live[pc] = new;
+                    changed = true;
+                }
+            }
+        }
+        live
+    }
+}

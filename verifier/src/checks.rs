@@ -283,18 +283,16 @@ pub fn arithmetic(operation: u8, dst: Value, src: Value, alu64: bool) -> Result<
     match (dst.is_pointer(), src.is_pointer()) {
         (false, false) => Ok(()),
         (true, true) => {
-            let same = match (dst, src) {
-                (Value::Packet { .. }, Value::Packet { .. })
-                | (Value::Mem { .. }, Value::Mem { .. }) => true,
-                (Value::Stack { frame: a, .. }, Value::Stack { frame: b, .. }) => a == b,
-                (Value::MapValue { map: a, .. }, Value::MapValue { map: b, .. }) => a == b,
-                _ => false,
-            };
-            if operation == op::ALU_SUB && alu64 && same {
+            // A privileged loader (`allow_ptr_leaks`: CAP_BPF + CAP_PERFMON, which the kernel
+            // profile models) may subtract any two pointers; the result is a scalar. Anything
+            // else combining two pointers is refused by the kernel too. We refuse the 32-bit
+            // form, which only produces truncated address bits.
+            if operation == op::ALU_SUB && alu64 {
                 Ok(())
             } else {
                 Err(arith_error(format!(
-                    "{} of {} and {}",
+                    "{}{} of {} and {}",
+                    if alu64 { "" } else { "32-bit " },
                     op_name(operation),
                     name(dst),
                     name(src)
@@ -400,8 +398,21 @@ pub fn comparison(operation: u8, left: Value, right: Value) -> Result<(), ErrorK
 pub struct HelperCall {
     /// The map of the map argument.
     pub map: Option<u32>,
-    /// Memory the helper writes: (argument register, bytes).
-    pub writes: Vec<(u8, i64)>,
+    /// Memory the helper writes.
+    pub writes: Vec<Write>,
+    /// A packet buffer argument is in bounds only by its offset's bounds (see
+    /// [`packet_by_bounds`]).
+    pub packet_by_bounds: bool,
+}
+
+/// A helper's write through an argument register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub reg: u8,
+    /// Bytes written on every call (the smallest size): initialised afterwards.
+    pub surely: i64,
+    /// Bytes that may be written (the largest size): their old values are lost.
+    pub maybe: i64,
 }
 
 /// Checks each argument register against the helper's signature.
@@ -459,10 +470,11 @@ pub fn helper_args(
                     Arg::MapValue => (info.value_size, AccessKind::Read),
                     _ => (info.value_size, AccessKind::Write),
                 };
-                if !value.is_pointer() {
+                if !is_memory(value) {
                     return Err(arg_err(reg, "a pointer to memory", value));
                 }
                 mem(i64::from(size), access)?;
+                call.packet_by_bounds |= packet_by_bounds(state, value, 0, i64::from(size));
                 if access == AccessKind::Read {
                     no_pointers_in(state, value, i64::from(size)).map_err(|reason| {
                         ErrorKind::HelperMemory {
@@ -472,32 +484,65 @@ pub fn helper_args(
                         }
                     })?;
                 } else {
-                    call.writes.push((reg, i64::from(size)));
+                    call.writes.push(Write {
+                        reg,
+                        surely: i64::from(size),
+                        maybe: i64::from(size),
+                    });
                 }
             }
-            Arg::Mem | Arg::MemOut => {
+            Arg::Mem | Arg::MemOrNull | Arg::MemOut => {
                 let size_reg = reg + 1;
+                let zero_ok = helper.args.get(i + 1) == Some(&Arg::MemSizeOrZero);
                 let size = match state.regs.get(usize::from(size_reg)).copied() {
                     Some(Value::Scalar(s)) => s,
                     other => {
                         return Err(arg_err(size_reg, "a size", other.unwrap_or(Value::Uninit)));
                     }
                 };
-                if size.umin == 0 || size.umax > helpers::MAX_MEM_SIZE {
+                let min = u64::from(!zero_ok);
+                if size.umin < min || size.umax > helpers::MAX_MEM_SIZE {
                     return Err(ErrorKind::HelperMemory {
                         helper: helper.name,
                         arg: size_reg,
                         reason: format!(
-                            "size {size} must be within [1, {}]",
+                            "size {size} must be within [{min}, {}]",
                             helpers::MAX_MEM_SIZE
                         ),
                     });
                 }
-                if !value.is_pointer() {
-                    return Err(arg_err(reg, "a pointer to memory", value));
+                let is_null = value.scalar().and_then(|s| s.constant()) == Some(0);
+                if *kind == Arg::MemOrNull && is_null {
+                    // NULL is only a valid buffer of no bytes.
+                    if size.umax != 0 {
+                        return Err(ErrorKind::HelperMemory {
+                            helper: helper.name,
+                            arg: reg,
+                            reason: format!("NULL buffer with size {size}, not 0"),
+                        });
+                    }
+                    continue;
                 }
+                if !is_memory(value) {
+                    let expected = if *kind == Arg::MemOrNull {
+                        "a pointer to memory or NULL"
+                    } else {
+                        "a pointer to memory"
+                    };
+                    return Err(arg_err(reg, expected, value));
+                }
+                // The helper may touch up to the largest size; only the smallest is surely
+                // written.
                 let bytes = size.umax as i64;
-                if *kind == Arg::Mem {
+                call.packet_by_bounds |= packet_by_bounds(state, value, 0, bytes);
+                if *kind == Arg::MemOut {
+                    mem(bytes, AccessKind::Write)?;
+                    call.writes.push(Write {
+                        reg,
+                        surely: size.umin as i64,
+                        maybe: bytes,
+                    });
+                } else {
                     mem(bytes, AccessKind::Read)?;
                     no_pointers_in(state, value, bytes).map_err(|reason| {
                         ErrorKind::HelperMemory {
@@ -506,15 +551,41 @@ pub fn helper_args(
                             reason,
                         }
                     })?;
-                } else {
-                    mem(bytes, AccessKind::Write)?;
-                    call.writes.push((reg, bytes));
                 }
             }
-            Arg::MemSize => {}
+            Arg::MemSize | Arg::MemSizeOrZero => {}
         }
     }
     Ok(call)
+}
+
+/// Whether an access of `width` bytes at `off` through the packet pointer `ptr` is in bounds
+/// only by the bounds of the pointer's variable part, not by a `data_end` check made on the
+/// pointer (or a copy) after that part was added. Sound, but the kernel, which tracks packet
+/// ranges per pointer identity, refuses such an access.
+pub fn packet_by_bounds(state: &State, ptr: Value, off: i64, width: i64) -> bool {
+    match ptr {
+        Value::Packet { var, k, .. } if var != NO_VAR => {
+            let end = k.saturating_add(off).saturating_add(width);
+            state.proven(var).is_none_or(|p| end > p)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `value` points to memory a helper may read or write: the stack, the packet or its
+/// metadata, a map value or a raw-memory block. The context is not memory (the kernel's
+/// `PTR_TO_CTX` is no `ARG_PTR_TO_MEM`), nor are map pointers or `data_end`.
+fn is_memory(value: Value) -> bool {
+    matches!(
+        value,
+        Value::Stack { .. }
+            | Value::Packet { .. }
+            | Value::PacketMeta { .. }
+            | Value::MapValue { .. }
+            | Value::Mem { .. }
+            | Value::MapValueOrNull { .. }
+    )
 }
 
 /// A helper reading stack memory must not read a spilled pointer (it would leak it).
@@ -538,6 +609,7 @@ fn no_pointers_in(state: &State, ptr: Value, size: i64) -> Result<(), String> {
 pub fn valid_return(state: &State, is_main: bool) -> Result<(), ErrorKind> {
     let r0 = state.regs[0];
     if is_main {
+        initialized(state, 0)?;
         match r0 {
             Value::Scalar(_) => Ok(()),
             _ => Err(ErrorKind::BadReturn {

@@ -7,6 +7,7 @@
 //! "data + v + k ≤ data_end" learnt from comparisons on the current path, where v is the
 //! variable part of a packet pointer (identified by the instruction that added it).
 
+use std::collections::HashSet;
 use std::fmt;
 
 /// Bytes in one stack frame (the kernel's MAX_BPF_STACK).
@@ -475,9 +476,10 @@ impl Stack {
         (off + STACK_SIZE) as usize
     }
 
-    /// Whether `[off, off + width)` lies inside the frame.
+    /// Whether `[off, off + width)` lies inside the frame. Even an empty range must start
+    /// inside it (the kernel refuses a zero-size helper buffer at `fp+0`).
     pub fn in_frame(off: i64, width: i64) -> bool {
-        off >= -STACK_SIZE && off + width <= 0
+        (-STACK_SIZE..0).contains(&off) && off + width <= 0
     }
 
     /// All bytes of the (in-frame) range initialised?
@@ -537,7 +539,7 @@ impl Stack {
         }
     }
 
-    pub fn join(&self, other: &Stack) -> Stack {
+    pub fn join_with(&self, other: &Stack, joiner: &mut Joiner<'_>) -> Stack {
         let mut init = [0; 8];
         for (i, word) in init.iter_mut().enumerate() {
             *word = self.init[i] & other.init[i];
@@ -548,7 +550,7 @@ impl Stack {
             .filter_map(|c| {
                 let v = other.cell(c.off, c.width)?;
                 Some(Cell {
-                    value: c.value.join(v),
+                    value: joiner.value(c.value, v),
                     ..*c
                 })
             })
@@ -578,6 +580,10 @@ pub struct State {
     pub pkt_valid: Vec<(u32, i64)>,
     /// Largest `k` with `data_meta + k ≤ data` proven.
     pub meta_valid: i64,
+    /// Per register, an id shared by registers that hold the same scalar (a copy made by
+    /// `mov`), 0 for none: a comparison that bounds one bounds its copies too, as compilers
+    /// test a copy and use the original (the kernel links such registers the same way).
+    pub links: [u32; 11],
 }
 
 impl State {
@@ -622,10 +628,76 @@ impl State {
         }
     }
 
+    /// Makes `reg` hold a copy of `src`'s scalar (id `fresh` if `src` has none yet).
+    pub fn link(&mut self, reg: usize, src: usize, fresh: u32) {
+        let id = match self.links[src] {
+            0 => {
+                for l in &mut self.links {
+                    if *l == fresh {
+                        *l = 0;
+                    }
+                }
+                self.links[src] = fresh;
+                fresh
+            }
+            id => id,
+        };
+        self.links[reg] = id;
+    }
+
+    /// Narrows the scalar in `reg` and every register linked to it to `s`.
+    pub fn narrow(&mut self, reg: usize, s: Scalar) {
+        self.regs[reg] = Value::Scalar(s);
+        let id = self.links[reg];
+        if id == 0 {
+            return;
+        }
+        for i in 0..self.regs.len() {
+            if i != reg
+                && self.links[i] == id
+                && let Value::Scalar(other) = self.regs[i]
+            {
+                // Linked registers hold the same value, so `other` contains it too: the meet
+                // is never empty on a feasible path; keep `other` if it were.
+                self.regs[i] = Value::Scalar(other.meet(s).unwrap_or(other));
+            }
+        }
+    }
+
+    /// Every variable id (packet variable parts, nullable map values, proven facts) in use.
+    fn ids(&self, out: &mut HashSet<u32>) {
+        let mut add = |v: Value| match v {
+            Value::Packet { var, .. } => {
+                out.insert(var);
+            }
+            Value::MapValueOrNull { id, .. } => {
+                out.insert(id);
+            }
+            _ => {}
+        };
+        for &reg in &self.regs {
+            add(reg);
+        }
+        for frame in &self.frames {
+            for cell in &frame.stack.cells {
+                add(cell.value);
+            }
+            for &reg in &frame.saved {
+                add(reg);
+            }
+        }
+        for &(v, _) in &self.pkt_valid {
+            out.insert(v);
+        }
+    }
+
+    /// The least state containing both, such that values that are equal on both sides stay
+    /// related (see [`Joiner`]).
     pub fn join(&self, other: &State) -> State {
+        let mut j = Joiner::new(self, other);
         let mut regs = self.regs;
         for (i, reg) in regs.iter_mut().enumerate() {
-            *reg = reg.join(other.regs[i]);
+            *reg = j.value(*reg, other.regs[i]);
         }
         let frames = self
             .frames
@@ -634,27 +706,149 @@ impl State {
             .map(|(a, b)| {
                 let mut saved = a.saved;
                 for (i, reg) in saved.iter_mut().enumerate() {
-                    *reg = reg.join(b.saved[i]);
+                    *reg = j.value(*reg, b.saved[i]);
                 }
                 Frame {
-                    stack: a.stack.join(&b.stack),
+                    stack: a.stack.join_with(&b.stack, &mut j),
                     saved,
                     return_to: a.return_to,
                     subprog: a.subprog,
                 }
             })
             .collect();
-        let pkt_valid = self
+        let mut pkt_valid: Vec<(u32, i64)> = self
             .pkt_valid
             .iter()
             .filter_map(|&(v, k)| other.proven(v).map(|k2| (v, k.min(k2))))
             .collect();
+        pkt_valid.extend(j.facts());
+        let mut links = [0; 11];
+        for (i, l) in links.iter_mut().enumerate() {
+            if self.links[i] == other.links[i] {
+                *l = self.links[i];
+            }
+        }
         State {
             regs,
             frames,
             pkt_valid,
             meta_valid: self.meta_valid.min(other.meta_valid),
+            links,
         }
+    }
+}
+
+/// First id of packet variables made by joins; ids below are `pc + 1` of the instruction that
+/// made the value, and programs are far smaller than 2^31 instructions.
+pub const JOIN_ID_BASE: u32 = 1 << 31;
+
+/// Joins two states value by value. Two packet pointers that differ (in variable part or in
+/// constant offset) become one pointer with a new variable part `w` — "data + w" where `w` is
+/// the whole offset on either side — instead of an anonymous one, so bounds checks made after
+/// the join still prove accesses through it, and every pair of sides gets the same `w`, so
+/// copies stay copies. A fact proven on both sides for the old variables carries over to `w`.
+pub struct Joiner<'a> {
+    a: &'a State,
+    b: &'a State,
+    used: HashSet<u32>,
+    /// (var and k on side a, var and k on side b) → the new variable.
+    made: Vec<((u32, i64, u32, i64), u32)>,
+}
+
+impl<'a> Joiner<'a> {
+    fn new(a: &'a State, b: &'a State) -> Joiner<'a> {
+        let mut used = HashSet::new();
+        a.ids(&mut used);
+        b.ids(&mut used);
+        Joiner {
+            a,
+            b,
+            used,
+            made: Vec::new(),
+        }
+    }
+
+    fn value(&mut self, x: Value, y: Value) -> Value {
+        match (x, y) {
+            (
+                Value::Packet {
+                    var: v1,
+                    var_range: r1,
+                    k: k1,
+                },
+                Value::Packet {
+                    var: v2,
+                    var_range: r2,
+                    k: k2,
+                },
+            ) if (v1 != v2 || k1 != k2) && v1 != ANON && v2 != ANON => {
+                let whole_of = |v: u32, r: Interval, k: i64| {
+                    if v == NO_VAR {
+                        Interval::exact(k)
+                    } else {
+                        r.shift(k)
+                    }
+                };
+                let whole = whole_of(v1, r1, k1).hull(whole_of(v2, r2, k2));
+                if whole.is_exact() && v1 == NO_VAR && v2 == NO_VAR {
+                    return Value::Packet {
+                        var: NO_VAR,
+                        var_range: Interval::exact(0),
+                        k: whole.lo,
+                    };
+                }
+                let key = (v1, k1, v2, k2);
+                let id = match self.made.iter().find(|(k, _)| *k == key) {
+                    Some(&(_, id)) => id,
+                    None => {
+                        let id = self.fresh(key);
+                        self.made.push((key, id));
+                        id
+                    }
+                };
+                Value::Packet {
+                    var: id,
+                    var_range: whole,
+                    k: 0,
+                }
+            }
+            _ => x.join(y),
+        }
+    }
+
+    /// A deterministic id for `key` (so that joining the same states twice gives equal
+    /// states) that neither side uses.
+    fn fresh(&mut self, key: (u32, i64, u32, i64)) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for word in [
+            u64::from(key.0),
+            key.1 as u64,
+            u64::from(key.2),
+            key.3 as u64,
+        ] {
+            h = (h ^ word).wrapping_mul(0x0100_0000_01b3);
+        }
+        let span = u64::from(ANON - JOIN_ID_BASE);
+        let mut id = JOIN_ID_BASE + (h % span) as u32;
+        while self.used.contains(&id) || id == ANON {
+            // `id < ANON`, so `id + 1` does not overflow.
+            id = if id + 1 == ANON { JOIN_ID_BASE } else { id + 1 };
+        }
+        self.used.insert(id);
+        id
+    }
+
+    /// `data + w + p ≤ data_end` for each new `w`, when both sides proved it for their
+    /// variable: `w = v + k` on each side, so `p` is the side's proof less its `k`.
+    fn facts(&self) -> Vec<(u32, i64)> {
+        self.made
+            .iter()
+            .filter_map(|&((v1, k1, v2, k2), id)| {
+                let p1 = self.a.proven(v1)?.checked_sub(k1)?;
+                let p2 = self.b.proven(v2)?.checked_sub(k2)?;
+                Some((id, p1.min(p2)))
+            })
+            .collect()
     }
 }
 

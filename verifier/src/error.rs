@@ -130,6 +130,14 @@ pub enum ErrorKind {
         width: i64,
         max: u32,
     },
+    #[error(
+        "misaligned stack {access} at fp{off:+} width {width}: the kernel needs stack accesses aligned to their width"
+    )]
+    MisalignedStack {
+        access: AccessKind,
+        off: i64,
+        width: i64,
+    },
     #[error("stack access through r{reg} with a variable offset {range}")]
     StackVariableOffset { reg: u8, range: String },
     #[error("read of uninitialised stack at fp{off:+} width {width}")]

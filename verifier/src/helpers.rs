@@ -18,12 +18,28 @@ pub enum Arg {
     MapValue,
     /// Pointer to memory the helper fills, of the previous map argument's value size.
     MapValueOut,
-    /// Pointer to initialised memory whose size is the next argument (a bounded scalar).
+    /// Pointer to initialised memory the helper reads, whose size is the next argument
+    /// (the kernel's `ARG_PTR_TO_MEM | MEM_RDONLY`).
     Mem,
-    /// Size of the previous `Mem` argument.
-    MemSize,
-    /// Pointer to memory the helper fills, whose size is the next argument.
+    /// Like [`Arg::Mem`], or NULL (a scalar 0) when the size is exactly 0
+    /// (`ARG_PTR_TO_MEM | PTR_MAYBE_NULL | MEM_RDONLY`).
+    MemOrNull,
+    /// Pointer to memory the helper fills, whose size is the next argument; the bytes need not
+    /// be initialised before and are after (`ARG_PTR_TO_UNINIT_MEM`).
     MemOut,
+    /// Size of the previous memory argument, a bounded scalar of at least 1
+    /// (`ARG_CONST_SIZE`).
+    MemSize,
+    /// Size of the previous memory argument, a bounded scalar that may be 0
+    /// (`ARG_CONST_SIZE_OR_ZERO`).
+    MemSizeOrZero,
+}
+
+impl Arg {
+    /// Whether this argument is the size of a preceding memory argument.
+    pub fn is_size(self) -> bool {
+        matches!(self, Arg::MemSize | Arg::MemSizeOrZero)
+    }
 }
 
 /// Which map types a map argument accepts.
@@ -68,6 +84,9 @@ impl MapKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ret {
     Scalar,
+    /// Nothing: `r0` is uninitialised after the call (`RET_VOID`, `bpf_tail_call` when the
+    /// program array slot is empty).
+    Void,
     /// A pointer into the value of the first argument's map, or NULL.
     MapValueOrNull,
 }
@@ -124,33 +143,41 @@ const fn h(
     }
 }
 
-/// Every helper the verifier knows. Anything else is refused.
+/// Every helper the verifier knows. Anything else is refused. Signatures follow the kernel's
+/// `bpf_func_proto`s (include/linux/bpf.h argument types); the flags are
+/// `(xdp, raw, nfp, vm)`: the `vm` column is exactly the VM's `SUPPORTED` list
+/// (loader/src/vm/helpers.rs), the `nfp` column the offload's short list.
 #[rustfmt::skip]
 pub const HELPERS: &[Helper] = &[
     h(1, "bpf_map_lookup_elem", &[Map(MapKind::Values), MapKey], Ret::MapValueOrNull, (true, false, true, true), false),
     h(2, "bpf_map_update_elem", &[Map(MapKind::Values), MapKey, MapValue, Scalar], Ret::Scalar, (true, false, true, true), false),
     h(3, "bpf_map_delete_elem", &[Map(MapKind::Values), MapKey], Ret::Scalar, (true, false, true, true), false),
     h(5, "bpf_ktime_get_ns", &[], Ret::Scalar, (true, true, false, true), false),
-    h(6, "bpf_trace_printk", &[Mem, MemSize], Ret::Scalar, (true, false, false, false), false),
+    // The kernel checks only the format string; the values are printed, never dereferenced
+    // (the kernel's `%s` reads through a fault-safe copy).
+    h(6, "bpf_trace_printk", &[Mem, MemSize], Ret::Scalar, (true, false, false, true), false),
     h(7, "bpf_get_prandom_u32", &[], Ret::Scalar, (true, true, true, true), false),
     h(8, "bpf_get_smp_processor_id", &[], Ret::Scalar, (true, true, false, true), false),
-    h(12, "bpf_tail_call", &[Ctx, Map(MapKind::ProgArray), Scalar], Ret::Scalar, (true, false, false, false), false),
-    h(23, "bpf_redirect", &[Scalar, Scalar], Ret::Scalar, (true, false, false, true), false),
-    h(25, "bpf_perf_event_output", &[Ctx, Map(MapKind::PerfEventArray), Scalar, Mem, MemSize], Ret::Scalar, (true, false, true, false), false),
-    h(42, "bpf_get_numa_node_id", &[], Ret::Scalar, (true, true, false, true), false),
+    h(12, "bpf_tail_call", &[Ctx, Map(MapKind::ProgArray), Scalar], Ret::Void, (true, false, false, false), false),
+    h(23, "bpf_redirect", &[Scalar, Scalar], Ret::Scalar, (true, false, false, false), false),
+    h(25, "bpf_perf_event_output", &[Ctx, Map(MapKind::PerfEventArray), Scalar, Mem, MemSizeOrZero], Ret::Scalar, (true, false, true, false), false),
+    h(28, "bpf_csum_diff", &[MemOrNull, MemSizeOrZero, MemOrNull, MemSizeOrZero, Scalar], Ret::Scalar, (true, true, false, true), false),
+    h(42, "bpf_get_numa_node_id", &[], Ret::Scalar, (true, true, false, false), false),
     h(44, "bpf_xdp_adjust_head", &[Ctx, Scalar], Ret::Scalar, (true, false, true, true), true),
     h(51, "bpf_redirect_map", &[Map(MapKind::Redirect), Scalar, Scalar], Ret::Scalar, (true, false, false, false), false),
-    h(54, "bpf_xdp_adjust_meta", &[Ctx, Scalar], Ret::Scalar, (true, false, false, false), true),
+    h(54, "bpf_xdp_adjust_meta", &[Ctx, Scalar], Ret::Scalar, (true, false, false, true), true),
     h(65, "bpf_xdp_adjust_tail", &[Ctx, Scalar], Ret::Scalar, (true, false, true, true), true),
     h(87, "bpf_map_push_elem", &[Map(MapKind::QueueStack), MapValue, Scalar], Ret::Scalar, (true, false, false, false), false),
     h(88, "bpf_map_pop_elem", &[Map(MapKind::QueueStack), MapValueOut], Ret::Scalar, (true, false, false, false), false),
     h(89, "bpf_map_peek_elem", &[Map(MapKind::QueueStack), MapValueOut], Ret::Scalar, (true, false, false, false), false),
     h(125, "bpf_ktime_get_boot_ns", &[], Ret::Scalar, (true, true, false, true), false),
-    h(130, "bpf_ringbuf_output", &[Map(MapKind::Ringbuf), Mem, MemSize, Scalar], Ret::Scalar, (true, false, false, false), false),
-    h(160, "bpf_ktime_get_coarse_ns", &[], Ret::Scalar, (true, true, false, true), false),
-    h(189, "bpf_xdp_get_buff_len", &[Ctx], Ret::Scalar, (true, false, false, true), false),
-    h(190, "bpf_xdp_load_bytes", &[Ctx, Scalar, MemOut, MemSize], Ret::Scalar, (true, false, false, false), false),
-    h(191, "bpf_xdp_store_bytes", &[Ctx, Scalar, Mem, MemSize], Ret::Scalar, (true, false, false, false), false),
+    h(130, "bpf_ringbuf_output", &[Map(MapKind::Ringbuf), Mem, MemSizeOrZero, Scalar], Ret::Scalar, (true, false, false, false), false),
+    h(160, "bpf_ktime_get_coarse_ns", &[], Ret::Scalar, (true, true, false, false), false),
+    h(188, "bpf_xdp_get_buff_len", &[Ctx], Ret::Scalar, (true, false, false, false), false),
+    // The kernel does not clear the buffer when the copy fails; like the kernel we count it
+    // initialised after the call (its bytes are the program's own stack, never kernel data).
+    h(189, "bpf_xdp_load_bytes", &[Ctx, Scalar, MemOut, MemSize], Ret::Scalar, (true, false, false, true), false),
+    h(190, "bpf_xdp_store_bytes", &[Ctx, Scalar, Mem, MemSize], Ret::Scalar, (true, false, false, true), false),
 ];
 
 /// The helper with number `id`.

@@ -64,6 +64,19 @@ pub fn judge(
     options: &Options,
 ) -> Result<(), Refusal> {
     if backend == Backend::Kernel {
+        // Safe, but beyond what the kernel's verifier can prove.
+        for pc in 0..cfg.len {
+            if analysis.facts.get(pc).is_some_and(|f| f.packet_by_bounds) {
+                return refuse(
+                    pc,
+                    format!(
+                        "packet access at {pc} is proven only by the bounds of its variable \
+                         offset; the kernel needs a data_end check on the pointer after the \
+                         offset is added"
+                    ),
+                );
+            }
+        }
         return Ok(());
     }
     let name = backend.name();

@@ -26,6 +26,9 @@ pub struct InsnFacts {
     pub wide_mul: bool,
     /// A division or modulo by a register whose value was not a known constant.
     pub variable_divisor: bool,
+    /// A packet access in bounds only by the bounds of its variable offset (see
+    /// [`checks::packet_by_bounds`]): safe, but the kernel refuses it.
+    pub packet_by_bounds: bool,
 }
 
 /// The result of a successful analysis.
@@ -53,7 +56,9 @@ struct Context {
 struct Node {
     pc: usize,
     ctx: Context,
-    state: State,
+    /// The states of the paths reaching the node, kept apart while they differ in the kinds of
+    /// their live values (see [`MAX_DISJUNCTS`]).
+    states: Vec<State>,
     /// Longest path, in executed instructions, from the program entry to this node.
     dist: u64,
 }
@@ -64,13 +69,26 @@ enum Edge {
     Return,
 }
 
+/// States kept apart per node. Joining a state where a register holds a map value with one
+/// where it holds a scalar (a dangling slice pointer of an empty body, say) loses both; the
+/// kernel explores such paths separately, and so do we, up to this many per node: beyond it,
+/// the newest state is joined into the last kept one (always sound, only less precise).
+pub const MAX_DISJUNCTS: usize = 8;
+
 struct Analyzer<'a> {
     input: &'a ProgramInput,
     cfg: &'a Cfg,
+    /// Registers live before each instruction: only their kinds keep states apart.
+    live: Vec<u16>,
+    /// Whether the program may go to the kernel (XDP): then the analysis is never more
+    /// precise than the kernel's own where precision decides which paths exist (see
+    /// [`Analyzer::kernel_like`] uses), so that what the `kernel` profile accepts, the kernel
+    /// accepts too.
+    kernel_like: bool,
     assertions: Vec<Vec<Assertion>>,
     work: BTreeMap<Vec<u32>, Node>,
-    /// Per loop context (key without the head's count), the last head state and its count.
-    heads: HashMap<Vec<u32>, (u32, State)>,
+    /// Per loop context (key without the head's count), the last head states and their count.
+    heads: HashMap<Vec<u32>, (u32, Vec<State>)>,
     out: Analysis,
 }
 
@@ -89,6 +107,8 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
     let mut a = Analyzer {
         input,
         cfg,
+        live: cfg.live_registers(&input.insns),
+        kernel_like: matches!(input.kind, ProgramKind::Xdp),
         assertions,
         work: BTreeMap::new(),
         heads: HashMap::new(),
@@ -125,6 +145,7 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
         }],
         pkt_valid: Vec::new(),
         meta_valid: 0,
+        links: [0; 11],
     };
     let ctx = Context {
         calls: Vec::new(),
@@ -154,10 +175,22 @@ impl Analyzer<'_> {
 
     fn push(&mut self, pc: usize, ctx: Context, state: State, dist: u64) {
         let key = self.key(pc, &ctx);
+        let live = self.live.get(pc).copied().unwrap_or(u16::MAX);
         match self.work.get_mut(&key) {
             Some(node) => {
-                node.state = node.state.join(&state);
                 node.dist = node.dist.max(dist);
+                let shape = shape(&state, live);
+                if let Some(same) = node
+                    .states
+                    .iter_mut()
+                    .find(|s| shape == self::shape(s, live))
+                {
+                    *same = same.join(&state);
+                } else if node.states.len() < MAX_DISJUNCTS {
+                    node.states.push(state);
+                } else if let Some(last) = node.states.last_mut() {
+                    *last = last.join(&state);
+                }
             }
             None => {
                 self.work.insert(
@@ -165,7 +198,7 @@ impl Analyzer<'_> {
                     Node {
                         pc,
                         ctx,
-                        state,
+                        states: vec![state],
                         dist,
                     },
                 );
@@ -197,13 +230,16 @@ impl Analyzer<'_> {
             self.check_repeat(&key, &node)?;
             let pc = node.pc;
             self.out.facts[pc].visited = true;
-            let edges = self.step(&node).map_err(|kind| Located {
-                kind,
-                insn: pc,
-                registers: registers(self.input.insns[pc], &node.state),
-            })?;
-            for (edge, state) in edges {
-                self.follow(&node, edge, state)?;
+            for state in &node.states {
+                let edges = self.step(pc, state).map_err(|kind| Located {
+                    kind,
+                    insn: pc,
+                    registers: registers(self.input.insns[pc], state),
+                })?;
+                for (edge, mut after) in edges {
+                    update_links(pc, self.input.insns[pc], state, &mut after);
+                    self.follow(&node, edge, after)?;
+                }
             }
         }
         Ok(())
@@ -225,7 +261,7 @@ impl Analyzer<'_> {
         }
         if let Some((prev, state)) = self.heads.get(&loop_key)
             && *prev + 1 == count
-            && *state == node.state
+            && *state == node.states
         {
             return Err(Located {
                 kind: ErrorKind::UnboundedLoop {
@@ -236,7 +272,7 @@ impl Analyzer<'_> {
                 registers: String::from("the state at the loop head repeats"),
             });
         }
-        self.heads.insert(loop_key, (count, node.state.clone()));
+        self.heads.insert(loop_key, (count, node.states.clone()));
         Ok(())
     }
 
@@ -294,10 +330,9 @@ impl Analyzer<'_> {
     }
 
     /// Checks the assertions of the node's instruction and applies it.
-    fn step(&mut self, node: &Node) -> Result<Vec<(Edge, State)>, ErrorKind> {
-        let pc = node.pc;
+    fn step(&mut self, pc: usize, state: &State) -> Result<Vec<(Edge, State)>, ErrorKind> {
         let insn = self.input.insns[pc];
-        let mut state = node.state.clone();
+        let mut state = state.clone();
         let mut target = None;
         let mut call = None;
         for assertion in &self.assertions[pc] {
@@ -312,7 +347,7 @@ impl Analyzer<'_> {
                 } => {
                     let stored = value.map(|v| operand(&state, v));
                     let ptr = state.regs[usize::from(reg)];
-                    target = Some(checks::region(
+                    let found = checks::region(
                         self.input,
                         &state,
                         reg,
@@ -320,7 +355,21 @@ impl Analyzer<'_> {
                         (i64::from(off), i64::from(width)),
                         access,
                         stored,
-                    )?);
+                    )?;
+                    if let checks::Target::Stack { off: at, .. } = found
+                        && self.kernel_like
+                        && at % i64::from(width) != 0
+                    {
+                        return Err(ErrorKind::MisalignedStack {
+                            access,
+                            off: at,
+                            width: i64::from(width),
+                        });
+                    }
+                    if checks::packet_by_bounds(&state, ptr, i64::from(off), i64::from(width)) {
+                        self.out.facts[pc].packet_by_bounds = true;
+                    }
+                    target = Some(found);
                 }
                 Assertion::ValidArithmetic {
                     operation,
@@ -353,7 +402,11 @@ impl Analyzer<'_> {
                     let Some(h) = helpers::lookup(helper) else {
                         return Err(ErrorKind::UnknownHelper { id: helper });
                     };
-                    call = Some((h, checks::helper_args(self.input, &state, h)?));
+                    let args = checks::helper_args(self.input, &state, h)?;
+                    if args.packet_by_bounds {
+                        self.out.facts[pc].packet_by_bounds = true;
+                    }
+                    call = Some((h, args));
                 }
                 Assertion::ValidReturn => checks::valid_return(&state, state.frames.len() == 1)?,
                 Assertion::BoundedLoop { .. } => {}
@@ -485,7 +538,17 @@ impl Analyzer<'_> {
                 {
                     facts.variable_divisor = true;
                 }
-                Value::Scalar(domain::alu(operation, a, b, alu64, insn.off == 1))
+                if self.kernel_like && matches!(operation, op::ALU_DIV | op::ALU_MOD) {
+                    // The kernel does not track division or modulo (not even of constants):
+                    // its result is any value of the width.
+                    Value::Scalar(if alu64 {
+                        Scalar::TOP
+                    } else {
+                        Scalar::width(32)
+                    })
+                } else {
+                    Value::Scalar(domain::alu(operation, a, b, alu64, insn.off == 1))
+                }
             }
         };
         state.regs[dst] = result;
@@ -506,11 +569,16 @@ impl Analyzer<'_> {
         match target {
             Some(Target::Stack { frame, off }) => {
                 self.record_stack(state, frame, off);
+                // The kernel remembers a stored scalar only in an 8-byte-aligned slot, or
+                // when it is zero; elsewhere the bytes become "some data".
+                let remembered = !self.kernel_like
+                    || off % 8 == 0
+                    || value.scalar().and_then(|s| s.constant()) == Some(0);
                 if let Some(fr) = state.frames.get_mut(usize::from(frame)) {
                     if atomic {
                         fr.stack.clobber(off, i64::from(width));
                     } else {
-                        fr.stack.store(off, width, Some(value));
+                        fr.stack.store(off, width, remembered.then_some(value));
                     }
                 }
             }
@@ -582,11 +650,12 @@ impl Analyzer<'_> {
                     return Err(ErrorKind::UnknownHelper { id: insn.imm });
                 };
                 self.out.helpers_used.insert(helper.id);
-                for &(reg, bytes) in &args.writes {
-                    if let Value::Stack { frame, off } = state.regs[usize::from(reg)] {
+                for write in &args.writes {
+                    if let Value::Stack { frame, off } = state.regs[usize::from(write.reg)] {
                         self.record_stack(&state, frame, off.lo);
                         if let Some(fr) = state.frames.get_mut(usize::from(frame)) {
-                            for o in off.lo..off.lo + bytes {
+                            fr.stack.clobber(off.lo, write.maybe);
+                            for o in off.lo..off.lo + write.surely {
                                 fr.stack.store(o, 1, None);
                             }
                         }
@@ -625,6 +694,7 @@ impl Analyzer<'_> {
                         Value::Scalar(Scalar::width(32))
                     }
                     helpers::Ret::Scalar => Value::Scalar(Scalar::TOP),
+                    helpers::Ret::Void => Value::Uninit,
                 };
                 Ok(vec![(Edge::Intra(next), state)])
             }
@@ -638,7 +708,13 @@ impl Analyzer<'_> {
                 let mut out = Vec::new();
                 for (taken, to) in [(true, target), (false, next)] {
                     let mut s = state.clone();
-                    if branch(&mut s, operation, insn.dst, right, taken, jmp32) {
+                    if branch(
+                        &mut s,
+                        operation,
+                        (insn.dst, right),
+                        (taken, jmp32),
+                        self.kernel_like,
+                    ) {
                         out.push((Edge::Intra(to), s));
                     }
                 }
@@ -650,6 +726,92 @@ impl Analyzer<'_> {
                 }
                 Ok(out)
             }
+        }
+    }
+}
+
+/// The kinds of a state's live registers, its spilled pointers and its saved registers: states
+/// with the same shape are joined, others kept apart.
+fn shape(state: &State, live: u16) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (r, &v) in state.regs.iter().enumerate() {
+        if live & (1 << r) != 0 {
+            out.push(kind_tag(v));
+        }
+    }
+    for frame in &state.frames {
+        for &v in &frame.saved {
+            out.push(kind_tag(v));
+        }
+        for cell in &frame.stack.cells {
+            if !matches!(cell.value, Value::Scalar(_)) {
+                out.push(
+                    ((cell.off as u64) << 40)
+                        ^ (u64::from(cell.width) << 36)
+                        ^ kind_tag(cell.value),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The kind of a value, with the map or frame it points into.
+fn kind_tag(v: Value) -> u64 {
+    let (kind, detail) = match v {
+        Value::Uninit => (0, 0),
+        Value::Invalidated { .. } => (1, 0),
+        Value::Mixed => (2, 0),
+        Value::Scalar(_) => (3, 0),
+        Value::Ctx => (4, 0),
+        Value::Packet { .. } => (5, 0),
+        Value::PacketEnd => (6, 0),
+        Value::PacketMeta { .. } => (7, 0),
+        Value::Stack { frame, .. } => (8, u32::from(frame)),
+        Value::Mem { .. } => (9, 0),
+        Value::MapValue { map, .. } => (10, map),
+        Value::MapValueOrNull { map, .. } => (11, map),
+        Value::MapPtr { map } => (12, map),
+    };
+    (kind << 32) | u64::from(detail)
+}
+
+/// Keeps [`State::links`] up to date after `insn` turned `before` into `after`: a `mov` of a
+/// scalar register links the destination to the source, any other write unlinks what it
+/// writes, and calls and returns unlink everything (frames change under them).
+fn update_links(pc: usize, insn: Insn, before: &State, after: &mut State) {
+    let (_, defs) = crate::cfg::uses_defs(insn);
+    let is_call_or_exit = matches!(insn.class(), op::CLASS_JMP | op::CLASS_JMP32)
+        && matches!(op::operation(insn.opcode), op::JMP_CALL | op::JMP_EXIT);
+    if is_call_or_exit {
+        after.links = [0; 11];
+        return;
+    }
+    for r in 0..11 {
+        if defs & (1 << r) != 0 {
+            after.links[r] = 0;
+        }
+    }
+    let alu64 = insn.class() == op::CLASS_ALU64;
+    let is_mov = matches!(insn.class(), op::CLASS_ALU | op::CLASS_ALU64)
+        && op::operation(insn.opcode) == op::ALU_MOV
+        && op::source(insn.opcode) == op::SRC_X
+        && insn.off == 0;
+    let (dst, src) = (usize::from(insn.dst), usize::from(insn.src));
+    if is_mov
+        && dst != src
+        && dst < 11
+        && src < 11
+        && let Value::Scalar(v) = before.regs[src]
+        // A 32-bit move copies the value only when it fits 32 bits.
+        && (alu64 || v.umax <= u64::from(u32::MAX))
+    {
+        after.link(dst, src, checks::fresh_id(pc));
+    }
+    // Links only relate scalars.
+    for r in 0..11 {
+        if !matches!(after.regs[r], Value::Scalar(_)) {
+            after.links[r] = 0;
         }
     }
 }
@@ -681,14 +843,7 @@ fn forget_id(state: &mut State, id: u32) {
 fn pointer_alu(pc: usize, operation: u8, d: Value, src: Value, state: &mut State) -> Value {
     let sub = operation == op::ALU_SUB;
     if d.is_pointer() && src.is_pointer() {
-        let (a, b) = (offset_of(d), offset_of(src));
-        let same_var = matches!((d, src), (Value::Packet { var: v1, k: k1, .. }, Value::Packet { var: v2, k: k2, .. }) if v1 == v2 && v1 != ANON && { let _ = (k1, k2); true });
-        return Value::Scalar(match (d, src) {
-            (Value::Packet { k: k1, .. }, Value::Packet { k: k2, .. }) if same_var => {
-                Scalar::exact((k1 - k2) as u64)
-            }
-            _ => Scalar::signed(a.lo.saturating_sub(b.hi), a.hi.saturating_sub(b.lo)),
-        });
+        return Value::Scalar(pointer_difference(d, src));
     }
     let (ptr, s) = if d.is_pointer() { (d, src) } else { (src, d) };
     let s = s.scalar().unwrap_or(Scalar::TOP);
@@ -739,6 +894,38 @@ fn pointer_alu(pc: usize, operation: u8, d: Value, src: Value, state: &mut State
     }
 }
 
+/// `d - src` for two pointers (a privileged loader's subtraction, see
+/// `checks::arithmetic`): the difference of their offsets when both point into the same region
+/// at known offsets from its start, any scalar otherwise (the kernel itself always says "any").
+fn pointer_difference(d: Value, src: Value) -> Scalar {
+    let same_region = match (d, src) {
+        (Value::Packet { var: v1, .. }, Value::Packet { var: v2, .. }) => {
+            if v1 == v2 && v1 != ANON {
+                // Same variable part: it cancels out.
+                if let (Value::Packet { k: k1, .. }, Value::Packet { k: k2, .. }) = (d, src) {
+                    return Scalar::exact(k1.wrapping_sub(k2) as u64);
+                }
+            }
+            true
+        }
+        (Value::PacketMeta { .. }, Value::PacketMeta { .. })
+        | (Value::Mem { .. }, Value::Mem { .. }) => true,
+        (Value::Stack { frame: a, .. }, Value::Stack { frame: b, .. }) => a == b,
+        (Value::MapValue { map: a, .. }, Value::MapValue { map: b, .. }) => a == b,
+        // Packet end, context, map pointers, different frames or maps: addresses the
+        // analysis does not relate.
+        _ => false,
+    };
+    if !same_region {
+        return Scalar::TOP;
+    }
+    let (a, b) = (offset_of(d), offset_of(src));
+    match (a.lo.checked_sub(b.hi), a.hi.checked_sub(b.lo)) {
+        (Some(lo), Some(hi)) => Scalar::signed(lo, hi),
+        _ => Scalar::TOP,
+    }
+}
+
 /// The offset interval of a pointer, relative to the start of its region.
 fn offset_of(v: Value) -> Interval {
     match v {
@@ -757,13 +944,16 @@ fn offset_of(v: Value) -> Interval {
 
 /// Restricts `state` to the branch of `dst <operation> right` (`taken`) or its negation;
 /// false when the branch is infeasible.
+///
+/// With `kernel_like`, comparisons of two pointers never decide a branch (the kernel explores
+/// both), and a `data_end` check on a pointer with a variable part proves nothing about the
+/// packet's constant-offset pointers (the kernel tracks ranges per pointer identity).
 fn branch(
     state: &mut State,
     operation: u8,
-    dst: u8,
-    right: Operand,
-    taken: bool,
-    jmp32: bool,
+    (dst, right): (u8, Operand),
+    (taken, jmp32): (bool, bool),
+    kernel_like: bool,
 ) -> bool {
     let left = state.regs[usize::from(dst)];
     let rv = operand(state, right);
@@ -792,9 +982,9 @@ fn branch(
             };
             match domain::refine(holds, a, b) {
                 Some((a2, b2)) => {
-                    state.regs[usize::from(dst)] = Value::Scalar(a2);
+                    state.narrow(usize::from(dst), a2);
                     if let Operand::Reg(r) = right {
-                        state.regs[usize::from(r)] = Value::Scalar(b2);
+                        state.narrow(usize::from(r), b2);
                     }
                     true
                 }
@@ -848,13 +1038,13 @@ fn branch(
         }
         (Value::Packet { var, var_range, k }, Value::PacketEnd) => {
             if let Some(extra) = holds.and_then(|h| le_end(h, true)) {
-                prove_packet(state, var, var_range, k + extra);
+                prove_packet(state, var, var_range, k + extra, kernel_like);
             }
             true
         }
         (Value::PacketEnd, Value::Packet { var, var_range, k }) => {
             if let Some(extra) = holds.and_then(|h| le_end(h, false)) {
-                prove_packet(state, var, var_range, k + extra);
+                prove_packet(state, var, var_range, k + extra, kernel_like);
             }
             true
         }
@@ -882,18 +1072,23 @@ fn branch(
         }
         (l, r) if l.is_pointer() && r.is_pointer() => {
             // Same-region pointers: decide on offsets when possible (address order is offset
-            // order inside one region), learn nothing else.
+            // order inside one region), learn nothing else. Pointers into different regions
+            // (the packet and its metadata, say) have unrelated offsets.
             let (a, b) = (offset_of(l), offset_of(r));
-            let same_var = match (l, r) {
+            let same_region = match (l, r) {
                 (Value::Packet { var: v1, .. }, Value::Packet { var: v2, .. }) => {
                     v1 == v2 && v1 != ANON
                 }
-                _ => true,
+                (Value::Stack { frame: f1, .. }, Value::Stack { frame: f2, .. }) => f1 == f2,
+                (Value::MapValue { map: m1, .. }, Value::MapValue { map: m2, .. }) => m1 == m2,
+                (Value::Mem { .. }, Value::Mem { .. })
+                | (Value::PacketMeta { .. }, Value::PacketMeta { .. }) => true,
+                _ => false,
             };
             let Some(holds) = holds else {
                 return true;
             };
-            if !same_var {
+            if !same_region || kernel_like {
                 return true;
             }
             let signed = match holds {
@@ -924,13 +1119,15 @@ fn le_end(holds: u8, ptr_left: bool) -> Option<i64> {
     }
 }
 
-fn prove_packet(state: &mut State, var: u32, var_range: Interval, k: i64) {
+fn prove_packet(state: &mut State, var: u32, var_range: Interval, k: i64, kernel_like: bool) {
     if var == NO_VAR {
         state.prove(NO_VAR, k);
     } else {
         state.prove(var, k);
-        // data + v + k ≤ end with v ≥ var_range.lo.
-        state.prove(NO_VAR, var_range.lo.saturating_add(k));
+        if !kernel_like {
+            // data + v + k ≤ end with v ≥ var_range.lo.
+            state.prove(NO_VAR, var_range.lo.saturating_add(k));
+        }
     }
 }
 

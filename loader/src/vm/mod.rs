@@ -127,6 +127,18 @@ pub enum VmError {
     Rbpf(String),
     #[error("the program left its context's packet pointers outside its frame")]
     BadContext,
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error(
+        "the JIT runs only programs the verifier has proved safe and bounded (compiled code checks \
+         neither memory accesses nor instruction counts); verify it, or use the interpreter"
+    )]
+    JitNeedsVerification,
+    #[error(
+        "the verifier bounds a run at {bound} instructions, over the budget of {budget}: the \
+         JIT cannot stop a run, so it refuses the program (raise --budget, or use the interpreter)"
+    )]
+    JitOverBudget { bound: u64, budget: u64 },
 }
 
 impl VmError {
@@ -173,6 +185,10 @@ pub struct XdpMd {
 #[derive(Clone, Debug)]
 pub struct VmOptions {
     pub engine: Engine,
+    /// Run our verifier (`vm` profile) before loading, and refuse what it rejects. The JIT
+    /// requires it; the interpreter checks memory and counts instructions itself, so it can
+    /// also run unverified programs.
+    pub verify: bool,
     /// Instruction budget per run (interpreter), see [`DEFAULT_BUDGET`].
     pub budget: u64,
     /// Worker threads that will run the program: the number of per-CPU copies maps keep.
@@ -184,6 +200,7 @@ impl Default for VmOptions {
     fn default() -> Self {
         VmOptions {
             engine: Engine::Interpreter,
+            verify: true,
             budget: DEFAULT_BUDGET,
             workers: 1,
             params: LambdaParams::default(),
@@ -212,6 +229,8 @@ pub struct VmProgram {
     pub maps: Vec<VmMapEntry>,
     /// Source lines of the linked code.
     lines: Vec<Option<LineInfo>>,
+    /// What the verifier proved, when it ran.
+    pub contract: Option<verifier::Contract>,
     /// `(map, records)` seeded at load.
     pub seeded: Vec<(String, usize)>,
     pub workers: usize,
@@ -232,6 +251,28 @@ impl VmProgram {
         options: &VmOptions,
     ) -> Result<VmProgram, VmError> {
         let workers = options.workers.max(1);
+        let contract = if options.verify {
+            let verify_options = verifier::Options {
+                profiles: vec![verifier::Backend::Vm],
+                ncpus: workers as u32,
+                ..verifier::Options::default()
+            };
+            Some(crate::verify::verify_linked(&linked, &verify_options)?)
+        } else {
+            None
+        };
+        if options.engine == Engine::Jit {
+            match &contract {
+                None => return Err(VmError::JitNeedsVerification),
+                Some(c) if c.max_insns_executed > options.budget => {
+                    return Err(VmError::JitOverBudget {
+                        bound: c.max_insns_executed,
+                        budget: options.budget,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         check_supported(&linked.insns)?;
         interp::check_registers(&linked.insns)?;
         let mut maps = Vec::with_capacity(linked.maps.len());
@@ -325,6 +366,7 @@ impl VmProgram {
             regions,
             maps,
             lines: linked.lines,
+            contract,
             seeded,
             workers,
         })

@@ -11,7 +11,9 @@ use super::interp::{FRAME_STACK, MAX_FRAMES, Machine, Region};
 use super::{Engine, VmError, XdpMd, jit};
 
 /// Runs `code` on `memory` with the chosen engine and returns `r0`. The program may call the
-/// VM's helpers that need no context or maps (`ktime_get_ns`, `get_prandom_u32`, …).
+/// VM's helpers that need no context or maps (`ktime_get_ns`, `get_prandom_u32`, …). The
+/// interpreter runs any program (it checks every access and counts instructions); the JIT only
+/// one our verifier accepts, with a bound within `budget`.
 pub fn run_raw(
     code: &[Insn],
     memory: &mut [u8],
@@ -53,6 +55,33 @@ pub fn run_raw(
             Ok(machine.run([start, len], &mut stack, &mut state)?.r0)
         }
         Engine::Jit => {
+            // Compiled code checks no memory access and counts no instruction: only programs
+            // the verifier proves safe and bounded within the budget run on the JIT.
+            let size = u32::try_from(len).map_err(|_| VmError::Unsupported {
+                insn: 0,
+                what: "memory blocks of 4 GiB or more",
+            })?;
+            let input = verifier::ProgramInput::new(
+                "raw",
+                verifier::ProgramKind::RawMemory { size },
+                code.to_vec(),
+            );
+            let options = verifier::Options {
+                profiles: vec![verifier::Backend::Vm],
+                ..verifier::Options::default()
+            };
+            let contract = verifier::verify(&input, &options).map_err(|rejection| {
+                crate::verify::VerifyError::Rejected {
+                    program: "raw program".to_owned(),
+                    rejection: Box::new(rejection),
+                }
+            })?;
+            if contract.max_insns_executed > budget {
+                return Err(VmError::JitOverBudget {
+                    bound: contract.max_insns_executed,
+                    budget,
+                });
+            }
             // rbpf's JIT passes only r1 for a raw program and leaves r0 as it finds it: set r2
             // to the length and r0 to 0 in a prologue, as the interpreter does. The program's
             // jumps and calls are relative, so shifting it does not move their targets.
