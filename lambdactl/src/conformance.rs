@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 use ebpf_isa::conformance::{Expected, TestCase, load_test};
 use loader::kernel::{KernelValue, RawRunError, run_raw_in_kernel};
+use loader::verify::VerifyError;
 use loader::vm::{DEFAULT_BUDGET, Engine, VmError, raw::run_raw};
 use serde::Serialize;
 
@@ -429,8 +430,20 @@ fn run_vm(case: &TestCase, engine: Engine, budget: u64) -> Run {
             | VmError::Unsupported { .. }
             | VmError::UnknownHelper { .. }
             // rbpf's own verifier refusing the program before the JIT compiles it.
-            | VmError::Rbpf(_)),
+            | VmError::Rbpf(_)
+            | VmError::JitOverBudget { .. }
+            | VmError::JitNeedsVerification),
         )) => Run::Refused(e.to_string()),
+        // The JIT runs only what our verifier accepts: its refusal, in one line.
+        Ok(Err(VmError::Verify(VerifyError::Rejected { rejection, .. }))) => {
+            Run::Refused(match rejection.errors.first() {
+                Some(first) => format!(
+                    "our verifier refuses it for the JIT: insn {}: {}",
+                    first.insn, first.kind
+                ),
+                None => "our verifier refuses it for the JIT".to_owned(),
+            })
+        }
         Ok(Err(e)) => Run::Failed(e.to_string()),
         Err(panic) => {
             let what = panic

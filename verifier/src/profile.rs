@@ -1,8 +1,10 @@
 //! Backend profiles: what each backend accepts on top of memory safety and bounds.
 //!
 //! - `kernel`: everything the analysis proves safe.
-//! - `vm` (rbpf 0.4): no atomics, signed division or modulo, sign-extending moves or loads,
-//!   unconditional byte swaps, 32-bit jump offsets, tail calls or helpers it does not register.
+//! - `vm` (the VM backend's interpreter): the whole ISA, including atomics and the v4
+//!   additions, but no tail calls or helpers it does not implement. rbpf's JIT lacks atomics,
+//!   signed division, sign extension, `bswap` and `gotol`; the VM refuses those for the JIT
+//!   itself, naming the instruction, when a program is loaded with `--jit`.
 //! - `nfp` (Netronome offload): only array and hash maps (and a perf event array for
 //!   `bpf_perf_event_output`), only its short helper list, no tail calls, no direct stores into
 //!   map values, 32-bit multiplies only, division only by constants, none of the ISA v4
@@ -115,7 +117,9 @@ pub fn judge(
         }
         let insn = input.insns[pc];
         let facts = analysis.facts.get(pc).copied().unwrap_or_default();
-        if let Some(feature) = isa_v4_feature(insn) {
+        if backend != Backend::Vm
+            && let Some(feature) = isa_v4_feature(insn)
+        {
             return refuse(pc, format!("{feature} at {pc} is not supported by {name}"));
         }
         if insn.is_helper_call()
@@ -133,14 +137,7 @@ pub fn judge(
             );
         }
         match backend {
-            Backend::Vm => {
-                if is_atomic(insn) {
-                    return refuse(
-                        pc,
-                        format!("atomic operation at {pc} is not supported by vm"),
-                    );
-                }
-            }
+            Backend::Vm => {}
             Backend::Nfp => {
                 if is_atomic(insn) && insn.imm != op::ATOMIC_ADD {
                     return refuse(
