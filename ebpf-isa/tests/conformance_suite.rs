@@ -12,17 +12,15 @@ use ebpf_isa::conformance::{ConformanceFileError, Expected, load_test};
 use ebpf_isa::disasm::{DisasmError, disassemble};
 
 fn suite_dir(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/bpf_conformance")
-        .join(sub);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipped: {} does not exist (the shared bpf_conformance suite is not on this machine)",
-            dir.display()
-        );
-        None
+    match ebpf_isa::conformance::find_suite() {
+        Some(suite) => Some(suite.join(sub)),
+        None => {
+            println!(
+                "skipped: the shared bpf_conformance suite is not on this machine (set {})",
+                ebpf_isa::conformance::SUITE_ENV
+            );
+            None
+        }
     }
 }
 

@@ -6,7 +6,6 @@
 //! - random and mutated text never panics the assembler or the conformance parser.
 
 use std::panic::catch_unwind;
-use std::path::Path;
 
 use ebpf_isa::Insn;
 use ebpf_isa::asm::assemble;
@@ -372,8 +371,9 @@ fn mutate(rng: &mut Rng, line: &str) -> String {
 
 /// Assembly lines from the conformance suite, if it is on this machine, else a few of our own.
 fn sample_lines() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/bpf_conformance/tests");
+    let dir = ebpf_isa::conformance::find_suite()
+        .map(|suite| suite.join("tests"))
+        .unwrap_or_default();
     let mut lines: Vec<String> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()

@@ -8,17 +8,15 @@ use serde_json::Value;
 
 /// The suite, next to the repository (`../shared/conformance/bpf_conformance`).
 fn suite() -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bpf_conformance");
-    if dir.join("tests").is_dir() {
-        Some(dir)
-    } else {
+    let found = ebpf_isa::conformance::find_suite();
+    if found.is_none() {
         eprintln!(
-            "skipped: no bpf_conformance suite at {} (it is not part of the repository)",
-            dir.display()
+            "skipped: no bpf_conformance suite next to the repository or in ${} (it is not \
+             part of the repository)",
+            ebpf_isa::conformance::SUITE_ENV
         );
-        None
     }
+    found
 }
 
 /// Runs `lambdactl conformance DIR --backend BACKENDS --json` and returns its report.

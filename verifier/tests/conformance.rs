@@ -3,15 +3,13 @@
 //! (or the assembler) refuses. Prints the numbers; it asserts only what is already reached, so
 //! the counts can grow without editing the test first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ebpf_isa::conformance::{Expected, load_test};
 use verifier::{Options, ProgramInput, ProgramKind, verify};
 
 fn corpus(sub: &str) -> Option<Vec<PathBuf>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/bpf_conformance")
-        .join(sub);
+    let dir = ebpf_isa::conformance::find_suite()?.join(sub);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
