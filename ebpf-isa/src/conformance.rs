@@ -431,6 +431,23 @@ fn first_difference(a: &[Insn], b: &[Insn]) -> Option<usize> {
     }
 }
 
+/// Environment variable naming the bpf_conformance folder (the one holding `tests/`).
+pub const SUITE_ENV: &str = "LNIC_CONFORMANCE_DIR";
+
+/// Where the bpf_conformance suite is on this machine, if anywhere: `$LNIC_CONFORMANCE_DIR`,
+/// else `shared/conformance/bpf_conformance` next to the repository (this workspace's parent
+/// folder). The suite is external test data: callers skip with a printed reason when it is
+/// absent.
+pub fn find_suite() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os(SUITE_ENV) {
+        let dir = std::path::PathBuf::from(dir);
+        return dir.join("tests").is_dir().then_some(dir);
+    }
+    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/bpf_conformance");
+    beside.join("tests").is_dir().then_some(beside)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,21 +584,4 @@ mod tests {
         assert_eq!(test.program.len(), 2);
         assert_eq!(test.expected, Expected::Result(1));
     }
-}
-
-/// Environment variable naming the bpf_conformance folder (the one holding `tests/`).
-pub const SUITE_ENV: &str = "LNIC_CONFORMANCE_DIR";
-
-/// Where the bpf_conformance suite is on this machine, if anywhere: `$LNIC_CONFORMANCE_DIR`,
-/// else `shared/conformance/bpf_conformance` next to the repository (this workspace's parent
-/// folder). The suite is external test data: callers skip with a printed reason when it is
-/// absent.
-pub fn find_suite() -> Option<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os(SUITE_ENV) {
-        let dir = std::path::PathBuf::from(dir);
-        return dir.join("tests").is_dir().then_some(dir);
-    }
-    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/bpf_conformance");
-    beside.join("tests").is_dir().then_some(beside)
 }

@@ -68,6 +68,21 @@ pub enum ImageError {
         #[source]
         source: Box<aya_obj::ParseError>,
     },
+    #[error(
+        "{name}: symbol `{symbol}` spans bytes {value}..{value}+{size} of section `{section}`, which has {section_size} bytes"
+    )]
+    SymbolOutOfSection {
+        name: String,
+        symbol: String,
+        section: String,
+        value: u64,
+        size: u64,
+        section_size: u64,
+    },
+    #[error("{name}: malformed .BTF.ext: {reason}")]
+    BtfExt { name: String, reason: String },
+    #[error("{name}: the ELF parser of aya-obj failed on this object: {reason}")]
+    ObjectParser { name: String, reason: String },
     #[error("{name}: seed section `{section}` names map `{map}`, which the object does not define (maps: {})", list_or_none(.maps))]
     SeedUnknownMap {
         name: String,
@@ -87,6 +102,117 @@ pub enum ImageError {
         key_size: u32,
         value_size: u32,
     },
+}
+
+/// Every symbol that lives in a section lies inside it. aya-obj slices sections by symbol
+/// value and size without checking (a malformed object made it panic), so the image refuses
+/// such objects before aya-obj sees them.
+fn check_symbols(file: &Elf<'_>, name: &str) -> Result<(), ImageError> {
+    for symbol in file.symbols() {
+        let object::SymbolSection::Section(index) = symbol.section() else {
+            continue;
+        };
+        let Ok(section) = file.section_by_index(index) else {
+            continue;
+        };
+        if section.kind() == SectionKind::UninitializedData {
+            continue;
+        }
+        let (value, size, section_size) = (symbol.address(), symbol.size(), section.size());
+        if value.checked_add(size).is_none_or(|end| end > section_size) {
+            return Err(ImageError::SymbolOutOfSection {
+                name: name.to_owned(),
+                symbol: symbol.name().unwrap_or("?").to_owned(),
+                section: section.name().unwrap_or("?").to_owned(),
+                value,
+                size,
+                section_size,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The `.BTF.ext` blocks (function info, line info, CO-RE relocations) and every record group
+/// in them fit their section: aya-obj reads `count × record size` bytes without checking.
+fn check_btf_ext(file: &Elf<'_>, name: &str) -> Result<(), ImageError> {
+    let Some(section) = file.section_by_name(".BTF.ext") else {
+        return Ok(());
+    };
+    let bad = |reason: String| ImageError::BtfExt {
+        name: name.to_owned(),
+        reason,
+    };
+    let data = section
+        .data()
+        .map_err(|e| bad(format!("cannot read the section: {e}")))?;
+    let u32_at = |at: usize| -> Result<u32, ImageError> {
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| bad(format!("truncated at byte {at} of {}", data.len())))
+    };
+    let header_len = u32_at(4)? as usize;
+    // (offset field, length field) of each block the header declares.
+    let mut blocks = vec![(8usize, 12usize), (16, 20)];
+    if header_len >= 32 {
+        blocks.push((24, 28));
+    }
+    for (off_field, len_field) in blocks {
+        let start = header_len
+            .checked_add(u32_at(off_field)? as usize)
+            .ok_or_else(|| bad("block offset overflows".to_owned()))?;
+        let len = u32_at(len_field)? as usize;
+        if len == 0 {
+            continue;
+        }
+        let end = start
+            .checked_add(len)
+            .filter(|end| *end <= data.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "a block of {len} bytes at {start} overruns the {}-byte section",
+                    data.len()
+                ))
+            })?;
+        let record_size = u32_at(start)? as usize;
+        if record_size == 0 {
+            return Err(bad(format!("zero record size in the block at {start}")));
+        }
+        let mut at = start + 4;
+        while at < end {
+            let count = u32_at(at + 4)? as usize;
+            let group_end = count
+                .checked_mul(record_size)
+                .and_then(|n| n.checked_add(at + 8))
+                .filter(|group_end| *group_end <= end)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{count} records of {record_size} bytes at byte {at} overrun their block (ends at {end})"
+                    ))
+                })?;
+            at = group_end;
+        }
+    }
+    Ok(())
+}
+
+/// aya-obj's `Object::parse`, with any panic it raises on malformed input turned into an
+/// error: a last line of defence behind [`check_symbols`] and [`check_btf_ext`].
+pub(crate) fn parse_with_aya(
+    bytes: &[u8],
+    name: &str,
+) -> Result<Result<aya_obj::Object, aya_obj::ParseError>, ImageError> {
+    std::panic::catch_unwind(|| aya_obj::Object::parse(bytes)).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "it panicked".to_owned());
+        ImageError::ObjectParser {
+            name: name.to_owned(),
+            reason,
+        }
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -294,6 +420,8 @@ impl LambdaImage {
         };
         let file = object::read::elf::ElfFile64::<object::LittleEndian>::parse(bytes)
             .map_err(malformed)?;
+        check_symbols(&file, name)?;
+        check_btf_ext(&file, name)?;
 
         let maps = collect_maps(&file, bytes, name)?;
         let map_symbols = map_symbol_indices(&file);
@@ -457,7 +585,7 @@ fn collect_maps(file: &Elf<'_>, bytes: &[u8], name: &str) -> Result<Vec<MapDef>,
 
     // BTF-defined maps need BTF parsing: borrow aya-obj's, which already does it.
     if file.section_by_name(".maps").is_some() {
-        let obj = aya_obj::Object::parse(bytes).map_err(|source| ImageError::BtfMaps {
+        let obj = parse_with_aya(bytes, name)?.map_err(|source| ImageError::BtfMaps {
             name: name.to_owned(),
             source: Box::new(source),
         })?;
@@ -558,7 +686,7 @@ fn collect_programs(
             .collect();
         for (i, (offset, size, name)) in functions.iter().enumerate() {
             let end = if *size > 0 {
-                offset + size
+                offset.saturating_add(*size)
             } else {
                 functions
                     .get(i + 1)
@@ -570,7 +698,7 @@ fn collect_programs(
                 name: name.clone(),
                 kind: ProgramKind::from_section(section_name),
                 offset: *offset,
-                insn_count: (end - offset) / INSN_SIZE,
+                insn_count: end.saturating_sub(*offset) / INSN_SIZE,
                 relocations: relocations
                     .iter()
                     .filter(|(o, _)| (*offset..end).contains(o))

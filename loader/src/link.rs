@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use aya_obj::{EbpfSectionKind, Object};
+use aya_obj::EbpfSectionKind;
 use ebpf_isa::{Insn, opcode};
 use thiserror::Error;
 
@@ -126,7 +126,7 @@ fn link_program(
     params: &LambdaParams,
 ) -> Result<LinkedProgram, LinkError> {
     let name = &image.name;
-    let mut object = Object::parse(bytes).map_err(|e| LinkError::Parse {
+    let mut object = crate::image::parse_with_aya(bytes, name)?.map_err(|e| LinkError::Parse {
         name: name.clone(),
         message: e.to_string(),
     })?;
@@ -176,25 +176,42 @@ fn link_program(
         .enumerate()
         .map(|(index, n)| (n.clone(), index as i32, object.maps[n].clone()))
         .collect();
-    object
-        .relocate_maps(
-            relocation_input
-                .iter()
-                .map(|(n, fd, m)| (n.as_str(), *fd, m)),
-            &text_sections,
-        )
-        .map_err(|e| LinkError::Relocation {
-            name: name.clone(),
-            what: "maps",
-            message: error_chain(&e),
-        })?;
-    object
-        .relocate_calls(&text_sections)
-        .map_err(|e| LinkError::Relocation {
-            name: name.clone(),
-            what: "calls",
-            message: error_chain(&e),
-        })?;
+    // aya-obj's relocation indexes instructions by relocation offsets it does not always
+    // check; a panic on a malformed object becomes an error here.
+    let relocated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        object
+            .relocate_maps(
+                relocation_input
+                    .iter()
+                    .map(|(n, fd, m)| (n.as_str(), *fd, m)),
+                &text_sections,
+            )
+            .map_err(|e| ("maps", error_chain(&e)))?;
+        object
+            .relocate_calls(&text_sections)
+            .map_err(|e| ("calls", error_chain(&e)))
+    }));
+    match relocated {
+        Ok(Ok(())) => {}
+        Ok(Err((what, message))) => {
+            return Err(LinkError::Relocation {
+                name: name.clone(),
+                what,
+                message,
+            });
+        }
+        Err(panic) => {
+            return Err(LinkError::Relocation {
+                name: name.clone(),
+                what: "maps and calls",
+                message: panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "aya-obj panicked on this object".to_owned()),
+            });
+        }
+    }
 
     let entry = object
         .programs

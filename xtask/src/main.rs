@@ -4,6 +4,7 @@
 //! bpf-linker built against the toolchain's own libLLVM); this is the one place that knows it.
 
 mod bench;
+mod bench_verifier;
 mod bench_vm;
 mod demo;
 mod netns;
@@ -89,6 +90,21 @@ enum BenchSuite {
         #[arg(long, default_value_t = 3)]
         rtt_rounds: u32,
     },
+    /// Our verifier against the kernel's: verification time per program and per instruction
+    /// for the sample lambdas, the XDP verifier cases and the bpf_conformance programs, beside
+    /// the kernel's BPF_PROG_LOAD time, and ns per instruction on straight-line programs of
+    /// 1 Ki to 32 Ki instructions. Writes target/bench/verifier-<commit>.json.
+    Verifier {
+        /// Rounds (programs interleaved, medians reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Verifications and kernel loads per program per round.
+        #[arg(long, default_value_t = 20)]
+        repeat: u32,
+        /// Largest straight-line program, in instructions.
+        #[arg(long, default_value_t = 32_768)]
+        max_size: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -149,6 +165,23 @@ fn main() -> Result<()> {
                 rtt_rounds,
             };
             bench_vm::vm(&root, &options)?;
+        }
+        Task::Bench {
+            suite:
+                BenchSuite::Verifier {
+                    rounds,
+                    repeat,
+                    max_size,
+                },
+        } => {
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench_verifier::VerifierOptions {
+                rounds,
+                repeat,
+                max_size,
+            };
+            bench_verifier::verifier(&root, &options)?;
         }
     }
     Ok(())
