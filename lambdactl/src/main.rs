@@ -161,6 +161,8 @@ struct AttachArgs {
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
     #[arg(long)]
     skip_verify: bool,
+    #[command(flatten)]
+    limits: verify::LimitsArgs,
 }
 
 #[derive(Args)]
@@ -209,6 +211,8 @@ struct RunArgs {
     /// counts instructions at run time; the JIT always needs the verifier).
     #[arg(long)]
     skip_verify: bool,
+    #[command(flatten)]
+    limits: verify::LimitsArgs,
 }
 
 #[derive(Args)]
@@ -240,6 +244,8 @@ struct TestRunArgs {
     /// run-time checks, still apply; the JIT always needs the verifier).
     #[arg(long)]
     skip_verify: bool,
+    #[command(flatten)]
+    limits: verify::LimitsArgs,
     #[command(flatten)]
     lambda: LambdaArgs,
     /// On verifier rejection, print the kernel's whole log instead of its last lines.
@@ -336,6 +342,7 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
             &args.object,
             &args.lambda.params(),
             verifier::Backend::Kernel,
+            &args.limits,
         )?;
         println!("{}", verify::summary(&contract));
     }

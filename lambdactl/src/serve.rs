@@ -68,6 +68,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     let options = VmOptions {
         engine,
         verify: !args.skip_verify,
+        limits: args.limits.limits(),
         budget: args.budget,
         workers,
         params: loader::LambdaParams {

@@ -33,8 +33,12 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
     };
     let kernel = if args.backend != BackendArg::Vm {
         if !args.skip_verify {
-            let contract =
-                crate::verify::check_before_load(&args.object, &params, verifier::Backend::Kernel)?;
+            let contract = crate::verify::check_before_load(
+                &args.object,
+                &params,
+                verifier::Backend::Kernel,
+                &args.limits,
+            )?;
             println!("[kernel] {}", crate::verify::summary(&contract));
         }
         let outcome = loader::test_run(&bytes, &name, &packet, args.repeat, &params)?;
@@ -76,6 +80,7 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
         let options = VmOptions {
             engine,
             verify: !args.skip_verify,
+            limits: args.limits.limits(),
             budget: args.budget,
             params,
             ..VmOptions::default()

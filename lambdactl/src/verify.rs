@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 use loader::LambdaParams;
-use loader::verify::{VerifyError, verify_object};
+use loader::verify::{Limits, VerifyError, verify_object};
 use verifier::{Backend, Contract, Options};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -22,13 +22,9 @@ pub(crate) enum ProfileArg {
     All,
 }
 
-#[derive(Args)]
-pub(crate) struct VerifyArgs {
-    /// The lambda object (or any XDP object).
-    object: std::path::PathBuf,
-    /// Which backend's rules to check.
-    #[arg(long, value_enum, default_value = "all")]
-    profile: ProfileArg,
+/// Limits on a program's contract: the verifier refuses a program that exceeds them.
+#[derive(Args, Clone, Copy)]
+pub(crate) struct LimitsArgs {
     /// Refuse programs whose bound on executed instructions is above N.
     #[arg(long, value_name = "N", default_value_t = verifier::DEFAULT_MAX_INSNS)]
     max_insns: u64,
@@ -38,6 +34,27 @@ pub(crate) struct VerifyArgs {
     /// Refuse programs whose maps take more than B bytes.
     #[arg(long, value_name = "B", default_value_t = verifier::DEFAULT_MAX_MAP_BYTES)]
     max_map_bytes: u64,
+}
+
+impl LimitsArgs {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_insns: self.max_insns,
+            max_stack: self.max_stack,
+            max_map_bytes: self.max_map_bytes,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    /// The lambda object (or any XDP object).
+    object: std::path::PathBuf,
+    /// Which backend's rules to check.
+    #[arg(long, value_enum, default_value = "all")]
+    profile: ProfileArg,
+    #[command(flatten)]
+    limits: LimitsArgs,
     /// Instruction slots the NFP profile allows.
     #[arg(long, value_name = "N", default_value_t = verifier::DEFAULT_NFP_INSN_BUDGET)]
     nfp_budget: usize,
@@ -56,11 +73,12 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<ExitCode> {
         ProfileArg::Vm => vec![Backend::Vm],
         ProfileArg::All => Backend::ALL.to_vec(),
     };
+    let limits = args.limits.limits();
     let options = Options {
         profiles,
-        max_insns: args.max_insns,
-        max_stack: args.max_stack,
-        max_map_bytes: args.max_map_bytes,
+        max_insns: limits.max_insns,
+        max_stack: limits.max_stack,
+        max_map_bytes: limits.max_map_bytes,
         nfp_insn_budget: args.nfp_budget,
         ncpus: possible_cpus(),
     };
@@ -82,14 +100,11 @@ pub(crate) fn check_before_load(
     object: &Path,
     params: &LambdaParams,
     backend: Backend,
+    limits: &LimitsArgs,
 ) -> Result<Contract> {
     let bytes =
         std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
-    let options = Options {
-        profiles: vec![backend],
-        ncpus: possible_cpus(),
-        ..Options::default()
-    };
+    let options = limits.limits().options(backend, possible_cpus());
     match verify_object(&bytes, &object_name(object), params, &options) {
         Ok((_, contract)) => Ok(contract),
         Err(e @ VerifyError::Rejected { .. }) => bail!(

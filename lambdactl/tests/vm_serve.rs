@@ -202,3 +202,38 @@ fn interpreter_budget_stops_a_run_and_names_the_line() {
     );
     assert!(stderr.contains(".rs:"), "no source line in {stderr}");
 }
+
+/// A contract over the configured limits is refused before anything loads, naming the limit.
+#[test]
+fn contracts_over_the_limits_are_refused() {
+    let object = lambda_object("static-server");
+    for (flag, value, expected) in [
+        (
+            "--max-insns",
+            "1000",
+            "bound on executed instructions of 3796 exceeds the limit of 1000",
+        ),
+        (
+            "--max-map-bytes",
+            "1000",
+            "map memory in bytes of 382988 exceeds the limit of 1000",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lambdactl"))
+            .args([
+                "test-run",
+                object.to_str().unwrap(),
+                "--backend",
+                "vm",
+                "--request-body",
+                "index.html",
+                flag,
+                value,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}: {out:?}");
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+    }
+}

@@ -19,6 +19,42 @@ pub enum VerifyError {
     },
 }
 
+/// The limits a deployment puts on a program's contract (the verifier refuses a program whose
+/// contract exceeds them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest acceptable bound on instructions executed per run.
+    pub max_insns: u64,
+    /// Largest acceptable stack over the call chain, in bytes.
+    pub max_stack: u32,
+    /// Largest acceptable memory of the program's maps, in bytes.
+    pub max_map_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_insns: verifier::DEFAULT_MAX_INSNS,
+            max_stack: verifier::MAX_STACK_BYTES,
+            max_map_bytes: verifier::DEFAULT_MAX_MAP_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// Verifier options judging `backend` with these limits, per-CPU maps counted `ncpus` times.
+    pub fn options(&self, backend: verifier::Backend, ncpus: u32) -> Options {
+        Options {
+            profiles: vec![backend],
+            max_insns: self.max_insns,
+            max_stack: self.max_stack,
+            max_map_bytes: self.max_map_bytes,
+            ncpus,
+            ..Options::default()
+        }
+    }
+}
+
 /// Links an object's XDP program and verifies it: its contract, or why not.
 pub fn verify_object(
     bytes: &[u8],

@@ -189,6 +189,8 @@ pub struct VmOptions {
     /// requires it; the interpreter checks memory and counts instructions itself, so it can
     /// also run unverified programs.
     pub verify: bool,
+    /// Limits on the verified contract.
+    pub limits: crate::verify::Limits,
     /// Instruction budget per run (interpreter), see [`DEFAULT_BUDGET`].
     pub budget: u64,
     /// Worker threads that will run the program: the number of per-CPU copies maps keep.
@@ -201,6 +203,7 @@ impl Default for VmOptions {
         VmOptions {
             engine: Engine::Interpreter,
             verify: true,
+            limits: crate::verify::Limits::default(),
             budget: DEFAULT_BUDGET,
             workers: 1,
             params: LambdaParams::default(),
@@ -252,11 +255,9 @@ impl VmProgram {
     ) -> Result<VmProgram, VmError> {
         let workers = options.workers.max(1);
         let contract = if options.verify {
-            let verify_options = verifier::Options {
-                profiles: vec![verifier::Backend::Vm],
-                ncpus: workers as u32,
-                ..verifier::Options::default()
-            };
+            let verify_options = options
+                .limits
+                .options(verifier::Backend::Vm, workers as u32);
             Some(crate::verify::verify_linked(&linked, &verify_options)?)
         } else {
             None
