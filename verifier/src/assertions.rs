@@ -56,8 +56,14 @@ fn operand(insn: Insn) -> Operand {
 
 /// The assertions of the instruction at `pc`; `loop_head` says whether `pc` heads a loop.
 pub fn of(insn: Insn, loop_head: bool, pc: usize) -> Vec<Assertion> {
-    use Assertion::*;
     let mut out = Vec::new();
+    push_of(insn, loop_head, pc, &mut out);
+    out
+}
+
+/// [`of`], appended to `out` (one buffer for a whole program instead of one per instruction).
+pub fn push_of(insn: Insn, loop_head: bool, pc: usize, out: &mut Vec<Assertion>) {
+    use Assertion::*;
     if loop_head {
         out.push(BoundedLoop { head: pc });
     }
@@ -144,5 +150,4 @@ pub fn of(insn: Insn, loop_head: bool, pc: usize) -> Vec<Assertion> {
         // `lddw` needs nothing: its map index was checked with the program's shape.
         _ => {}
     }
-    out
 }

@@ -4,7 +4,7 @@
 //! Instruction indices are slot indices: the second slot of an `lddw` is not an instruction.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 
 use ebpf_isa::{Insn, opcode as op};
 
@@ -22,6 +22,41 @@ pub struct Subprog {
     pub calls: Vec<(usize, usize)>,
 }
 
+/// The successors of one instruction: at most two (fall-through and jump target), held inline
+/// so that a graph costs no allocation per instruction. Dereferences to a slice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Succs {
+    len: u8,
+    to: [usize; 2],
+}
+
+impl Succs {
+    /// Adds `to`, unless it is one already.
+    fn add(&mut self, to: usize) {
+        if !self.contains(&to) && usize::from(self.len) < self.to.len() {
+            self.to[usize::from(self.len)] = to;
+            self.len += 1;
+        }
+    }
+}
+
+impl std::ops::Deref for Succs {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.to[..usize::from(self.len)]
+    }
+}
+
+impl<'a> IntoIterator for &'a Succs {
+    type Item = &'a usize;
+    type IntoIter = std::slice::Iter<'a, usize>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// The control-flow graph of a whole program.
 #[derive(Clone, Debug)]
 pub struct Cfg {
@@ -30,7 +65,7 @@ pub struct Cfg {
     /// False for the second slot of an `lddw`.
     pub is_insn: Vec<bool>,
     /// Intra-procedural successors (a call falls through; `exit` has none).
-    pub succs: Vec<Vec<usize>>,
+    pub succs: Vec<Succs>,
     pub subprog_of: Vec<usize>,
     pub subprogs: Vec<Subprog>,
     /// Reachable from the entry of its subprogram.
@@ -119,7 +154,7 @@ impl Cfg {
             subprog_of[sub.entry..sub.end].fill(i);
         }
 
-        let mut succs = vec![Vec::new(); len];
+        let mut succs = vec![Succs::default(); len];
         for pc in 0..len {
             if !is_insn[pc] {
                 continue;
@@ -131,7 +166,7 @@ impl Cfg {
                 if pc + width >= sub.end {
                     return Err(Located::new(ErrorKind::FallsOffEnd, pc));
                 }
-                succs[pc].push(pc + width);
+                succs[pc].add(pc + width);
             }
             if insn.opcode == op::CALL {
                 continue;
@@ -150,9 +185,7 @@ impl Cfg {
                         pc,
                     ));
                 }
-                if !succs[pc].contains(&target) {
-                    succs[pc].push(target);
-                }
+                succs[pc].add(target);
             }
         }
 
@@ -194,107 +227,162 @@ impl Cfg {
     }
 
     /// Natural loops from dominator back edges; a cycle without one is irreducible and refused.
+    ///
+    /// Positions in reverse postorder, predecessors and loop bodies are dense arrays indexed by
+    /// position (never keyed maps), so the work is linear in the size of the program when it
+    /// has no loops.
     fn find_loops(&mut self) -> Result<(), Located> {
-        let mut bodies: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for sub in self.subprogs.clone() {
-            let rpo = self.reverse_postorder(sub.entry);
-            let index: BTreeMap<usize, usize> =
-                rpo.iter().enumerate().map(|(i, &pc)| (pc, i)).collect();
-            let mut preds: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        const NONE: u32 = u32::MAX;
+        // (head, body) per loop.
+        let mut bodies: Vec<(usize, Vec<usize>)> = Vec::new();
+        // Position of each instruction in its subprogram's reverse postorder, NONE outside.
+        let mut index = vec![NONE; self.len];
+        let mut seen = vec![false; self.len];
+        // Body membership, by position, while one loop is collected: the loop's number + 1.
+        let mut mark: Vec<u32> = Vec::new();
+        for si in 0..self.subprogs.len() {
+            let sub = &self.subprogs[si];
+            // Without a backward edge there is no cycle, hence no loop and no retreating edge.
+            if self.forward_only(sub.entry..sub.end) {
+                continue;
+            }
+            let rpo = self.reverse_postorder(sub.entry, &mut seen);
+            let n = rpo.len();
+            for (i, &pc) in rpo.iter().enumerate() {
+                index[pc] = i as u32;
+            }
+            // Predecessors within this reverse postorder, as compressed rows by position.
+            let mut start = vec![0u32; n + 1];
             for &pc in &rpo {
                 for &s in &self.succs[pc] {
-                    preds.entry(s).or_default().push(pc);
+                    start[index[s] as usize + 1] += 1;
                 }
             }
+            for i in 0..n {
+                start[i + 1] += start[i];
+            }
+            let mut fill = start.clone();
+            let mut preds = vec![0u32; start[n] as usize];
+            for (i, &pc) in rpo.iter().enumerate() {
+                for &s in &self.succs[pc] {
+                    let j = index[s] as usize;
+                    preds[fill[j] as usize] = i as u32;
+                    fill[j] += 1;
+                }
+            }
+            let preds_of =
+                |i: u32| &preds[start[i as usize] as usize..start[i as usize + 1] as usize];
             // Cooper, Harvey, Kennedy: "A Simple, Fast Dominance Algorithm".
-            let mut idom: Vec<Option<usize>> = vec![None; rpo.len()];
-            idom[0] = Some(0);
+            let mut idom: Vec<u32> = vec![NONE; n];
+            idom[0] = 0;
             let mut changed = true;
             while changed {
                 changed = false;
-                for i in 1..rpo.len() {
-                    let mut new: Option<usize> = None;
-                    for p in preds.get(&rpo[i]).into_iter().flatten() {
-                        let p = index[p];
-                        if idom[p].is_none() {
+                for i in 1..n {
+                    let mut new = NONE;
+                    for &p in preds_of(i as u32) {
+                        if idom[p as usize] == NONE {
                             continue;
                         }
-                        new = Some(match new {
-                            None => p,
-                            Some(mut a) => {
-                                let mut b = p;
-                                while a != b {
-                                    while a > b {
-                                        a = idom[a].unwrap_or(0);
-                                    }
-                                    while b > a {
-                                        b = idom[b].unwrap_or(0);
-                                    }
+                        new = if new == NONE {
+                            p
+                        } else {
+                            let (mut a, mut b) = (new, p);
+                            while a != b {
+                                while a > b {
+                                    a = idom[a as usize];
                                 }
-                                a
+                                while b > a {
+                                    b = idom[b as usize];
+                                }
                             }
-                        });
+                            a
+                        };
                     }
-                    if new.is_some() && idom[i] != new {
+                    if new != NONE && idom[i] != new {
                         idom[i] = new;
                         changed = true;
                     }
                 }
             }
-            let dominates = |a: usize, b: usize| {
-                let (a, mut b) = (index[&a], index[&b]);
-                loop {
-                    if a == b {
-                        return true;
-                    }
-                    match idom[b] {
-                        Some(d) if d != b => b = d,
-                        _ => return false,
-                    }
+            let dominates = |a: u32, mut b: u32| loop {
+                if a == b {
+                    return true;
+                }
+                match idom[b as usize] {
+                    d if d != b && d != NONE => b = d,
+                    _ => return false,
                 }
             };
-            for &pc in &rpo {
+            // Back edges as (head, latch) positions; the first retreating edge whose target does
+            // not dominate its source makes the program irreducible.
+            let mut latches: Vec<(u32, u32)> = Vec::new();
+            for (i, &pc) in rpo.iter().enumerate() {
                 for &s in &self.succs[pc] {
+                    let (j, i) = (index[s], i as u32);
                     // A retreating edge in reverse postorder closes a cycle.
-                    if index[&s] <= index[&pc] {
-                        if !dominates(s, pc) {
+                    if j <= i {
+                        if !dominates(j, i) {
                             return Err(Located::new(ErrorKind::IrreducibleLoop { target: s }, pc));
                         }
-                        // Body: the head and everything reaching the latch without the head.
-                        let body = bodies.entry(s).or_default();
-                        let mut todo = vec![pc];
-                        if !body.contains(&s) {
-                            body.push(s);
-                        }
-                        while let Some(n) = todo.pop() {
-                            if body.contains(&n) {
-                                continue;
-                            }
-                            body.push(n);
-                            todo.extend(preds.get(&n).into_iter().flatten().copied());
-                        }
+                        latches.push((j, i));
                     }
                 }
             }
+            // Body: the head and everything reaching one of its latches without the head.
+            latches.sort_unstable();
+            if !latches.is_empty() {
+                mark.clear();
+                mark.resize(n, 0);
+            }
+            let mut todo = Vec::new();
+            for (k, &(head, _)) in latches.iter().enumerate() {
+                if k > 0 && latches[k - 1].0 == head {
+                    continue;
+                }
+                let stamp = bodies.len() as u32 + 1;
+                let mut body = vec![rpo[head as usize]];
+                mark[head as usize] = stamp;
+                todo.extend(latches[k..].iter().take_while(|l| l.0 == head).map(|l| l.1));
+                while let Some(i) = todo.pop() {
+                    if mark[i as usize] == stamp {
+                        continue;
+                    }
+                    mark[i as usize] = stamp;
+                    body.push(rpo[i as usize]);
+                    todo.extend_from_slice(preds_of(i));
+                }
+                bodies.push((rpo[head as usize], body));
+            }
+            for &pc in &rpo {
+                index[pc] = NONE;
+            }
         }
         // Outermost first: a loop containing another has the larger body.
-        let mut heads: Vec<(usize, usize)> = bodies.iter().map(|(h, b)| (b.len(), *h)).collect();
-        heads.sort_by_key(|&(size, head)| (Reverse(size), head));
-        for (_, head) in heads {
-            for &pc in &bodies[&head] {
-                self.loops_at[pc].push(head);
+        bodies.sort_by_key(|(head, body)| (Reverse(body.len()), *head));
+        for (head, body) in &bodies {
+            for &pc in body {
+                self.loops_at[pc].push(*head);
             }
         }
         Ok(())
     }
 
-    fn reverse_postorder(&self, entry: usize) -> Vec<usize> {
+    /// Whether every edge out of the instructions of `range` goes to a later instruction.
+    fn forward_only(&self, range: std::ops::Range<usize>) -> bool {
+        range
+            .into_iter()
+            .all(|pc| self.succs[pc].iter().all(|&s| s > pc))
+    }
+
+    /// The reachable instructions of a subprogram in reverse postorder from `entry`; `seen` is
+    /// all false on entry and on return.
+    fn reverse_postorder(&self, entry: usize, seen: &mut [bool]) -> Vec<usize> {
         let mut post = Vec::new();
-        let mut seen = vec![false; self.len];
-        let mut stack = vec![(entry, 0usize)];
+        let mut stack = vec![(entry, 0u8)];
         seen[entry] = true;
         while let Some((pc, i)) = stack.pop() {
-            if let Some(&s) = self.succs[pc].get(i) {
+            if let Some(&s) = self.succs[pc].get(usize::from(i)) {
                 stack.push((pc, i + 1));
                 if !seen[s] {
                     seen[s] = true;
@@ -304,6 +392,9 @@ impl Cfg {
                 post.push(pc);
             }
         }
+        for &pc in &post {
+            seen[pc] = false;
+        }
         post.reverse();
         post
     }
@@ -311,11 +402,26 @@ impl Cfg {
     /// Positions such that every forward edge goes up and every loop body is contiguous.
     fn order(&mut self) -> Result<(), Located> {
         let mut next = 0u32;
-        for sub in self.subprogs.clone() {
-            let region: Vec<usize> = (sub.entry..sub.end)
-                .filter(|&pc| self.reachable[pc] && self.is_insn[pc])
-                .collect();
-            let order = self.order_region(&region, None)?;
+        // Scratch for `order_region`: the index of each representative in its region.
+        let mut local = Vec::new();
+        for si in 0..self.subprogs.len() {
+            let sub = &self.subprogs[si];
+            let region = (sub.entry..sub.end).filter(|&pc| self.reachable[pc] && self.is_insn[pc]);
+            if self.forward_only(sub.entry..sub.end) {
+                // No loops, and every edge goes up: the order of the instructions is one in
+                // which every instruction is the smallest ready one (its predecessors are all
+                // smaller), which is what `order_region` would find.
+                for pc in region {
+                    self.pos[pc] = next;
+                    next += 1;
+                }
+                continue;
+            }
+            let region: Vec<usize> = region.collect();
+            if local.is_empty() {
+                local = vec![0u32; self.len];
+            }
+            let order = self.order_region(&region, None, &mut local)?;
             for pc in order {
                 self.pos[pc] = next;
                 next += 1;
@@ -324,58 +430,95 @@ impl Cfg {
         Ok(())
     }
 
-    fn order_region(&self, region: &[usize], head: Option<usize>) -> Result<Vec<usize>, Located> {
+    /// The order of `region` (the instructions of a subprogram, or the body of the loop
+    /// `head` without its inner loops' structure): a topological order of its members —
+    /// instructions outside inner loops, and inner loops as one node each, ordered
+    /// recursively — smallest first among the ready ones. `local` is scratch space indexed by
+    /// instruction.
+    fn order_region(
+        &self,
+        region: &[usize],
+        head: Option<usize>,
+        local: &mut [u32],
+    ) -> Result<Vec<usize>, Located> {
         let depth = head.map_or(0, |h| {
             self.loops_at[h].iter().position(|&x| x == h).unwrap_or(0) + 1
         });
         let rep = |pc: usize| self.loops_at[pc].get(depth).copied().unwrap_or(pc);
-        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let is_loop = |r: usize| self.loops_at[r].get(depth) == Some(&r);
+        // Members (representatives) in increasing order; an inner loop's instructions.
+        let mut reps: Vec<usize> = region.iter().map(|&pc| rep(pc)).collect();
+        reps.sort_unstable();
+        reps.dedup();
+        for (i, &r) in reps.iter().enumerate() {
+            local[r] = i as u32;
+        }
+        let m = reps.len();
+        let is_member = |local: &[u32], r: usize| reps.get(local[r] as usize) == Some(&r);
+        let mut inner: Vec<Vec<usize>> = vec![Vec::new(); m];
         for &pc in region {
-            members.entry(rep(pc)).or_default().push(pc);
+            let r = rep(pc);
+            if is_loop(r) {
+                inner[local[r] as usize].push(pc);
+            }
         }
         let in_region = |pc: usize| match head {
             Some(h) => self.loops_at[pc].contains(&h),
             None => true,
         };
-        let mut indegree: BTreeMap<usize, usize> = members.keys().map(|&r| (r, 0)).collect();
-        let mut edges: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        // Edges between members, as compressed rows.
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
         for &pc in region {
             for &s in &self.succs[pc] {
                 if Some(s) == head || !in_region(s) || rep(s) == rep(pc) {
                     continue;
                 }
-                edges.entry(rep(pc)).or_default().push(rep(s));
-                *indegree.entry(rep(s)).or_default() += 1;
+                if !is_member(local, rep(s)) {
+                    continue;
+                }
+                pairs.push((local[rep(pc)], local[rep(s)]));
             }
         }
-        let mut ready: BinaryHeap<Reverse<usize>> = indegree
-            .iter()
-            .filter(|&(_, &d)| d == 0)
-            .map(|(&r, _)| Reverse(r))
+        let mut indegree = vec![0u32; m];
+        let mut start = vec![0u32; m + 1];
+        for &(a, b) in &pairs {
+            start[a as usize + 1] += 1;
+            indegree[b as usize] += 1;
+        }
+        for i in 0..m {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut edges = vec![0u32; pairs.len()];
+        for &(a, b) in &pairs {
+            edges[fill[a as usize] as usize] = b;
+            fill[a as usize] += 1;
+        }
+        let mut ready: BinaryHeap<Reverse<u32>> = (0..m as u32)
+            .filter(|&i| indegree[i as usize] == 0)
+            .map(Reverse)
             .collect();
         let mut out = Vec::with_capacity(region.len());
         let mut done = 0;
-        while let Some(Reverse(r)) = ready.pop() {
+        while let Some(Reverse(i)) = ready.pop() {
             done += 1;
-            if self.loops_at[r].get(depth) == Some(&r) {
-                out.extend(self.order_region(&members[&r], Some(r))?);
+            let r = reps[i as usize];
+            if is_loop(r) {
+                // `local` is reused by the inner region: this one no longer needs it.
+                out.extend(self.order_region(&inner[i as usize], Some(r), local)?);
             } else {
                 out.push(r);
             }
-            for &s in edges.get(&r).into_iter().flatten() {
-                if let Some(d) = indegree.get_mut(&s) {
-                    *d -= 1;
-                    if *d == 0 {
-                        ready.push(Reverse(s));
-                    }
+            for &s in &edges[start[i as usize] as usize..start[i as usize + 1] as usize] {
+                let d = &mut indegree[s as usize];
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(Reverse(s));
                 }
             }
         }
-        if done != members.len() {
-            let stuck = indegree
-                .iter()
-                .find(|&(_, &d)| d > 0)
-                .map_or(0, |(&r, _)| r);
+        if done != m {
+            let stuck = (0..m).find(|&i| indegree[i] > 0).map_or(0, |i| reps[i]);
             return Err(Located::new(
                 ErrorKind::IrreducibleLoop { target: stuck },
                 stuck,
@@ -482,6 +625,9 @@ impl Cfg {
     /// fixpoint over the intra-procedural graph.
     pub fn live_registers(&self, insns: &[Insn]) -> Vec<u16> {
         let mut live = vec![0u16; self.len];
+        // When every edge goes to a later instruction, one backward pass sees every successor
+        // before its predecessors: the first pass reaches the fixpoint.
+        let one_pass = self.forward_only(0..self.len);
         let mut changed = true;
         while changed {
             changed = false;
@@ -496,7 +642,7 @@ impl Cfg {
                 let new = uses | (out & !defs);
                 if new != live[pc] {
                     live[pc] = new;
-                    changed = true;
+                    changed = !one_pass;
                 }
             }
         }

@@ -317,6 +317,11 @@ pub fn arithmetic(operation: u8, dst: Value, src: Value, alu64: bool) -> Result<
                 Value::MapValueOrNull { .. } => Err(arith_error(
                     "arithmetic on a map value that may be NULL (check it first)",
                 )),
+                // The kernel refuses any subtraction from a stack pointer, even of a constant
+                // (JITs may not handle it): stack addresses are formed with `add` only.
+                Value::Stack { .. } if operation == op::ALU_SUB => Err(arith_error(
+                    "subtraction from a stack pointer (add a negative offset)",
+                )),
                 Value::Packet { .. } | Value::PacketMeta { .. } => match scalar.constant() {
                     Some(c) if (c as i64).unsigned_abs() <= MAX_PACKET_OFF as u64 => Ok(()),
                     _ if operation == op::ALU_SUB => {

@@ -16,6 +16,13 @@ use crate::cfg::Cfg;
 use crate::transfer::Analysis;
 use crate::{Backend, Options, ProgramInput, helpers, map_type};
 
+/// `BPF_COMPLEXITY_LIMIT_JMP_SEQ`: the kernel's verifier refuses a program once it has this
+/// many branch states pending (a loop whose exit test stays undecided for that many
+/// iterations). We count every two-way branch we analyse, which stands in for the kernel's
+/// pushes; the kernel explores paths without joining them, so the two counts can differ, and
+/// the random-program test against the kernel is what checks this rule.
+pub const KERNEL_JMP_SEQ_LIMIT: u64 = 8192;
+
 /// Why a backend refuses a program: the first offending instruction and what it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -65,6 +72,30 @@ pub fn judge(
     backend: Backend,
     options: &Options,
 ) -> Result<(), Refusal> {
+    if backend != Backend::Vm
+        && let Some((pc, amount, width)) = (0..cfg.len)
+            .filter(|&pc| cfg.is_insn[pc] && cfg.reachable[pc])
+            .find_map(|pc| out_of_range_shift(input.insns[pc]).map(|(a, w)| (pc, a, w)))
+    {
+        return refuse(
+            pc,
+            format!(
+                "shift by {amount} at {pc} is not below the {width}-bit operand width (the \
+                 kernel refuses it; the VM masks the amount as the ISA says)"
+            ),
+        );
+    }
+    if backend == Backend::Kernel && analysis.two_way_branches > KERNEL_JMP_SEQ_LIMIT {
+        return refuse(
+            0,
+            format!(
+                "{} conditional jumps with both directions possible on the analysed paths: the \
+                 kernel's verifier gives up past {KERNEL_JMP_SEQ_LIMIT} pending branches (\"the \
+                 sequence of jumps is too complex\"); bound the loop lower",
+                analysis.two_way_branches
+            ),
+        );
+    }
     if backend == Backend::Kernel {
         // Safe, but beyond what the kernel's verifier can prove.
         for pc in 0..cfg.len {
@@ -162,6 +193,23 @@ pub fn judge(
         }
     }
     Ok(())
+}
+
+/// A shift by a constant outside `0..width`: `(amount, width)`.
+fn out_of_range_shift(insn: Insn) -> Option<(i64, u32)> {
+    let class = insn.class();
+    if !matches!(class, op::CLASS_ALU | op::CLASS_ALU64)
+        || op::source(insn.opcode) != op::SRC_K
+        || !matches!(
+            op::operation(insn.opcode),
+            op::ALU_LSH | op::ALU_RSH | op::ALU_ARSH
+        )
+    {
+        return None;
+    }
+    let width = if class == op::CLASS_ALU64 { 64 } else { 32 };
+    let amount = i64::from(insn.imm);
+    (!(0..i64::from(width)).contains(&amount)).then_some((amount, width))
 }
 
 fn first_use(input: &ProgramInput, cfg: &Cfg, map: u32) -> Option<usize> {

@@ -43,6 +43,10 @@ pub struct Analysis {
     pub facts: Vec<InsnFacts>,
     /// Abstract instruction steps taken.
     pub steps: u64,
+    /// Conditional jumps analysed with both directions feasible: each is a state the kernel's
+    /// depth-first verifier pushes for later, and it gives up past
+    /// `profile::KERNEL_JMP_SEQ_LIMIT` of them.
+    pub two_way_branches: u64,
 }
 
 /// Where a node sits beyond its instruction: the call sites it was called from (with their
@@ -51,6 +55,85 @@ pub struct Analysis {
 struct Context {
     calls: Vec<(usize, Vec<u32>)>,
     counts: Vec<u32>,
+}
+
+/// A node's place in the analysis order: for each call site and then the node itself, the
+/// positions of the enclosing loop heads with their counts, then the instruction's position
+/// (see [`Analyzer::key`]). Compared as a sequence; held inline up to [`Key::INLINE`] words,
+/// so loop-free code without calls never allocates one.
+#[derive(Clone, Debug)]
+enum Key {
+    Inline { len: u8, words: [u32; Key::INLINE] },
+    Heap(Vec<u32>),
+}
+
+impl Key {
+    const INLINE: usize = 7;
+
+    fn new() -> Key {
+        Key::Inline {
+            len: 0,
+            words: [0; Key::INLINE],
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Key::Inline { len, words } => &words[..usize::from(*len)],
+            Key::Heap(v) => v,
+        }
+    }
+
+    fn push(&mut self, word: u32) {
+        match self {
+            Key::Inline { len, words } if usize::from(*len) < Key::INLINE => {
+                words[usize::from(*len)] = word;
+                *len += 1;
+            }
+            Key::Inline { words, .. } => {
+                let mut v = words.to_vec();
+                v.push(word);
+                *self = Key::Heap(v);
+            }
+            Key::Heap(v) => v.push(word),
+        }
+    }
+}
+
+impl FromIterator<u32> for Key {
+    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Key {
+        let mut key = Key::new();
+        for word in iter {
+            key.push(word);
+        }
+        key
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
 }
 
 struct Node {
@@ -69,6 +152,26 @@ enum Edge {
     Return,
 }
 
+/// What an instruction's proven assertions found: the memory it accesses and, for a helper
+/// call, the helper and what its arguments resolved to.
+type Checked = (
+    Option<Target>,
+    Option<(&'static helpers::Helper, HelperCall)>,
+);
+
+/// Where a state goes after its instruction, which [`Analyzer::step`] applied to it in place.
+enum Flow {
+    /// On along this edge.
+    One(Edge),
+    /// A conditional jump: the taken branch, when feasible, with its own copy of the state (in
+    /// a vector of one, which becomes the successor node's list of states), and the edge of
+    /// the fall-through, when feasible, which goes on with the state itself.
+    Branch {
+        taken: Option<(Edge, Vec<State>)>,
+        fall: Option<Edge>,
+    },
+}
+
 /// States kept apart per node. Joining a state where a register holds a map value with one
 /// where it holds a scalar (a dangling slice pointer of an empty body, say) loses both; the
 /// kernel explores such paths separately, and so do we, up to this many per node: beyond it,
@@ -85,32 +188,30 @@ struct Analyzer<'a> {
     /// [`Analyzer::kernel_like`] uses), so that what the `kernel` profile accepts, the kernel
     /// accepts too.
     kernel_like: bool,
-    assertions: Vec<Vec<Assertion>>,
-    work: BTreeMap<Vec<u32>, Node>,
+    /// The assertions of the instruction being checked (derived again at each visit: that
+    /// costs less than keeping them for every instruction, and this buffer is reused).
+    assertions: Vec<Assertion>,
+    /// The nodes waiting to be analysed, smallest key first. `next`, when set, is the smallest
+    /// of all: the one successor of the node just analysed, when it comes next anyway. Keeping
+    /// it out of the map saves an insertion and a removal per instruction on straight-line
+    /// code; together they are one ordered set.
+    work: BTreeMap<Key, Node>,
+    next: Option<(Key, Node)>,
     /// Per loop context (key without the head's count), the last head states and their count.
-    heads: HashMap<Vec<u32>, (u32, Vec<State>)>,
+    heads: HashMap<Key, (u32, Vec<State>)>,
     out: Analysis,
 }
 
 /// Runs the abstract interpretation of a well-formed program.
 pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
-    let assertions = (0..cfg.len)
-        .map(|pc| {
-            let is_head = cfg.loops_at[pc].last() == Some(&pc);
-            if cfg.is_insn[pc] {
-                assertions::of(input.insns[pc], is_head, pc)
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
     let mut a = Analyzer {
         input,
         cfg,
         live: cfg.live_registers(&input.insns),
         kernel_like: matches!(input.kind, ProgramKind::Xdp),
-        assertions,
+        assertions: Vec::new(),
         work: BTreeMap::new(),
+        next: None,
         heads: HashMap::new(),
         out: Analysis {
             max_insns: 0,
@@ -119,6 +220,7 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
             maps_used: BTreeSet::new(),
             facts: vec![InsnFacts::default(); cfg.len],
             steps: 0,
+            two_way_branches: 0,
         },
     };
     let mut regs = [Value::Uninit; 11];
@@ -151,14 +253,14 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
         calls: Vec::new(),
         counts: vec![0; cfg.loops_at[0].len()],
     };
-    a.push(0, ctx, state, 0);
+    a.push(0, ctx, vec![state], 0);
     a.run()?;
     Ok(a.out)
 }
 
 impl Analyzer<'_> {
-    fn key(&self, pc: usize, ctx: &Context) -> Vec<u32> {
-        let mut key = Vec::new();
+    fn key(&self, pc: usize, ctx: &Context) -> Key {
+        let mut key = Key::new();
         let mut part = |pc: usize, counts: &[u32]| {
             for (head, count) in self.cfg.loops_at[pc].iter().zip(counts) {
                 key.push(self.cfg.pos[*head]);
@@ -173,41 +275,47 @@ impl Analyzer<'_> {
         key
     }
 
-    fn push(&mut self, pc: usize, ctx: Context, state: State, dist: u64) {
+    /// Adds the states (one, in practice) reaching `pc` in `ctx` on a path of `dist`
+    /// instructions; the vector becomes the list of states of the node when it is new.
+    fn push(&mut self, pc: usize, ctx: Context, states: Vec<State>, dist: u64) {
         let key = self.key(pc, &ctx);
         let live = self.live.get(pc).copied().unwrap_or(u16::MAX);
-        match self.work.get_mut(&key) {
-            Some(node) => {
-                node.dist = node.dist.max(dist);
-                let shape = shape(&state, live);
-                if let Some(same) = node
-                    .states
-                    .iter_mut()
-                    .find(|s| shape == self::shape(s, live))
-                {
-                    *same = same.join(&state);
-                } else if node.states.len() < MAX_DISJUNCTS {
-                    node.states.push(state);
-                } else if let Some(last) = node.states.last_mut() {
-                    *last = last.join(&state);
-                }
+        // Whether the key comes before every waiting node's (then no node has it yet).
+        let smallest = match (&self.next, self.work.first_key_value()) {
+            (Some((next_key, _)), _) => key < *next_key,
+            (None, Some((first, _))) => key < *first,
+            (None, None) => true,
+        };
+        let existing = match self.next.as_mut() {
+            _ if smallest => None,
+            Some((next_key, node)) if *next_key == key => Some(node),
+            _ => self.work.get_mut(&key),
+        };
+        if let Some(node) = existing {
+            for state in states {
+                merge(node, state, dist, live);
             }
-            None => {
-                self.work.insert(
-                    key,
-                    Node {
-                        pc,
-                        ctx,
-                        states: vec![state],
-                        dist,
-                    },
-                );
+            return;
+        }
+        let node = Node {
+            pc,
+            ctx,
+            states,
+            dist,
+        };
+        // The new node is the smallest of all: it becomes `next` (the old `next`, larger,
+        // goes back to the map). Otherwise it waits in the map.
+        if smallest {
+            if let Some((k, n)) = self.next.replace((key, node)) {
+                self.work.insert(k, n);
             }
+        } else {
+            self.work.insert(key, node);
         }
     }
 
     fn run(&mut self) -> Result<(), Located> {
-        while let Some((key, node)) = self.work.pop_first() {
+        while let Some((key, mut node)) = self.next.take().or_else(|| self.work.pop_first()) {
             self.out.steps += 1;
             if self.out.steps > MAX_ANALYSIS_STEPS {
                 // Blame the innermost loop being unrolled, if any: that is where time went.
@@ -229,16 +337,48 @@ impl Analyzer<'_> {
             }
             self.check_repeat(&key, &node)?;
             let pc = node.pc;
+            let insn = self.input.insns[pc];
             self.out.facts[pc].visited = true;
-            for state in &node.states {
-                let edges = self.step(pc, state).map_err(|kind| Located {
-                    kind,
-                    insn: pc,
-                    registers: registers(self.input.insns[pc], state),
-                })?;
-                for (edge, mut after) in edges {
-                    update_links(pc, self.input.insns[pc], state, &mut after);
-                    self.follow(&node, edge, after)?;
+            // The node's states are stepped in place, in order: nothing else needs them
+            // afterwards. Each travels on in a vector of one that becomes the list of states of
+            // the successor node when that node is new; the last one in the node's own vector.
+            let mut states = std::mem::take(&mut node.states);
+            states.reverse();
+            while !states.is_empty() {
+                let mut carrier = if states.len() == 1 {
+                    std::mem::take(&mut states)
+                } else {
+                    states.split_off(states.len() - 1)
+                };
+                let state = &mut carrier[0];
+                // `update_links` needs the source register as it was before the step.
+                let src_before = state.regs.get(usize::from(insn.src)).copied();
+                let flow = match self.step(pc, state) {
+                    Ok(flow) => flow,
+                    // A refused instruction leaves the state as it was.
+                    Err(kind) => {
+                        return Err(Located {
+                            kind,
+                            insn: pc,
+                            registers: registers(insn, state),
+                        });
+                    }
+                };
+                match flow {
+                    Flow::One(edge) => {
+                        update_links(pc, insn, src_before, &mut carrier[0]);
+                        self.follow(&node, edge, carrier)?;
+                    }
+                    Flow::Branch { taken, fall } => {
+                        if let Some((edge, mut taken)) = taken {
+                            update_links(pc, insn, src_before, &mut taken[0]);
+                            self.follow(&node, edge, taken)?;
+                        }
+                        if let Some(edge) = fall {
+                            update_links(pc, insn, src_before, &mut carrier[0]);
+                            self.follow(&node, edge, carrier)?;
+                        }
+                    }
                 }
             }
         }
@@ -247,18 +387,21 @@ impl Analyzer<'_> {
 
     /// A loop head whose state equals the previous iteration's never terminates in the
     /// abstraction: refuse it now instead of unrolling to the cap.
-    fn check_repeat(&mut self, key: &[u32], node: &Node) -> Result<(), Located> {
+    fn check_repeat(&mut self, key: &Key, node: &Node) -> Result<(), Located> {
         let pc = node.pc;
         if self.cfg.loops_at[pc].last() != Some(&pc) {
             return Ok(());
         }
         let count = node.ctx.counts.last().copied().unwrap_or(0);
         // The key ends with [pos(head), count, pos(head)]: drop the count.
-        let mut loop_key = key.to_vec();
-        if loop_key.len() >= 2 {
-            let at = loop_key.len() - 2;
-            loop_key.remove(at);
-        }
+        let key = key.as_slice();
+        let drop_at = key.len().checked_sub(2);
+        let loop_key: Key = key
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != drop_at)
+            .map(|(_, &word)| word)
+            .collect();
         if let Some((prev, state)) = self.heads.get(&loop_key)
             && *prev + 1 == count
             && *state == node.states
@@ -276,7 +419,8 @@ impl Analyzer<'_> {
         Ok(())
     }
 
-    fn follow(&mut self, node: &Node, edge: Edge, state: State) -> Result<(), Located> {
+    /// Takes `edge` from `node` with `state`, a vector of one state.
+    fn follow(&mut self, node: &Node, edge: Edge, state: Vec<State>) -> Result<(), Located> {
         let dist = node.dist + 1;
         let unbounded = |head: usize| {
             Located::new(
@@ -329,15 +473,40 @@ impl Analyzer<'_> {
         }
     }
 
-    /// Checks the assertions of the node's instruction and applies it.
-    fn step(&mut self, pc: usize, state: &State) -> Result<Vec<(Edge, State)>, ErrorKind> {
+    /// Checks the assertions of the node's instruction and applies it to `state` in place;
+    /// an error leaves `state` as it was.
+    fn step(&mut self, pc: usize, state: &mut State) -> Result<Flow, ErrorKind> {
+        let (target, call) = self.check(pc, state)?;
+        self.apply(pc, state, target, call)
+    }
+
+    /// Proves the assertions of the instruction at `pc`: which memory it accesses and, for a
+    /// helper call, what its arguments resolved to.
+    fn check(&mut self, pc: usize, state: &State) -> Result<Checked, ErrorKind> {
+        let mut list = std::mem::take(&mut self.assertions);
+        list.clear();
+        if self.cfg.is_insn[pc] {
+            let is_head = self.cfg.loops_at[pc].last() == Some(&pc);
+            assertions::push_of(self.input.insns[pc], is_head, pc, &mut list);
+        }
+        let found = self.check_each(pc, state, &list);
+        self.assertions = list;
+        found
+    }
+
+    /// Proves `list`, the assertions of the instruction at `pc`; see [`Analyzer::check`].
+    fn check_each(
+        &mut self,
+        pc: usize,
+        state: &State,
+        list: &[Assertion],
+    ) -> Result<Checked, ErrorKind> {
         let insn = self.input.insns[pc];
-        let mut state = state.clone();
         let mut target = None;
         let mut call = None;
-        for assertion in &self.assertions[pc] {
-            match *assertion {
-                Assertion::Initialized { reg } => checks::initialized(&state, reg)?,
+        for &assertion in list {
+            match assertion {
+                Assertion::Initialized { reg } => checks::initialized(state, reg)?,
                 Assertion::ValidAccess {
                     reg,
                     off,
@@ -345,11 +514,11 @@ impl Analyzer<'_> {
                     access,
                     value,
                 } => {
-                    let stored = value.map(|v| operand(&state, v));
+                    let stored = value.map(|v| operand(state, v));
                     let ptr = state.regs[usize::from(reg)];
                     let found = checks::region(
                         self.input,
-                        &state,
+                        state,
                         reg,
                         ptr,
                         (i64::from(off), i64::from(width)),
@@ -366,7 +535,7 @@ impl Analyzer<'_> {
                             width: i64::from(width),
                         });
                     }
-                    if checks::packet_by_bounds(&state, ptr, i64::from(off), i64::from(width)) {
+                    if checks::packet_by_bounds(state, ptr, i64::from(off), i64::from(width)) {
                         self.out.facts[pc].packet_by_bounds = true;
                     }
                     target = Some(found);
@@ -377,11 +546,11 @@ impl Analyzer<'_> {
                     src,
                     alu64,
                 } => {
-                    let src = operand(&state, src);
+                    let src = operand(state, src);
                     checks::arithmetic(operation, state.regs[usize::from(dst)], src, alu64)?;
                 }
                 Assertion::ValidComparison { left, right } => {
-                    let right = operand(&state, right);
+                    let right = operand(state, right);
                     let left_value = state.regs[usize::from(left)];
                     // The kernel compares pointers only with 64-bit jumps.
                     if insn.class() == op::CLASS_JMP32
@@ -402,21 +571,34 @@ impl Analyzer<'_> {
                     let Some(h) = helpers::lookup(helper) else {
                         return Err(ErrorKind::UnknownHelper { id: helper });
                     };
-                    let args = checks::helper_args(self.input, &state, h)?;
+                    let args = checks::helper_args(self.input, state, h)?;
                     if args.packet_by_bounds {
                         self.out.facts[pc].packet_by_bounds = true;
                     }
                     call = Some((h, args));
                 }
-                Assertion::ValidReturn => checks::valid_return(&state, state.frames.len() == 1)?,
+                Assertion::ValidReturn => checks::valid_return(state, state.frames.len() == 1)?,
                 Assertion::BoundedLoop { .. } => {}
             }
         }
+        Ok((target, call))
+    }
+
+    /// Applies the instruction at `pc`, whose assertions hold, to `state`; an error leaves
+    /// `state` as it was.
+    fn apply(
+        &mut self,
+        pc: usize,
+        state: &mut State,
+        target: Option<Target>,
+        call: Option<(&'static helpers::Helper, HelperCall)>,
+    ) -> Result<Flow, ErrorKind> {
+        let insn = self.input.insns[pc];
         let next = pc + 1;
         match insn.class() {
             op::CLASS_ALU | op::CLASS_ALU64 => {
-                self.alu(pc, insn, &mut state);
-                Ok(vec![(Edge::Intra(next), state)])
+                self.alu(pc, insn, state);
+                Ok(Flow::One(Edge::Intra(next)))
             }
             op::CLASS_LD => {
                 let second = self.input.insns.get(pc + 1).copied().unwrap_or_default();
@@ -439,7 +621,7 @@ impl Analyzer<'_> {
                     )),
                 };
                 state.regs[usize::from(insn.dst)] = value;
-                Ok(vec![(Edge::Intra(pc + 2), state)])
+                Ok(Flow::One(Edge::Intra(pc + 2)))
             }
             op::CLASS_LDX => {
                 let width = op::size_bytes(op::size(insn.opcode)) as u32;
@@ -456,7 +638,7 @@ impl Analyzer<'_> {
                         _ => Value::Scalar(Scalar::width(32)),
                     },
                     Some(Target::Stack { frame, off }) => {
-                        self.record_stack(&state, frame, off);
+                        self.record_stack(state, frame, off);
                         state
                             .frames
                             .get(usize::from(frame))
@@ -470,11 +652,11 @@ impl Analyzer<'_> {
                     v => v,
                 };
                 state.regs[usize::from(insn.dst)] = loaded;
-                Ok(vec![(Edge::Intra(next), state)])
+                Ok(Flow::One(Edge::Intra(next)))
             }
             op::CLASS_ST | op::CLASS_STX => {
-                self.store(pc, insn, target, &mut state);
-                Ok(vec![(Edge::Intra(next), state)])
+                self.store(pc, insn, target, state);
+                Ok(Flow::One(Edge::Intra(next)))
             }
             _ => self.jump(pc, insn, state, call),
         }
@@ -599,13 +781,13 @@ impl Analyzer<'_> {
         &mut self,
         pc: usize,
         insn: Insn,
-        mut state: State,
+        state: &mut State,
         call: Option<(&'static helpers::Helper, HelperCall)>,
-    ) -> Result<Vec<(Edge, State)>, ErrorKind> {
+    ) -> Result<Flow, ErrorKind> {
         let next = pc + 1;
         let target = crate::cfg::jump_target(insn, pc).unwrap_or(0) as usize;
         match op::operation(insn.opcode) {
-            op::JMP_JA => Ok(vec![(Edge::Intra(target), state)]),
+            op::JMP_JA => Ok(Flow::One(Edge::Intra(target))),
             op::JMP_EXIT => {
                 if state.frames.len() > 1 {
                     let popped = state.frames.len() - 1;
@@ -624,7 +806,7 @@ impl Analyzer<'_> {
                         v => v,
                     });
                 }
-                Ok(vec![(Edge::Return, state)])
+                Ok(Flow::One(Edge::Return))
             }
             op::JMP_CALL if insn.is_local_call() => {
                 let callee = self.cfg.subprog_of[target];
@@ -643,7 +825,7 @@ impl Analyzer<'_> {
                     frame: (state.frames.len() - 1) as u8,
                     off: Interval::exact(0),
                 };
-                Ok(vec![(Edge::Call(target), state)])
+                Ok(Flow::One(Edge::Call(target)))
             }
             op::JMP_CALL => {
                 let Some((helper, args)) = call else {
@@ -652,7 +834,7 @@ impl Analyzer<'_> {
                 self.out.helpers_used.insert(helper.id);
                 for write in &args.writes {
                     if let Value::Stack { frame, off } = state.regs[usize::from(write.reg)] {
-                        self.record_stack(&state, frame, off.lo);
+                        self.record_stack(state, frame, off.lo);
                         if let Some(fr) = state.frames.get_mut(usize::from(frame)) {
                             fr.stack.clobber(off.lo, write.maybe);
                             for o in off.lo..off.lo + write.surely {
@@ -663,7 +845,7 @@ impl Analyzer<'_> {
                 }
                 for reg in 1..=5 {
                     if let Value::Stack { frame, off } = state.regs[reg] {
-                        self.record_stack(&state, frame, off.lo);
+                        self.record_stack(state, frame, off.lo);
                     }
                 }
                 if helper.changes_packet {
@@ -683,7 +865,7 @@ impl Analyzer<'_> {
                 state.regs[0] = match helper.ret {
                     helpers::Ret::MapValueOrNull => {
                         let id = checks::fresh_id(pc);
-                        forget_id(&mut state, id);
+                        forget_id(state, id);
                         Value::MapValueOrNull {
                             map: args.map.unwrap_or(0),
                             off: Interval::exact(0),
@@ -696,7 +878,7 @@ impl Analyzer<'_> {
                     helpers::Ret::Scalar => Value::Scalar(Scalar::TOP),
                     helpers::Ret::Void => Value::Uninit,
                 };
-                Ok(vec![(Edge::Intra(next), state)])
+                Ok(Flow::One(Edge::Intra(next)))
             }
             operation => {
                 let jmp32 = insn.class() == op::CLASS_JMP32;
@@ -705,55 +887,78 @@ impl Analyzer<'_> {
                 } else {
                     Operand::Imm(i64::from(insn.imm))
                 };
-                let mut out = Vec::new();
-                for (taken, to) in [(true, target), (false, next)] {
-                    let mut s = state.clone();
-                    if branch(
-                        &mut s,
-                        operation,
-                        (insn.dst, right),
-                        (taken, jmp32),
-                        self.kernel_like,
-                    ) {
-                        out.push((Edge::Intra(to), s));
-                    }
+                // The taken branch works on a copy, the fall-through on the state itself.
+                let mut taken = vec![state.clone()];
+                let taken_feasible = branch(
+                    &mut taken[0],
+                    operation,
+                    (insn.dst, right),
+                    (true, jmp32),
+                    self.kernel_like,
+                );
+                let fall_feasible = branch(
+                    state,
+                    operation,
+                    (insn.dst, right),
+                    (false, jmp32),
+                    self.kernel_like,
+                );
+                if taken_feasible && fall_feasible && target != next {
+                    self.out.two_way_branches += 1;
                 }
-                // Both branches to the same place: one edge.
-                if target == next && out.len() == 2 {
-                    let (e, a) = out.remove(0);
-                    let b = out.remove(0).1;
-                    return Ok(vec![(e, a.join(&b))]);
+                if taken_feasible && fall_feasible && target == next {
+                    // Both branches to the same place: one edge.
+                    *state = taken[0].join(state);
+                    return Ok(Flow::One(Edge::Intra(target)));
                 }
-                Ok(out)
+                Ok(Flow::Branch {
+                    taken: taken_feasible.then_some((Edge::Intra(target), taken)),
+                    fall: fall_feasible.then_some(Edge::Intra(next)),
+                })
             }
         }
     }
 }
 
+/// Adds a state reaching `node` on another path: joined into the kept state of the same shape,
+/// else kept apart (up to [`MAX_DISJUNCTS`], beyond which it is joined into the last one).
+fn merge(node: &mut Node, state: State, dist: u64, live: u16) {
+    node.dist = node.dist.max(dist);
+    if let Some(same) = node
+        .states
+        .iter_mut()
+        .find(|s| shape(&state, live).eq(shape(s, live)))
+    {
+        *same = same.join(&state);
+    } else if node.states.len() < MAX_DISJUNCTS {
+        node.states.push(state);
+    } else if let Some(last) = node.states.last_mut() {
+        *last = last.join(&state);
+    }
+}
+
 /// The kinds of a state's live registers, its spilled pointers and its saved registers: states
-/// with the same shape are joined, others kept apart.
-fn shape(state: &State, live: u16) -> Vec<u64> {
-    let mut out = Vec::new();
-    for (r, &v) in state.regs.iter().enumerate() {
-        if live & (1 << r) != 0 {
-            out.push(kind_tag(v));
-        }
-    }
-    for frame in &state.frames {
-        for &v in &frame.saved {
-            out.push(kind_tag(v));
-        }
-        for cell in &frame.stack.cells {
-            if !matches!(cell.value, Value::Scalar(_)) {
-                out.push(
-                    ((cell.off as u64) << 40)
-                        ^ (u64::from(cell.width) << 36)
-                        ^ kind_tag(cell.value),
-                );
-            }
-        }
-    }
-    out
+/// with the same shape are joined, others kept apart. Compared lazily, without collecting.
+fn shape(state: &State, live: u16) -> impl Iterator<Item = u64> + '_ {
+    let regs = state
+        .regs
+        .iter()
+        .enumerate()
+        .filter(move |&(r, _)| live & (1 << r) != 0)
+        .map(|(_, &v)| kind_tag(v));
+    let frames = state.frames.iter().flat_map(|frame| {
+        let saved = frame.saved.iter().map(|&v| kind_tag(v));
+        let cells = frame
+            .stack
+            .cells
+            .iter()
+            .filter(|cell| !matches!(cell.value, Value::Scalar(_)))
+            .map(|cell| {
+                ((cell.off as u64) << 40) ^ (u64::from(cell.width) << 36) ^ kind_tag(cell.value)
+            });
+        saved.chain(cells)
+    });
+    regs.chain(frames)
 }
 
 /// The kind of a value, with the map or frame it points into.
@@ -776,10 +981,11 @@ fn kind_tag(v: Value) -> u64 {
     (kind << 32) | u64::from(detail)
 }
 
-/// Keeps [`State::links`] up to date after `insn` turned `before` into `after`: a `mov` of a
+/// Keeps [`State::links`] up to date after `insn` turned a state whose source register held
+/// `src_before` into `after`: a `mov` of a
 /// scalar register links the destination to the source, any other write unlinks what it
 /// writes, and calls and returns unlink everything (frames change under them).
-fn update_links(pc: usize, insn: Insn, before: &State, after: &mut State) {
+fn update_links(pc: usize, insn: Insn, src_before: Option<Value>, after: &mut State) {
     let (_, defs) = crate::cfg::uses_defs(insn);
     let is_call_or_exit = matches!(insn.class(), op::CLASS_JMP | op::CLASS_JMP32)
         && matches!(op::operation(insn.opcode), op::JMP_CALL | op::JMP_EXIT);
@@ -802,7 +1008,7 @@ fn update_links(pc: usize, insn: Insn, before: &State, after: &mut State) {
         && dst != src
         && dst < 11
         && src < 11
-        && let Value::Scalar(v) = before.regs[src]
+        && let Some(Value::Scalar(v)) = src_before
         // A 32-bit move copies the value only when it fits 32 bits.
         && (alu64 || v.umax <= u64::from(u32::MAX))
     {

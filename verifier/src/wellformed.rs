@@ -110,12 +110,9 @@ pub fn check_insn(insn: Insn, kind: ProgramKind) -> Result<(), ErrorKind> {
                                 },
                             });
                         }
-                        let width = if alu64 { 64 } else { 32 };
-                        if matches!(operation, op::ALU_LSH | op::ALU_RSH | op::ALU_ARSH)
-                            && !(0..i64::from(width)).contains(&imm)
-                        {
-                            return Err(ErrorKind::ShiftTooLarge { amount: imm, width });
-                        }
+                        // A constant shift at or past the operand width is well defined (the
+                        // ISA masks the amount); the kernel refuses it, which is a profile rule
+                        // (`profile::out_of_range_shift`), not a malformation.
                     }
                 }
                 _ => return Err(invalid()),
