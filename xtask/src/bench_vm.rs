@@ -9,6 +9,11 @@
 //!    `lambdactl run` (interpreter, JIT), every one on the same kind of veth pair between two
 //!    fresh network namespaces, so only the server side differs. Interleaved rounds, medians.
 //!
+//! Everything runs pinned to CPU 0 (this process and, by inheritance, every server and client
+//! it starts): unpinned, round trips on this 2-core VM are bimodal — when client and server
+//! land on different CPUs, each wakeup crosses CPUs and a round trip costs ≈ 55 µs instead of
+//! ≈ 13 µs. On one CPU the comparison is like for like: XDP also runs on the sender's CPU.
+//!
 //! Needs root (test runs and namespaces). The header names the machine and commit; the same
 //! data goes to `target/bench/vm-<commit>.json`.
 
@@ -43,6 +48,25 @@ const ENGINES: [(&str, &[&str]); 3] = [
 /// The servers of part 2.
 const SERVERS: [&str; 3] = ["xdp-drv", "vm-interpreter", "vm-jit"];
 const WARMUP: u32 = 200;
+/// The CPU the bench and everything it starts run on.
+const PINNED_CPU: usize = 0;
+
+/// Pins this process (and what it starts later) to one CPU.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
+    // touch the set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "cannot pin to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
 
 pub fn vm(root: &Path, opts: &VmOptions) -> Result<()> {
     require_root()?;
@@ -56,6 +80,8 @@ pub fn vm(root: &Path, opts: &VmOptions) -> Result<()> {
     }
     let header = Header::collect(root);
     println!("==> {}", header.line_for("vm"));
+    pin_to_cpu(PINNED_CPU)?;
+    println!("==> pinned to CPU {PINNED_CPU}, with every server and client it starts");
 
     // Part 1: ns per invocation.
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); ENGINES.len()];
@@ -112,7 +138,7 @@ pub fn vm(root: &Path, opts: &VmOptions) -> Result<()> {
     }
     let _ = writeln!(
         text,
-        "round trip over a veth pair ({} requests per server, medians of {} rounds)",
+        "round trip over a veth pair, client and server pinned to CPU {PINNED_CPU} ({} requests per server, medians of {} rounds)",
         per_round * opts.rtt_rounds,
         opts.rtt_rounds
     );
@@ -130,6 +156,7 @@ pub fn vm(root: &Path, opts: &VmOptions) -> Result<()> {
 
     let report = json!({
         "suite": "vm",
+        "pinned_cpu": PINNED_CPU,
         "machine": header.json(),
         "repeat": opts.repeat,
         "rounds": opts.rounds,
