@@ -246,8 +246,23 @@ impl VerificationError {
     }
 }
 
+impl ErrorKind {
+    /// A limit on the whole program (its bound, stack, or map memory) rather than a fault at
+    /// one instruction.
+    pub fn is_whole_program(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::LimitExceeded { .. } | ErrorKind::StackTooDeep { .. }
+        )
+    }
+}
+
 impl fmt::Display for VerificationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind.is_whole_program() {
+            // A limit on the whole contract has no one instruction to blame.
+            return writeln!(f, "error: {}", self.kind);
+        }
         writeln!(f, "error at instruction {}: {}", self.insn, self.kind)?;
         if let Some(line) = &self.line {
             writeln!(f, "  at {}:{}:{}", line.file, line.line, line.column)?;
