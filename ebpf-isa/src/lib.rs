@@ -19,6 +19,7 @@ pub mod asm;
 pub mod conformance;
 pub mod disasm;
 pub mod opcode;
+pub mod semantics;
 
 mod insn;
 

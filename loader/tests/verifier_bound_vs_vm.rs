@@ -2,15 +2,12 @@
 //! the verifier accepts, the instructions the VM's interpreter actually executes are at most
 //! the contract's `max_insns_executed`. Prints the tightest and loosest ratios.
 //!
-//! The interpreter's `Machine` is driven directly, as `loader::vm::raw::run_raw` does, to get
-//! the executed count it does not return.
+//! `loader::vm::raw::run_raw_counted` gives the executed count.
 
 use std::path::PathBuf;
 
 use ebpf_isa::conformance::load_test;
-use loader::vm::XdpMd;
-use loader::vm::helpers::RunState;
-use loader::vm::interp::{FRAME_STACK, MAX_FRAMES, Machine, Region, check_registers};
+use loader::vm::raw::run_raw_counted;
 use verifier::{Options, ProgramInput, ProgramKind, verify};
 
 /// Budget for one run: far above any bound the verifier accepts by default, so the run never
@@ -30,38 +27,9 @@ fn corpus() -> Option<Vec<PathBuf>> {
 
 /// Runs `code` in the interpreter on a copy of `memory`: instructions executed, or the error.
 fn executed(code: &[ebpf_isa::Insn], memory: &[u8]) -> Result<u64, String> {
-    check_registers(code).map_err(|e| e.to_string())?;
     let mut memory = memory.to_vec();
-    let mut ctx = XdpMd::default();
-    let mut rng = 0x2545_f491_4f6c_dd1d;
-    let mut log = Vec::new();
-    let mut state = RunState {
-        ctx: &mut ctx,
-        ctx_addr: u64::MAX,
-        frame_start: 0,
-        frame_hard_end: 0,
-        high_water: 0,
-        maps: &[],
-        cpu: 0,
-        rng: &mut rng,
-        log: &mut log,
-    };
-    let start = memory.as_mut_ptr() as u64;
-    let len = memory.len() as u64;
-    let regions = [Region {
-        start,
-        end: start + len,
-        writable: true,
-    }];
-    let machine = Machine {
-        code,
-        regions: &regions,
-        budget: BUDGET,
-    };
-    let mut stack = Box::new([0u8; FRAME_STACK * MAX_FRAMES]);
-    machine
-        .run([start, len], &mut stack, &mut state)
-        .map(|f| f.executed)
+    run_raw_counted(code, &mut memory, BUDGET)
+        .map(|finished| finished.executed)
         .map_err(|e| e.to_string())
 }
 

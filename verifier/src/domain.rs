@@ -947,73 +947,19 @@ pub fn alu(operation: u8, a: Scalar, b: Scalar, alu64: bool, signed: bool) -> Sc
     if alu64 { result } else { result.truncate(32) }
 }
 
-/// Exact eBPF semantics of an ALU operation on constants.
+/// Exact eBPF semantics of an ALU operation on constants (the ISA's, shared with the VM's
+/// interpreter through `ebpf_isa::semantics`). An operation that is not one gives 0; the
+/// well-formedness stage has refused such instructions already.
 pub fn concrete(operation: u8, x: u64, y: u64, alu64: bool, signed: bool) -> u64 {
     use ebpf_isa::opcode as op;
-    if alu64 {
-        match operation {
-            op::ALU_ADD => x.wrapping_add(y),
-            op::ALU_SUB => x.wrapping_sub(y),
-            op::ALU_MUL => x.wrapping_mul(y),
-            op::ALU_DIV if signed => {
-                if y == 0 {
-                    0
-                } else {
-                    (x as i64).wrapping_div(y as i64) as u64
-                }
-            }
-            op::ALU_DIV => x.checked_div(y).unwrap_or(0),
-            op::ALU_MOD if signed => {
-                if y == 0 {
-                    x
-                } else {
-                    (x as i64).wrapping_rem(y as i64) as u64
-                }
-            }
-            op::ALU_MOD => x.checked_rem(y).unwrap_or(x),
-            op::ALU_OR => x | y,
-            op::ALU_AND => x & y,
-            op::ALU_XOR => x ^ y,
-            op::ALU_LSH => x << (y & 63),
-            op::ALU_RSH => x >> (y & 63),
-            op::ALU_ARSH => ((x as i64) >> (y & 63)) as u64,
-            op::ALU_NEG => (x as i64).wrapping_neg() as u64,
-            op::ALU_MOV => y,
-            _ => 0,
-        }
+    let class = if alu64 {
+        op::CLASS_ALU64
     } else {
-        let (a, b) = (x as u32, y as u32);
-        u64::from(match operation {
-            op::ALU_ADD => a.wrapping_add(b),
-            op::ALU_SUB => a.wrapping_sub(b),
-            op::ALU_MUL => a.wrapping_mul(b),
-            op::ALU_DIV if signed => {
-                if b == 0 {
-                    0
-                } else {
-                    (a as i32).wrapping_div(b as i32) as u32
-                }
-            }
-            op::ALU_DIV => a.checked_div(b).unwrap_or(0),
-            op::ALU_MOD if signed => {
-                if b == 0 {
-                    a
-                } else {
-                    (a as i32).wrapping_rem(b as i32) as u32
-                }
-            }
-            op::ALU_MOD => a.checked_rem(b).unwrap_or(a),
-            op::ALU_OR => a | b,
-            op::ALU_AND => a & b,
-            op::ALU_XOR => a ^ b,
-            op::ALU_LSH => a << (b & 31),
-            op::ALU_RSH => a >> (b & 31),
-            op::ALU_ARSH => ((a as i32) >> (b & 31)) as u32,
-            op::ALU_NEG => (a as i32).wrapping_neg() as u32,
-            op::ALU_MOV => b,
-            _ => 0,
-        })
-    }
+        op::CLASS_ALU
+    };
+    let off = i16::from(signed && matches!(operation, op::ALU_DIV | op::ALU_MOD));
+    let insn = ebpf_isa::Insn::new(class | op::SRC_X | operation, 0, 0, off, 0);
+    ebpf_isa::semantics::alu(insn, x, y, alu64).unwrap_or(0)
 }
 
 /// Refines `a` and `b` assuming `a <op> b` holds (`op` a jump operation, 64-bit); None when it

@@ -1175,7 +1175,14 @@ fn branch(
             if jmp32 && !(fits(a) && fits(b)) {
                 // Decide only when both are known.
                 if let (Some(x), Some(y)) = (a.constant(), b.constant()) {
-                    return eval32(operation, x as u32, y as u32) == taken;
+                    return ebpf_isa::semantics::condition(
+                        operation,
+                        u64::from(x as u32),
+                        u64::from(y as u32),
+                        true,
+                    )
+                    .unwrap_or(true)
+                        == taken;
                 }
                 return true;
             }
@@ -1334,24 +1341,6 @@ fn prove_packet(state: &mut State, var: u32, var_range: Interval, k: i64, kernel
             // data + v + k ≤ end with v ≥ var_range.lo.
             state.prove(NO_VAR, var_range.lo.saturating_add(k));
         }
-    }
-}
-
-fn eval32(operation: u8, x: u32, y: u32) -> bool {
-    let (sx, sy) = (x as i32, y as i32);
-    match operation {
-        op::JMP_JEQ => x == y,
-        op::JMP_JNE => x != y,
-        op::JMP_JGT => x > y,
-        op::JMP_JGE => x >= y,
-        op::JMP_JLT => x < y,
-        op::JMP_JLE => x <= y,
-        op::JMP_JSGT => sx > sy,
-        op::JMP_JSGE => sx >= sy,
-        op::JMP_JSLT => sx < sy,
-        op::JMP_JSLE => sx <= sy,
-        op::JMP_JSET => x & y != 0,
-        _ => true,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ebpf_isa::{Insn, opcode as op};
 
 use super::helpers::RunState;
-use super::interp::{FRAME_STACK, MAX_FRAMES, Machine, Region};
+use super::interp::{FRAME_STACK, Finished, MAX_FRAMES, Machine, Region};
 use super::{Engine, VmError, XdpMd, jit};
 
 /// Runs `code` on `memory` with the chosen engine and returns `r0`. The program may call the
@@ -37,23 +37,9 @@ pub fn run_raw(
         rng: &mut rng,
         log: &mut log,
     };
-    let start = memory.as_mut_ptr() as u64;
     let len = memory.len() as u64;
     match engine {
-        Engine::Interpreter => {
-            let regions = [Region {
-                start,
-                end: start + len,
-                writable: true,
-            }];
-            let machine = Machine {
-                code,
-                regions: &regions,
-                budget,
-            };
-            let mut stack = Box::new([0u8; FRAME_STACK * MAX_FRAMES]);
-            Ok(machine.run([start, len], &mut stack, &mut state)?.r0)
-        }
+        Engine::Interpreter => Ok(interpret(code, memory, budget, &mut state)?.r0),
         Engine::Jit => {
             // Compiled code checks no memory access and counts no instruction: only programs
             // the verifier proves safe and bounded within the budget run on the JIT.
@@ -100,6 +86,50 @@ pub fn run_raw(
             program.run_on(memory, &mut state)
         }
     }
+}
+
+/// Runs `code` on `memory` in the interpreter and returns `r0` with the number of instructions
+/// executed (what the verifier's bound must cover).
+pub fn run_raw_counted(code: &[Insn], memory: &mut [u8], budget: u64) -> Result<Finished, VmError> {
+    super::check_supported(code)?;
+    super::interp::check_registers(code)?;
+    let mut ctx = XdpMd::default();
+    let mut rng = 0x2545_f491_4f6c_dd1d;
+    let mut log = Vec::new();
+    let mut state = RunState {
+        ctx: &mut ctx,
+        ctx_addr: u64::MAX,
+        frame_start: 0,
+        frame_hard_end: 0,
+        high_water: 0,
+        maps: &[],
+        cpu: 0,
+        rng: &mut rng,
+        log: &mut log,
+    };
+    interpret(code, memory, budget, &mut state)
+}
+
+fn interpret(
+    code: &[Insn],
+    memory: &mut [u8],
+    budget: u64,
+    state: &mut RunState<'_>,
+) -> Result<Finished, VmError> {
+    let start = memory.as_mut_ptr() as u64;
+    let len = memory.len() as u64;
+    let regions = [Region {
+        start,
+        end: start + len,
+        writable: true,
+    }];
+    let machine = Machine {
+        code,
+        regions: &regions,
+        budget,
+    };
+    let mut stack = Box::new([0u8; FRAME_STACK * MAX_FRAMES]);
+    machine.run([start, len], &mut stack, state)
 }
 
 /// Instructions the JIT prologue adds in front of a raw program.
