@@ -22,21 +22,8 @@ pub fn run_raw(
 ) -> Result<u64, VmError> {
     super::check_supported(code)?;
     super::interp::check_registers(code)?;
-    let mut ctx = XdpMd::default();
-    let mut rng = 0x2545_f491_4f6c_dd1d;
-    let mut log = Vec::new();
-    let mut state = RunState {
-        ctx: &mut ctx,
-        // No context: helpers that take one refuse.
-        ctx_addr: u64::MAX,
-        frame_start: 0,
-        frame_hard_end: 0,
-        high_water: 0,
-        maps: &[],
-        cpu: 0,
-        rng: &mut rng,
-        log: &mut log,
-    };
+    let mut helpers = NoContext::new();
+    let mut state = helpers.state();
     let len = memory.len() as u64;
     match engine {
         Engine::Interpreter => Ok(interpret(code, memory, budget, &mut state)?.r0),
@@ -93,21 +80,39 @@ pub fn run_raw(
 pub fn run_raw_counted(code: &[Insn], memory: &mut [u8], budget: u64) -> Result<Finished, VmError> {
     super::check_supported(code)?;
     super::interp::check_registers(code)?;
-    let mut ctx = XdpMd::default();
-    let mut rng = 0x2545_f491_4f6c_dd1d;
-    let mut log = Vec::new();
-    let mut state = RunState {
-        ctx: &mut ctx,
-        ctx_addr: u64::MAX,
-        frame_start: 0,
-        frame_hard_end: 0,
-        high_water: 0,
-        maps: &[],
-        cpu: 0,
-        rng: &mut rng,
-        log: &mut log,
-    };
-    interpret(code, memory, budget, &mut state)
+    let mut helpers = NoContext::new();
+    interpret(code, memory, budget, &mut helpers.state())
+}
+
+/// What helpers get in a raw run: no context (helpers that take one refuse), no maps.
+struct NoContext {
+    ctx: XdpMd,
+    rng: u64,
+    log: Vec<String>,
+}
+
+impl NoContext {
+    fn new() -> NoContext {
+        NoContext {
+            ctx: XdpMd::default(),
+            rng: 0x2545_f491_4f6c_dd1d,
+            log: Vec::new(),
+        }
+    }
+
+    fn state(&mut self) -> RunState<'_> {
+        RunState {
+            ctx: &mut self.ctx,
+            ctx_addr: u64::MAX,
+            frame_start: 0,
+            frame_hard_end: 0,
+            high_water: 0,
+            maps: &[],
+            cpu: 0,
+            rng: &mut self.rng,
+            log: &mut self.log,
+        }
+    }
 }
 
 fn interpret(
