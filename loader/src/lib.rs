@@ -2,6 +2,7 @@
 //! kernel backend ([`kernel`]) that loads, attaches and pins lambdas with aya, and test-runs them
 //! with BPF_PROG_TEST_RUN.
 
+pub mod btf_types;
 pub mod frames;
 pub mod image;
 pub mod kernel;
