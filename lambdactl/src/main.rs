@@ -16,8 +16,10 @@ use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 mod conformance;
 mod inspect;
 mod invoke;
+mod maps_cmd;
 mod serve;
 mod test_run;
+mod upgrade;
 mod verify;
 
 #[derive(Parser)]
@@ -53,6 +55,16 @@ enum Command {
     /// stays attached after lambdactl exits. Maps that are already pinned there are reused (their
     /// contents kept); new maps get the object's seed records.
     Attach(AttachArgs),
+    /// Replace the lambda on an interface with a new version, keeping its state.
+    ///
+    /// Every map the new object shares (by name) with the pinned ones must have the same type,
+    /// key and value size and at least as many entries, else nothing is loaded. The new program
+    /// reuses the pinned maps (new maps are created and seeded) and takes over the pinned link
+    /// in one atomic swap: every packet meets either the old or the new program. The old one
+    /// stays loaded for `rollback`; maps the new version no longer uses are kept unless --prune.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Swap the version the last upgrade replaced back in (one level of history).
+    Rollback(upgrade::RollbackArgs),
     /// Detach the lambda from an interface and remove its pins and record.
     Detach {
         /// The interface to clear.
@@ -102,6 +114,11 @@ enum Command {
     /// (an instruction it lacks: not a wrong answer), rejected by the kernel verifier. Exit
     /// status 1 if the VM gives any wrong answer.
     Conformance(conformance::ConformanceArgs),
+    /// List, dump, read and write the pinned maps of attached lambdas, typed by their BTF.
+    ///
+    /// `maps ls` lists every map; `maps dump|get|set|del LAMBDA/MAP …` (or IFACE/MAP) work on
+    /// one, with keys and values shown and parsed as their struct fields, integers and strings.
+    Maps(maps_cmd::MapsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -293,6 +310,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Attach(args) => attach(args),
         Command::Detach { iface } => detach(&iface),
+        Command::Upgrade(args) => upgrade::upgrade(args),
+        Command::Rollback(args) => upgrade::rollback(args),
         Command::Ls { json } => ls(json),
         Command::Invoke(args) => invoke::invoke(args),
         Command::TestRun(args) => test_run::test_run(args),
@@ -300,6 +319,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { object } => inspect::inspect(&object),
         Command::Verify(args) => verify::verify(args),
         Command::Conformance(args) => conformance::run(args),
+        Command::Maps(args) => maps_cmd::run(args),
     }
 }
 

@@ -137,6 +137,47 @@ pub enum KernelError {
         expected: u32,
     },
 
+    #[error(
+        "map {map}: {} in the running lambda, {} in the new object{} (the pinned map at {} keeps the running lambda's state and cannot change shape; detach first to start over with empty maps, or rename the map in the new version)",
+        describe_map_field(field, *running),
+        describe_map_value(field, *new),
+        if *field == "max entries" { ", which must have at least as many" } else { "" },
+        path.display()
+    )]
+    UpgradeIncompatible {
+        map: String,
+        path: PathBuf,
+        /// `type`, `key size`, `value size` or `max entries`.
+        field: &'static str,
+        running: u32,
+        new: u32,
+    },
+
+    #[error(
+        "the λ-NIC attachment on `{iface}` is not live ({reason}): nothing to upgrade; detach and attach instead"
+    )]
+    NotLive { iface: String, reason: String },
+
+    #[error("`{iface}` has no previous version to roll back to (it was attached, not upgraded)")]
+    NoPreviousVersion { iface: String },
+
+    #[error("cannot roll `{iface}` back to program {program_id} ({object}): {reason}", object = object.display())]
+    PreviousUnavailable {
+        iface: String,
+        program_id: u32,
+        object: PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "the link on `{iface}` no longer runs program {expected} (now {found}): someone else replaced it during this swap; nothing was changed, check `lambdactl ls` and retry"
+    )]
+    ConcurrentChange {
+        iface: String,
+        expected: u32,
+        found: u32,
+    },
+
     #[error("seeding map `{map}`: record {index}: {source}")]
     Seed {
         map: String,
@@ -172,6 +213,20 @@ pub enum KernelError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// A map field and its value as the upgrade refusal shows them: `value size 8`, `type hash`.
+fn describe_map_field(field: &str, value: u32) -> String {
+    format!("{field} {}", describe_map_value(field, value))
+}
+
+/// A map field's value alone: type names for `type`, numbers else.
+fn describe_map_value(field: &str, value: u32) -> String {
+    if field == "type" {
+        crate::image::map_type_name(value)
+    } else {
+        value.to_string()
+    }
 }
 
 /// `a: b: c` for an error and its sources, skipping sources whose text the outer one repeats.

@@ -47,6 +47,7 @@ mod error;
 mod raw_run;
 pub(crate) mod sys;
 mod test_run;
+mod upgrade;
 
 pub use crate::lambda::{
     GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
@@ -55,6 +56,7 @@ pub use error::{KernelError, VerifierLog, chain};
 pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel};
 pub use sys::{check_privileges, ifindex, netns_inode, open_pinned};
 pub use test_run::{TestRunOutcome, TestRunner, test_run};
+pub use upgrade::{PreviousVersion, UpgradePlan, Upgraded};
 
 use error::{aya_err, io_err, is_permission, os_errno};
 use sys::{force_detach_link, is_bpffs, map_update, pinned_link_state};
@@ -135,6 +137,11 @@ pub struct AttachmentRecord {
     pub maps: Vec<PinnedMap>,
     /// Seconds since the Unix epoch.
     pub attached_at: u64,
+    /// The version this one replaced (by `upgrade` or `rollback`), which `rollback` brings
+    /// back: one level of history. Its program stays loaded, pinned at
+    /// `<bpffs>/lnic/<netns>/<iface>/previous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousVersion>,
 }
 
 /// The result of [`Host::attach`].
@@ -508,6 +515,7 @@ impl Host {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            previous: None,
         };
         if let Err(e) = write_record(record_path, &record) {
             // Without a record the attachment is invisible to `ls`: undo it.
@@ -573,6 +581,8 @@ impl Host {
             fs::remove_dir(&maps_dir).map_err(io_err("removing", &maps_dir))?;
             removed.push(maps_dir);
         }
+        // The previous version's program, kept for `rollback`.
+        removed.extend(upgrade::remove_previous_pins(&dir)?);
         if dir.exists() {
             fs::remove_dir(&dir).map_err(io_err("removing", &dir))?;
             removed.push(dir);
@@ -974,6 +984,7 @@ mod tests {
             lambda_id: None,
             maps: vec![],
             attached_at: 0,
+            previous: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"mode\":\"skb\""), "{json}");

@@ -87,7 +87,7 @@ pub(super) struct LinkState {
 /// # Safety
 /// `attr` must be a valid `bpf_attr` prefix for `cmd`, and every pointer in it must point at
 /// memory that is valid for what the command reads or writes.
-unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+pub(super) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
     // SAFETY: the caller guarantees `attr` fits `cmd`; its size goes with it.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>() as u32) };
     if rc < 0 {
