@@ -129,6 +129,11 @@ pub enum VmError {
     BadContext,
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
+    #[error("{error} (at {line})")]
+    Located {
+        error: Box<VmError>,
+        line: LineInfo,
+    },
     #[error(
         "the JIT runs only programs the verifier has proved safe and bounded (compiled code checks \
          neither memory accesses nor instruction counts); verify it, or use the interpreter"
@@ -157,6 +162,7 @@ impl VmError {
             | VmError::FellOffEnd { insn }
             | VmError::CallDepth { insn, .. }
             | VmError::Misaligned { insn, .. } => Some(*insn),
+            VmError::Located { error, .. } => error.insn(),
             _ => None,
         }
     }
@@ -249,6 +255,24 @@ impl VmProgram {
 
     /// Loads an already linked program (its maps are created here).
     pub fn from_linked(
+        image: &LambdaImage,
+        linked: LinkedProgram,
+        options: &VmOptions,
+    ) -> Result<VmProgram, VmError> {
+        // A refusal that names an instruction also names its source line.
+        let lines = linked.lines.clone();
+        Self::load_linked(image, linked, options).map_err(|error| {
+            match error.insn().and_then(|insn| lines.get(insn).cloned().flatten()) {
+                Some(line) => VmError::Located {
+                    error: Box::new(error),
+                    line,
+                },
+                None => error,
+            }
+        })
+    }
+
+    fn load_linked(
         image: &LambdaImage,
         linked: LinkedProgram,
         options: &VmOptions,
