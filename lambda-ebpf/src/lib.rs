@@ -5,6 +5,7 @@
 //!   checks the kernel verifier wants and correct IP/UDP lengths and checksums.
 //! - [`frame`]: the small trait the request code runs over (the XDP context in a lambda, a byte
 //!   buffer in host tests).
+//! - [`stats`]: the counters `serve` keeps per XDP action and λ status, and their layout.
 //! - `xdp` (only when built for BPF): the XDP glue and [`serve`](xdp::serve), a lambda's entry.
 //! - [`seed!`]: default map contents shipped inside the object and loaded at attach time.
 #![no_std]
@@ -14,6 +15,7 @@ extern crate std;
 
 pub mod frame;
 pub mod request;
+pub mod stats;
 pub mod wire;
 #[cfg(target_arch = "bpf")]
 pub mod xdp;

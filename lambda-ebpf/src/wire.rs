@@ -124,6 +124,10 @@ pub struct LambdaHeader {
 const _: () = assert!(core::mem::size_of::<LambdaHeader>() == HEADER_LEN);
 const _: () = assert!(core::mem::align_of::<LambdaHeader>() == 1);
 
+/// Offset of the big-endian status field in the header.
+pub const STATUS_OFFSET: usize = core::mem::offset_of!(LambdaHeader, status);
+const _: () = assert!(STATUS_OFFSET == 20);
+
 impl LambdaHeader {
     /// A single-fragment request for `lambda_id`.
     pub const fn request(lambda_id: u32, request_id: u64) -> LambdaHeader {

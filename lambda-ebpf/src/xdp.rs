@@ -5,10 +5,13 @@ use aya_ebpf::helpers::generated::{
     bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     bpf_xdp_store_bytes,
 };
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::PerCpuArray;
 use aya_ebpf::programs::XdpContext;
 
 use crate::frame::{Frame, HelperError};
 use crate::request::{LambdaMatch, Request, Verdict};
+use crate::stats::{self, Counters};
 
 // Attach-time configuration. These live in `.rodata`; the loader overwrites them before the
 // program is loaded (`EbpfLoader::set_global`), and the kernel then treats them as constants.
@@ -23,6 +26,25 @@ static LNIC_LAMBDA_ID: u32 = 0;
 /// 1: answer every lambda id on the port; 0: only `LNIC_LAMBDA_ID`.
 #[unsafe(no_mangle)]
 static LNIC_MATCH_ANY_ID: u8 = 1;
+
+/// The SDK's counters ([`stats`] gives the slots), bumped by [`serve`] on every invocation.
+/// Per-CPU: each CPU adds to its own copy, so no atomics; userspace sums them.
+#[map]
+static LNIC_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::SLOTS, 0);
+
+/// [`Counters`] over [`LNIC_STATS`].
+struct MapCounters;
+
+impl Counters for MapCounters {
+    #[inline(never)]
+    fn bump(&self, slot: u32) {
+        if let Some(count) = LNIC_STATS.get_ptr_mut(slot) {
+            // SAFETY: the map value is this CPU's own u64, alive while the program runs; only
+            // this CPU's invocation (which cannot be preempted by itself in XDP) touches it.
+            unsafe { *count += 1 };
+        }
+    }
+}
 
 /// The UDP port this lambda was attached to serve.
 #[inline(always)]
@@ -117,6 +139,7 @@ impl Frame for XdpFrame<'_> {
 }
 
 /// Runs `handler` for each λ request addressed to this lambda; passes everything else.
+/// Counts every invocation in `LNIC_STATS` (see [`stats`]).
 ///
 /// A lambda's whole entry point is usually one call:
 ///
@@ -132,10 +155,13 @@ where
     H: FnOnce(&mut XdpFrame<'_>, &Request) -> Verdict,
 {
     let mut frame = XdpFrame::new(ctx);
-    match Request::parse(&frame, served_port(), lambda_match()) {
-        Some(request) => handler(&mut frame, &request).xdp_action(),
-        None => Verdict::Pass.xdp_action(),
-    }
+    stats::serve_counted(
+        &mut frame,
+        served_port(),
+        lambda_match(),
+        &MapCounters,
+        handler,
+    )
 }
 
 /// Every lambda links this SDK, so it supplies the panic handler `no_std` needs: lambdas do

@@ -18,6 +18,7 @@ mod inspect;
 mod invoke;
 mod maps_cmd;
 mod serve;
+mod stats_cmd;
 mod test_run;
 mod upgrade;
 mod verify;
@@ -119,6 +120,14 @@ enum Command {
     /// `maps ls` lists every map; `maps dump|get|set|del LAMBDA/MAP …` (or IFACE/MAP) work on
     /// one, with keys and values shown and parsed as their struct fields, integers and strings.
     Maps(maps_cmd::MapsArgs),
+    /// Per attached lambda: invocations, kernel run count and mean run time, and the SDK's
+    /// counts per XDP action and λ status.
+    ///
+    /// The kernel times runs only while BPF statistics are on: --watch turns them on while it
+    /// runs (BPF_ENABLE_STATS) and prints what each interval added; a one-shot `stats` shows
+    /// what was counted while they were on. Lambdas built without the SDK have only the
+    /// kernel's figures.
+    Stats(stats_cmd::StatsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -320,6 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::verify(args),
         Command::Conformance(args) => conformance::run(args),
         Command::Maps(args) => maps_cmd::run(args),
+        Command::Stats(args) => stats_cmd::run(args),
     }
 }
 

@@ -218,9 +218,11 @@ fn the_real_object_has_the_expected_shape() {
         .line_info
         .entries()
         .iter()
-        .find(|l| l.file.ends_with("samples/src/bin/static-server.rs"))
+        // In the program's own section: the compiler may move parts of the handler into
+        // `.text` subprograms, whose lines come first.
+        .find(|l| l.file.ends_with("samples/src/bin/static-server.rs") && l.section == "xdp")
         .expect("line info points into the lambda's own source");
-    assert!(own_line.line > 0 && own_line.section == "xdp");
+    assert!(own_line.line > 0);
     assert!(
         image.source_line("xdp", 0).is_some(),
         "the first instruction has a line"

@@ -211,12 +211,13 @@ fn contracts_over_the_limits_are_refused() {
         (
             "--max-insns",
             "1000",
-            "bound on executed instructions of 3796 exceeds the limit of 1000",
+            &["bound on executed instructions of 3805 exceeds the limit of 1000"][..],
         ),
         (
             "--max-map-bytes",
             "1000",
-            "map memory in bytes of 382988 exceeds the limit of 1000",
+            // Not the exact figure: the per-CPU `LNIC_STATS` map counts once per CPU.
+            &["map memory in bytes of ", " exceeds the limit of 1000"][..],
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_lambdactl"))
@@ -234,6 +235,8 @@ fn contracts_over_the_limits_are_refused() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag} {value}: {out:?}");
-        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+        for part in expected {
+            assert!(stderr.contains(part), "{flag} {value}: {stderr}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! do not survive `bpf_xdp_adjust_tail` or `bpf_xdp_adjust_head`.
 
 use crate::frame::{CSUM_CHUNK, Frame, HelperError, csum_replace, fold, read_at, write_at};
-use crate::wire::{HEADER_LEN, LambdaHeader, Status};
+use crate::wire::{HEADER_LEN, LambdaHeader, STATUS_OFFSET, Status};
 
 const ETH_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -241,6 +241,15 @@ impl Request {
     #[inline(always)]
     pub fn body_offset(&self) -> usize {
         self.udp_offset + UDP_LEN + HEADER_LEN
+    }
+
+    /// The raw status of the response now in `frame`, read back from its λ header (`None`
+    /// when the frame is too short to hold it). Only meaningful after a reply.
+    #[inline(always)]
+    pub(crate) fn response_status<F: Frame>(&self, frame: &F) -> Option<u16> {
+        let at = frame.data() + self.udp_offset + UDP_LEN + STATUS_OFFSET;
+        // SAFETY: `read_at` checks against `data_end`.
+        unsafe { read_at::<u16>(at, frame.data_end()) }.map(u16::from_be)
     }
 
     /// Copies body bytes starting at `offset` into `dst`, as many as fit and exist, and returns
@@ -512,4 +521,4 @@ impl Request {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,7 +7,7 @@ use super::*;
 use crate::wire::FLAG_RESPONSE;
 
 /// A frame in a fixed-size buffer with kernel-like headroom and limited tailroom.
-struct BufFrame {
+pub(crate) struct BufFrame {
     buf: Vec<u8>,
     start: usize,
     len: usize,
@@ -17,7 +17,7 @@ struct BufFrame {
 const HEADROOM: usize = 256;
 
 impl BufFrame {
-    fn new(packet: &[u8], tailroom: usize) -> BufFrame {
+    pub(crate) fn new(packet: &[u8], tailroom: usize) -> BufFrame {
         BufFrame::with_room(packet, HEADROOM, tailroom)
     }
     fn with_room(packet: &[u8], headroom: usize, tailroom: usize) -> BufFrame {
@@ -109,7 +109,7 @@ const V6_CLIENT: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const V6_SERVER: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const CLIENT_PORT: u16 = 40_000;
 
-fn udp_payload(lambda_id: u32, request_id: u64, body: &[u8]) -> Vec<u8> {
+pub(crate) fn udp_payload(lambda_id: u32, request_id: u64, body: &[u8]) -> Vec<u8> {
     let mut p = LambdaHeader::request(lambda_id, request_id)
         .as_bytes()
         .to_vec();
@@ -153,7 +153,7 @@ fn ipv4_packet_with(dst_port: u16, payload: &[u8], options: &[u8], frag: u16) ->
     p
 }
 
-fn ipv4_packet(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ipv4_packet(dst_port: u16, payload: &[u8]) -> Vec<u8> {
     ipv4_packet_with(dst_port, payload, &[], 0x4000)
 }
 

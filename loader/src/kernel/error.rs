@@ -207,6 +207,13 @@ pub enum KernelError {
         source: io::Error,
     },
 
+    #[error("reading the statistics of program {program_id}: {source}")]
+    ProgramInfo {
+        program_id: u32,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("attachment record {} is not valid: {source}", path.display())]
     BadRecord {
         path: PathBuf,

@@ -45,6 +45,7 @@ pub const VERIFIER_LOG_TAIL: usize = 25;
 
 mod error;
 mod raw_run;
+mod stats;
 pub(crate) mod sys;
 mod test_run;
 mod upgrade;
@@ -54,6 +55,9 @@ pub use crate::lambda::{
 };
 pub use error::{KernelError, VerifierLog, chain};
 pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel};
+pub use stats::{
+    BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,
+};
 pub use sys::{check_privileges, ifindex, netns_inode, open_pinned};
 pub use test_run::{TestRunOutcome, TestRunner, test_run};
 pub use upgrade::{PreviousVersion, UpgradePlan, Upgraded};

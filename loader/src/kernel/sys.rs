@@ -407,3 +407,71 @@ pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     unsafe { bpf_syscall(BPF_OBJ_PIN, &attr) }?;
     Ok(())
 }
+
+/// What `BPF_OBJ_GET_INFO_BY_FD` says about a loaded program's runs and maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProgramRunInfo {
+    /// Runs counted while BPF stats were enabled (`run_cnt`).
+    pub(crate) run_count: u64,
+    /// Nanoseconds spent in those runs (`run_time_ns`).
+    pub(crate) run_time_ns: u64,
+    /// The ids of the maps the program's instructions reference.
+    pub(crate) map_ids: Vec<u32>,
+}
+
+/// Opens program `id` (BPF_PROG_GET_FD_BY_ID) and reads its run statistics and map ids.
+pub(crate) fn program_run_info(id: u32) -> io::Result<ProgramRunInfo> {
+    use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+    #[repr(C)]
+    struct GetFdByIdAttr {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    let attr = GetFdByIdAttr {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_GET_FD_BY_ID.
+    let fd = unsafe { bpf_syscall(BPF_PROG_GET_FD_BY_ID, &attr) }?;
+    // SAFETY: the kernel just returned this fd to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The kernel writes at most `nr_map_ids` ids and reports how many there are: ask again
+    // with a larger buffer if the first one was short.
+    let mut map_ids = vec![0u32; 16];
+    loop {
+        // SAFETY: a plain C struct; all-zero is valid.
+        let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+        info.nr_map_ids = map_ids.len() as u32;
+        info.map_ids = map_ids.as_mut_ptr() as u64;
+        let attr = InfoAttr {
+            bpf_fd: fd.as_fd().as_raw_fd() as u32,
+            info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
+            info: &mut info as *mut _ as u64,
+        };
+        // SAFETY: info points at a buffer of info_len bytes, and map_ids at nr_map_ids u32s,
+        // both ours.
+        unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+        let count = info.nr_map_ids as usize;
+        if count <= map_ids.len() {
+            map_ids.truncate(count);
+            return Ok(ProgramRunInfo {
+                run_count: info.run_cnt,
+                run_time_ns: info.run_time_ns,
+                map_ids,
+            });
+        }
+        map_ids = vec![0u32; count];
+    }
+}

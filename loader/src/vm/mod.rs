@@ -130,10 +130,7 @@ pub enum VmError {
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
     #[error("{error} (at {line})")]
-    Located {
-        error: Box<VmError>,
-        line: LineInfo,
-    },
+    Located { error: Box<VmError>, line: LineInfo },
     #[error(
         "the JIT runs only programs the verifier has proved safe and bounded (compiled code checks \
          neither memory accesses nor instruction counts); verify it, or use the interpreter"
@@ -262,7 +259,10 @@ impl VmProgram {
         // A refusal that names an instruction also names its source line.
         let lines = linked.lines.clone();
         Self::load_linked(image, linked, options).map_err(|error| {
-            match error.insn().and_then(|insn| lines.get(insn).cloned().flatten()) {
+            match error
+                .insn()
+                .and_then(|insn| lines.get(insn).cloned().flatten())
+            {
                 Some(line) => VmError::Located {
                     error: Box::new(error),
                     line,

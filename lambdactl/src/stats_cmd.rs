@@ -1,0 +1,325 @@
+//! `lambdactl stats`: per attached lambda, the kernel's run count and run time and the SDK's
+//! counters per XDP action and λ status.
+//!
+//! The kernel times runs only while BPF statistics are on (see `loader::kernel`'s stats
+//! module). A one-shot `stats` shows what was counted while they were; `stats --watch` turns
+//! them on for as long as it runs and prints what each interval added, so its run times always
+//! cover the whole interval.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use lambda_ebpf::{
+    Status,
+    stats::{ACTION_NAMES, StatsSnapshot},
+};
+use loader::{
+    Host,
+    kernel::{KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled},
+};
+use serde_json::{Value, json};
+
+/// The order the table shows the XDP actions in (by code: 2 PASS, 3 TX, 1 DROP, 0 ABORTED,
+/// 4 REDIRECT): the common ones first.
+const ACTION_COLUMNS: [(u32, &str); 5] = [
+    (2, "PASS"),
+    (3, "TX"),
+    (1, "DROP"),
+    (0, "ABORTED"),
+    (4, "REDIRECT"),
+];
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Only the lambda on this interface.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// Keep BPF run-time statistics on and print, every SECS seconds (default 1), what the
+    /// interval added; the first report is the totals so far. Ctrl-C stops.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+    watch: Option<f64>,
+    /// With --watch: stop after N intervals.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
+    /// Print JSON: one object (with --watch, one object per line per report).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: StatsArgs) -> Result<ExitCode> {
+    let host = Host::from_env()?;
+    match args.watch {
+        None => {
+            let stats = host.stats(args.iface.as_deref())?;
+            let sysctl = stats_sysctl_enabled();
+            if args.json {
+                let report = json!({
+                    "bpf_stats_sysctl": sysctl,
+                    "lambdas": stats.iter().map(|s| lambda_json(s, None)).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if stats.is_empty() {
+                println!("no lambdas attached in this network namespace");
+            } else {
+                print_table(&stats, None);
+                if sysctl != Some(true) {
+                    println!(
+                        "(RUNS and NS/RUN count only while BPF statistics are on: `lambdactl stats --watch` turns them on while it runs; sysctl kernel.bpf_stats_enabled=1 does for every program of the host)"
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(secs) => watch(&host, &args, secs),
+    }
+}
+
+fn watch(host: &Host, args: &StatsArgs, secs: f64) -> Result<ExitCode> {
+    if !(secs.is_finite() && secs >= 0.01) {
+        bail!("--watch interval must be at least 0.01 seconds, not {secs}");
+    }
+    let interval = Duration::from_secs_f64(secs);
+    // Held until we return: the kernel counts run time only while it is open.
+    let _stats_on = RunTimeStats::enable().context(
+        "stats --watch turns BPF run-time statistics on while it runs, which needs CAP_SYS_ADMIN",
+    )?;
+    let mut previous = host.stats(args.iface.as_deref())?;
+    let started = Instant::now();
+    report(args.json, &previous, None, 0.0)?;
+    let mut reports = 0u64;
+    while args.count.is_none_or(|n| reports < n) {
+        let at = Instant::now();
+        std::thread::sleep(interval);
+        let now = host.stats(args.iface.as_deref())?;
+        let window = at.elapsed().as_secs_f64();
+        let deltas = deltas(&previous, &now);
+        report(
+            args.json,
+            &deltas,
+            Some(window),
+            started.elapsed().as_secs_f64(),
+        )?;
+        previous = now;
+        reports += 1;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What each lambda of `now` added since `previous`. A lambda new since then, or whose link
+/// now runs another program (an upgrade: the kernel's figures are per program), counts its
+/// kernel figures from zero; the SDK counters live in a pinned map and carry on over upgrades.
+fn deltas(previous: &[LambdaStats], now: &[LambdaStats]) -> Vec<LambdaStats> {
+    let before: HashMap<&str, &LambdaStats> =
+        previous.iter().map(|s| (s.iface.as_str(), s)).collect();
+    now.iter()
+        .map(|s| {
+            let Some(b) = before.get(s.iface.as_str()) else {
+                return s.clone();
+            };
+            let kernel = if b.program_id == s.program_id {
+                s.kernel.since(&b.kernel)
+            } else {
+                s.kernel
+            };
+            let sdk = match (&s.sdk, &b.sdk) {
+                (Some(n), Some(p)) => Some(n.since(p)),
+                (n, _) => *n,
+            };
+            LambdaStats {
+                kernel,
+                sdk,
+                ..s.clone()
+            }
+        })
+        .collect()
+}
+
+/// Prints one report: the totals (`window` `None`) or the deltas over `window` seconds.
+fn report(json: bool, stats: &[LambdaStats], window: Option<f64>, elapsed: f64) -> Result<()> {
+    if json {
+        let line = json!({
+            "kind": if window.is_some() { "interval" } else { "totals" },
+            "interval_s": window,
+            "elapsed_s": elapsed,
+            "lambdas": stats.iter().map(|s| lambda_json(s, window)).collect::<Vec<_>>(),
+        });
+        println!("{line}");
+    } else {
+        match window {
+            None => println!("totals so far (BPF run-time statistics on from now):"),
+            Some(w) => println!("at {elapsed:.1} s, the last {w:.2} s:"),
+        }
+        if stats.is_empty() {
+            println!("no lambdas attached in this network namespace");
+        } else {
+            print_table(stats, window);
+        }
+        println!();
+    }
+    // `--watch | tee`: every report as soon as it is made.
+    std::io::stdout().flush().context("writing the report")
+}
+
+fn lambda_json(s: &LambdaStats, window: Option<f64>) -> Value {
+    let sdk = s.sdk.as_ref().map(|c| {
+        let actions: serde_json::Map<String, Value> = ACTION_NAMES
+            .iter()
+            .enumerate()
+            .map(|(code, name)| ((*name).to_owned(), json!(c.action(code as u32))))
+            .collect();
+        let statuses: serde_json::Map<String, Value> = Status::ALL
+            .iter()
+            .map(|st| (st.name().to_owned(), json!(c.status(*st))))
+            .collect();
+        json!({
+            "invocations": c.invocations,
+            "actions": actions,
+            "statuses": statuses,
+            "not_requests": c.not_requests,
+        })
+    });
+    let mut v = json!({
+        "iface": s.iface,
+        "lambda": s.lambda,
+        "program_id": s.program_id,
+        "kernel": {
+            "run_count": s.kernel.run_count,
+            "run_time_ns": s.kernel.run_time_ns,
+            "mean_ns": s.kernel.mean_ns(),
+        },
+        "sdk": sdk,
+    });
+    if let Some(w) = window {
+        v["per_second"] = json!(invocations(s) as f64 / w);
+    }
+    v
+}
+
+/// Invocations: the SDK's count when the lambda keeps one (it counts whether or not BPF
+/// statistics are on), else the kernel's.
+fn invocations(s: &LambdaStats) -> u64 {
+    s.sdk
+        .as_ref()
+        .map_or(s.kernel.run_count, |c: &StatsSnapshot| c.invocations)
+}
+
+fn print_table(stats: &[LambdaStats], window: Option<f64>) {
+    let mut header: Vec<&str> = vec!["IFACE", "LAMBDA", "PROG", "INVOKED"];
+    if window.is_some() {
+        header.push("PER_S");
+    }
+    header.extend(["RUNS", "NS/RUN"]);
+    header.extend(ACTION_COLUMNS.iter().map(|(_, name)| *name));
+    header.extend(Status::ALL.iter().map(|s| s.name()));
+    header.push("NOT_λ");
+    let rows: Vec<Vec<String>> = stats
+        .iter()
+        .map(|s| {
+            let sdk = |f: &dyn Fn(&StatsSnapshot) -> u64| {
+                s.sdk.as_ref().map_or("-".to_owned(), |c| f(c).to_string())
+            };
+            let mut row = vec![
+                s.iface.clone(),
+                s.lambda.clone(),
+                s.program_id.to_string(),
+                invocations(s).to_string(),
+            ];
+            if let Some(w) = window {
+                row.push(format!("{:.0}", invocations(s) as f64 / w));
+            }
+            row.push(s.kernel.run_count.to_string());
+            row.push(mean_text(&s.kernel));
+            for (code, _) in ACTION_COLUMNS {
+                row.push(sdk(&|c| c.action(code)));
+            }
+            for status in Status::ALL {
+                row.push(sdk(&|c| c.status(status)));
+            }
+            row.push(sdk(&|c| c.not_requests));
+            row
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let print = |cells: &[String]| {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                // Names left, numbers right.
+                if i < 2 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    };
+    print(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
+    for row in &rows {
+        print(row);
+    }
+}
+
+fn mean_text(k: &KernelRunStats) -> String {
+    k.mean_ns().map_or("-".to_owned(), |ns| format!("{ns:.0}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lambda(iface: &str, program_id: u32, runs: u64, ok: u64) -> LambdaStats {
+        let mut slots = vec![0u64; lambda_ebpf::stats::SLOTS as usize];
+        slots[3] = ok;
+        slots[lambda_ebpf::stats::SLOT_STATUS_BASE as usize] = ok;
+        LambdaStats {
+            iface: iface.into(),
+            lambda: "static-server".into(),
+            program_id,
+            kernel: KernelRunStats {
+                run_count: runs,
+                run_time_ns: runs * 100,
+            },
+            sdk: Some(StatsSnapshot::from_slots(&slots)),
+        }
+    }
+
+    #[test]
+    fn deltas_follow_programs_and_new_lambdas() {
+        let before = vec![lambda("a", 1, 10, 10), lambda("b", 2, 5, 5)];
+        let now = vec![
+            lambda("a", 1, 15, 15),
+            // Upgraded: a new program counts from zero; the SDK map carries on.
+            lambda("b", 3, 2, 7),
+            lambda("c", 4, 1, 1),
+        ];
+        let d = deltas(&before, &now);
+        assert_eq!(d[0].kernel.run_count, 5);
+        assert_eq!(d[0].sdk.unwrap().status(Status::Ok), 5);
+        assert_eq!(d[1].kernel.run_count, 2);
+        assert_eq!(d[1].sdk.unwrap().invocations, 2);
+        assert_eq!(d[2].kernel.run_count, 1);
+    }
+
+    #[test]
+    fn json_names_actions_and_statuses() {
+        let v = lambda_json(&lambda("a", 1, 4, 4), Some(2.0));
+        assert_eq!(v["sdk"]["actions"]["XDP_TX"], 4);
+        assert_eq!(v["sdk"]["statuses"]["OK"], 4);
+        assert_eq!(v["kernel"]["mean_ns"], 100.0);
+        assert_eq!(v["per_second"], 2.0);
+    }
+}
