@@ -45,6 +45,13 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
+    // First of all, so a Ctrl-C during loading is not lost (a background job may start with
+    // SIGINT ignored).
+    // SAFETY: installing async-signal-safe handlers (they only store to an atomic).
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
     let bytes = std::fs::read(&args.object)
         .with_context(|| format!("cannot read {}", args.object.display()))?;
     let name = args.object.file_stem().map_or_else(
@@ -80,11 +87,6 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         VmProgram::load(&bytes, &name, &options).map_err(|e| anyhow::anyhow!("VM backend: {e}"))?,
     );
 
-    // SAFETY: installing async-signal-safe handlers (they only store to an atomic).
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
     socket.set_read_timeout(Some(POLL))?;
     let counters = Arc::new(Counters::default());
     let mut handles = Vec::with_capacity(workers);
@@ -133,6 +135,9 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         args.lambda_id
             .map_or_else(|| "any".to_owned(), |id| id.to_string()),
     );
+    if let Some(contract) = &program.contract {
+        println!("{}", crate::verify::summary(contract));
+    }
     for (map, n) in &program.seeded {
         println!(
             "seeded {map} ({n} record{})",
@@ -164,10 +169,45 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         get(&c.faults),
         get(&c.send_errors)
     );
+    print_sdk_counts(&program);
     if let Some(e) = failed {
         bail!("a worker failed: {e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The SDK's per-action and per-status counts (`LNIC_STATS`, one copy per worker), as
+/// `lambdactl stats` shows them for an attached lambda; nothing for a lambda without the SDK.
+fn print_sdk_counts(program: &VmProgram) {
+    let Some(map) = program.map(lambda_ebpf::stats::MAP_NAME) else {
+        return;
+    };
+    match loader::kernel::sum_slots(map.as_ref()) {
+        Ok(snapshot) => {
+            let actions: Vec<String> = lambda_ebpf::stats::ACTION_NAMES
+                .iter()
+                .zip(snapshot.actions)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            let statuses: Vec<String> = lambda_ebpf::wire::Status::ALL
+                .iter()
+                .zip(snapshot.statuses)
+                .map(|(status, n)| format!("{} {n}", status.name()))
+                .collect();
+            println!(
+                "lambda counts ({}): {} invocations; {}; responses: {}; not λ requests {}",
+                lambda_ebpf::stats::MAP_NAME,
+                snapshot.invocations,
+                actions.join(", "),
+                statuses.join(", "),
+                snapshot.not_requests
+            );
+        }
+        Err(e) => eprintln!(
+            "lambdactl: cannot read {}: {e}",
+            lambda_ebpf::stats::MAP_NAME
+        ),
+    }
 }
 
 /// One worker's loop: receive, wrap, run, answer.

@@ -134,6 +134,15 @@ fn serves_the_static_server(engine: &[&str]) {
         summary.contains("521 received, 520 answered, 1 passed"),
         "final counts: {summary}"
     );
+    // The SDK's own counters (LNIC_STATS, one copy per worker, summed) agree.
+    for expected in [
+        "lambda counts (LNIC_STATS): 521 invocations",
+        "XDP_PASS 1, XDP_TX 520",
+        "OK 500, NOT_FOUND 20",
+        "not λ requests 1",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} in {summary}");
+    }
 }
 
 #[test]
