@@ -14,6 +14,7 @@
 extern crate std;
 
 pub mod frame;
+pub mod log;
 pub mod request;
 pub mod stats;
 pub mod wire;

@@ -16,6 +16,7 @@ use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 mod conformance;
 mod inspect;
 mod invoke;
+mod logs_cmd;
 mod maps_cmd;
 mod serve;
 mod stats_cmd;
@@ -128,6 +129,16 @@ enum Command {
     /// what was counted while they were on. Lambdas built without the SDK have only the
     /// kernel's figures.
     Stats(stats_cmd::StatsArgs),
+    /// Print what the lambda on an interface logged through the SDK (`lambda_ebpf::log`), one
+    /// line per record: `<time> <lambda> <text>`.
+    ///
+    /// The time is the record's `bpf_ktime_get_ns` (CLOCK_MONOTONIC) converted to UTC wall
+    /// clock with the current offset between CLOCK_REALTIME and CLOCK_MONOTONIC.
+    ///
+    /// Reading consumes: a ring buffer has one reader position, so a line is printed once, by
+    /// whichever `lambdactl logs` reads it first. The ring holds 64 KiB (about 430 lines); while
+    /// it is full, new lines are dropped.
+    Logs(logs_cmd::LogsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -330,6 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Conformance(args) => conformance::run(args),
         Command::Maps(args) => maps_cmd::run(args),
         Command::Stats(args) => stats_cmd::run(args),
+        Command::Logs(args) => logs_cmd::run(args),
     }
 }
 

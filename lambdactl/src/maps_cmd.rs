@@ -429,6 +429,11 @@ fn ls(host: &Host, json: bool) -> Result<ExitCode> {
         let r = &l.record;
         for m in &r.maps {
             let opened = open_pin(&m.pin).and_then(|map| {
+                // A ring buffer has no elements to count (the kernel refuses to iterate it);
+                // its records are read, and consumed, by `lambdactl logs`.
+                if map.spec().map_type.is_ring_buffer() {
+                    return Ok((map, 0));
+                }
                 let count = map
                     .entries()
                     .with_context(|| format!("reading {}", m.pin.display()))?

@@ -171,7 +171,7 @@ pub const HELPERS: &[Helper] = &[
     h(88, "bpf_map_pop_elem", &[Map(MapKind::QueueStack), MapValueOut], Ret::Scalar, (true, false, false, false), false),
     h(89, "bpf_map_peek_elem", &[Map(MapKind::QueueStack), MapValueOut], Ret::Scalar, (true, false, false, false), false),
     h(125, "bpf_ktime_get_boot_ns", &[], Ret::Scalar, (true, true, false, true), false),
-    h(130, "bpf_ringbuf_output", &[Map(MapKind::Ringbuf), Mem, MemSizeOrZero, Scalar], Ret::Scalar, (true, false, false, false), false),
+    h(130, "bpf_ringbuf_output", &[Map(MapKind::Ringbuf), Mem, MemSizeOrZero, Scalar], Ret::Scalar, (true, false, false, true), false),
     h(160, "bpf_ktime_get_coarse_ns", &[], Ret::Scalar, (true, true, false, false), false),
     h(188, "bpf_xdp_get_buff_len", &[Ctx], Ret::Scalar, (true, false, false, false), false),
     // The kernel does not clear the buffer when the copy fails; like the kernel we count it

@@ -119,6 +119,10 @@ pub enum KernelError {
     #[error("`{iface}` has no λ-NIC attachment in this network namespace")]
     NotAttached { iface: String },
 
+    /// The lambda has no log ring buffer: it never calls `lambda_ebpf::log`.
+    #[error("lambda `{lambda}` on `{iface}` does not log (its object has no LNIC_LOG map)")]
+    NoLog { iface: String, lambda: String },
+
     #[error("bpffs at {}: {reason}", path.display())]
     Bpffs { path: PathBuf, reason: String },
 

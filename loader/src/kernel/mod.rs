@@ -44,6 +44,7 @@ pub const ENV_STATE_DIR: &str = "LNIC_STATE_DIR";
 pub const VERIFIER_LOG_TAIL: usize = 25;
 
 mod error;
+mod logs;
 mod raw_run;
 mod stats;
 pub(crate) mod sys;
@@ -54,6 +55,7 @@ pub use crate::lambda::{
     GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
 };
 pub use error::{KernelError, VerifierLog, chain};
+pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
 pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel};
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,

@@ -136,7 +136,7 @@ impl Host {
     }
 }
 
-fn program_info_err(program_id: u32, source: io::Error) -> KernelError {
+pub(super) fn program_info_err(program_id: u32, source: io::Error) -> KernelError {
     if is_permission(source.raw_os_error()) {
         return KernelError::PermissionDenied {
             operation: format!("reading the statistics of program {program_id}"),

@@ -52,6 +52,10 @@ pub enum MapType {
     LruHash,
     /// `BPF_MAP_TYPE_LRU_PERCPU_HASH` (10).
     LruPerCpuHash,
+    /// `BPF_MAP_TYPE_RINGBUF` (27). The VM creates it as a placeholder without storage (see
+    /// [`VmMap`](crate::maps::VmMap)): its one program-side operation, `bpf_ringbuf_output`,
+    /// is a helper that writes the run's log.
+    RingBuf,
     /// Any other type, by its kernel id (never one of the ids named above).
     Other(u32),
 }
@@ -66,6 +70,7 @@ impl MapType {
             6 => MapType::PerCpuArray,
             9 => MapType::LruHash,
             10 => MapType::LruPerCpuHash,
+            27 => MapType::RingBuf,
             other => MapType::Other(other),
         }
     }
@@ -79,6 +84,7 @@ impl MapType {
             MapType::PerCpuArray => 6,
             MapType::LruHash => 9,
             MapType::LruPerCpuHash => 10,
+            MapType::RingBuf => 27,
             MapType::Other(raw) => raw,
         }
     }
@@ -107,6 +113,11 @@ impl MapType {
     /// Whether a full map evicts its least recently used entry instead of refusing inserts.
     pub const fn is_lru(self) -> bool {
         matches!(self, MapType::LruHash | MapType::LruPerCpuHash)
+    }
+
+    /// Whether this is a ring buffer (no keys or values; `max_entries` is its size in bytes).
+    pub const fn is_ring_buffer(self) -> bool {
+        matches!(self, MapType::RingBuf)
     }
 }
 
@@ -269,6 +280,10 @@ pub enum MapError {
         cpu: usize,
         ncpus: usize,
     },
+    /// A keyed operation (lookup, update, delete, iteration) on a map that has no elements:
+    /// a ring buffer (EINVAL, as the kernel's syscalls answer).
+    #[error("map `{map}` is a ring buffer: it has no keys or values to read or write")]
+    NoElements { map: String },
     /// The file descriptor or pinned object is not a BPF map.
     #[error("{path}: not a BPF map", path = .path.display())]
     NotAMap { path: PathBuf },
@@ -291,6 +306,7 @@ impl MapError {
             | MapError::DeleteFromArray
             | MapError::InvalidSpec { .. }
             | MapError::InvalidCpu { .. }
+            | MapError::NoElements { .. }
             | MapError::NotAMap { .. } => libc::EINVAL,
             MapError::UnsupportedType { .. } => libc::EOPNOTSUPP,
             MapError::Kernel { errno, .. } => *errno,
@@ -405,6 +421,8 @@ mod tests {
         assert_eq!(MapType::from(6), MapType::PerCpuArray);
         assert_eq!(MapType::from(9), MapType::LruHash);
         assert_eq!(MapType::from(10), MapType::LruPerCpuHash);
+        assert_eq!(MapType::from(27), MapType::RingBuf);
+        assert_eq!(MapType::RingBuf.to_string(), "ringbuf");
         assert_eq!(MapType::from(3), MapType::Other(3));
         assert_eq!(MapType::LruPerCpuHash.to_string(), "lru_percpu_hash");
     }

@@ -44,6 +44,11 @@
 //! - `map_flags` are recorded but not acted on (no `BPF_F_NO_PREALLOC`: we always
 //!   preallocate; no `BPF_F_NO_COMMON_LRU`: one LRU list for all workers).
 //! - Hash iteration order is slot order (the kernel's is bucket order).
+//! - A ring buffer (`BPF_MAP_TYPE_RINGBUF`) is a placeholder with no storage, so that a lambda
+//!   that logs through the SDK loads and runs: the VM's `bpf_ringbuf_output` helper appends the
+//!   record to the run's log lines instead of storing it, and there is nothing to read back
+//!   (every keyed operation is [`MapError::NoElements`]). Reserve/submit, query and the
+//!   consumer side are not implemented.
 
 use std::{
     cell::UnsafeCell,
@@ -91,6 +96,8 @@ enum Store {
     /// Arrays need no index; the mutex serialises value copies.
     Array(Mutex<()>),
     Hash(Mutex<HashIndex>),
+    /// A ring buffer: no elements (see the module docs).
+    RingBuf,
 }
 
 /// The index of a hash map: which slot holds which key, which slots are free, and (LRU maps)
@@ -362,7 +369,8 @@ impl VmMap {
                 map_type: spec.map_type,
             });
         }
-        if spec.key_size == 0 || spec.value_size == 0 || spec.max_entries == 0 {
+        let ring = spec.map_type.is_ring_buffer();
+        if !ring && (spec.key_size == 0 || spec.value_size == 0 || spec.max_entries == 0) {
             return Err(invalid(format!(
                 "key_size {}, value_size {} and max_entries {} must all be non-zero",
                 spec.key_size, spec.value_size, spec.max_entries
@@ -388,6 +396,11 @@ impl VmMap {
         }
         if ncpus == 0 {
             return Err(invalid("a map needs at least one CPU (VM worker)".into()));
+        }
+        if spec.map_type.is_ring_buffer() {
+            let map = spec.name.clone();
+            return VmMap::ring_buffer(spec, ncpus)
+                .map_err(|reason| MapError::InvalidSpec { map, reason });
         }
         let stride = round_up8(spec.value_size as usize);
         let copies = if spec.map_type.is_per_cpu() { ncpus } else { 1 };
@@ -416,6 +429,43 @@ impl VmMap {
             slab: slab.into_boxed_slice(),
             store,
         })
+    }
+
+    /// The placeholder for a ring buffer, after the kernel's checks: no key or value, and a
+    /// size (`max_entries`) that is a power of two and a whole number of pages.
+    fn ring_buffer(spec: MapSpec, ncpus: usize) -> Result<VmMap, String> {
+        // The kernel's page size; 4 KiB on every target the VM runs lambdas for.
+        const PAGE: u32 = 4096;
+        if spec.key_size != 0 || spec.value_size != 0 {
+            return Err(format!(
+                "a ring buffer has no keys or values, not {}-byte keys and {}-byte values",
+                spec.key_size, spec.value_size
+            ));
+        }
+        if !spec.max_entries.is_power_of_two() || !spec.max_entries.is_multiple_of(PAGE) {
+            return Err(format!(
+                "a ring buffer's size must be a power of two multiple of {PAGE} bytes, not {}",
+                spec.max_entries
+            ));
+        }
+        Ok(VmMap {
+            spec,
+            ncpus,
+            stride: 0,
+            slot_size: 0,
+            slab: Box::new([]),
+            store: Store::RingBuf,
+        })
+    }
+
+    /// Refuses keyed operations on a map without elements.
+    fn keyed(&self) -> Result<(), MapError> {
+        match self.store {
+            Store::RingBuf => Err(MapError::NoElements {
+                map: self.spec.name.clone(),
+            }),
+            Store::Array(_) | Store::Hash(_) => Ok(()),
+        }
     }
 
     /// The number of VM workers (per-CPU copies) the map was made for.
@@ -449,6 +499,7 @@ impl VmMap {
         };
         let slot = match &self.store {
             Store::Array(_) => self.array_index(key)?,
+            Store::RingBuf => return None,
             Store::Hash(index) => {
                 let mut index = lock(index);
                 let slot = index.find(key)?;
@@ -586,6 +637,7 @@ impl VmMap {
         write: impl FnOnce(u32, bool),
     ) -> Result<(), MapError> {
         match &self.store {
+            Store::RingBuf => self.keyed(),
             Store::Array(mutex) => {
                 // Kernel order: index range (E2BIG) before BPF_NOEXIST (EEXIST).
                 let slot = self.array_index(key).ok_or(MapError::Full)?;
@@ -634,8 +686,10 @@ impl MapAccess for VmMap {
     }
 
     fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
+        self.keyed()?;
         self.check_key(key)?;
         Ok(match &self.store {
+            Store::RingBuf => None,
             Store::Array(mutex) => self.array_index(key).map(|slot| {
                 let _guard = lock(mutex);
                 self.read_user(slot)
@@ -649,6 +703,7 @@ impl MapAccess for VmMap {
     }
 
     fn update(&self, key: &[u8], value: &[u8], flags: UpdateFlags) -> Result<(), MapError> {
+        self.keyed()?;
         self.check_key(key)?;
         self.check_len(value, self.userspace_value_size())?;
         // Userspace sets every CPU's copy, padding included (the kernel copies 8-byte
@@ -661,16 +716,19 @@ impl MapAccess for VmMap {
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key(key)?;
         match &self.store {
+            Store::RingBuf => self.keyed(),
             Store::Array(_) => Err(MapError::DeleteFromArray),
             Store::Hash(index) => lock(index).remove(key),
         }
     }
 
     fn next_key(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>, MapError> {
+        self.keyed()?;
         if let Some(k) = key {
             self.check_key(k)?;
         }
         Ok(match &self.store {
+            Store::RingBuf => None,
             Store::Array(_) => {
                 // Kernel: a missing or out-of-range key starts over at 0; the last has none.
                 let next = match key.and_then(|k| self.array_index(k)) {
@@ -687,6 +745,8 @@ impl MapAccess for VmMap {
     /// A consistent snapshot: the whole walk holds the lock.
     fn entries(&self) -> Result<Entries, MapError> {
         Ok(match &self.store {
+            // Nothing to list: a ring buffer's records are not elements.
+            Store::RingBuf => Vec::new(),
             Store::Array(mutex) => {
                 let _guard = lock(mutex);
                 (0..self.spec.max_entries)

@@ -22,6 +22,7 @@ pub const XDP_ADJUST_HEAD: u32 = 44;
 pub const XDP_ADJUST_META: u32 = 54;
 pub const XDP_ADJUST_TAIL: u32 = 65;
 pub const KTIME_GET_BOOT_NS: u32 = 125;
+pub const RINGBUF_OUTPUT: u32 = 130;
 pub const XDP_LOAD_BYTES: u32 = 189;
 pub const XDP_STORE_BYTES: u32 = 190;
 
@@ -39,11 +40,17 @@ pub const SUPPORTED: &[(u32, &str)] = &[
     (XDP_ADJUST_META, "bpf_xdp_adjust_meta"),
     (XDP_ADJUST_TAIL, "bpf_xdp_adjust_tail"),
     (KTIME_GET_BOOT_NS, "bpf_ktime_get_boot_ns"),
+    (RINGBUF_OUTPUT, "bpf_ringbuf_output"),
     (XDP_LOAD_BYTES, "bpf_xdp_load_bytes"),
     (XDP_STORE_BYTES, "bpf_xdp_store_bytes"),
 ];
 
 const EINVAL: i64 = 22;
+const EAGAIN: i64 = 11;
+/// `BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP`: the only flags `bpf_ringbuf_output` accepts.
+const RINGBUF_FLAGS: u64 = 3;
+/// The header the kernel puts before every ring buffer record.
+const RINGBUF_HEADER: u64 = 8;
 const EFAULT: i64 = 14;
 const ETH_HLEN: u64 = 14;
 /// `bpf_csum_diff` works on a per-CPU scratch buffer of this many bytes.
@@ -183,6 +190,27 @@ pub fn call(
             let len = line.len() as u64;
             state.log.push(line);
             Ok(len)
+        }
+        RINGBUF_OUTPUT => {
+            let map = state.map(a1, call)?;
+            if !map.spec().map_type.is_ring_buffer() {
+                return Err(VmError::BadHelperArgument {
+                    insn: call.insn,
+                    helper: call.id,
+                    what: "r1 is not a ring buffer",
+                });
+            }
+            if a4 & !RINGBUF_FLAGS != 0 {
+                return Ok(errno(EINVAL));
+            }
+            // The kernel cannot reserve a record larger than the ring's data area.
+            if a3 + RINGBUF_HEADER > u64::from(map.spec().max_entries) {
+                return Ok(errno(EAGAIN));
+            }
+            pointer(state, a2, a3, false, "data pointer")?;
+            let line = ringbuf_line(&map.spec().name, raw_bytes(a2, a3));
+            state.log.push(line);
+            Ok(0)
         }
         CSUM_DIFF => {
             if (a2 | a4) & 3 != 0 || a2 + a4 > CSUM_DIFF_MAX {
@@ -354,6 +382,20 @@ fn next_random(state: &mut u64) -> u32 {
     (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
 }
 
+/// The run log line for a record written to a ring buffer: the VM keeps no ring buffer
+/// contents (see `VmMap`), so the record is shown where `bpf_trace_printk` output goes. An SDK
+/// log record (`lambda_ebpf::log`) shows as `log: <text>`; any other record as its map, size
+/// and bytes in hex.
+fn ringbuf_line(map: &str, record: &[u8]) -> String {
+    if map == lambda_ebpf::log::MAP_NAME {
+        if let Some((_, text)) = lambda_ebpf::log::LogRecord::decode(record) {
+            return format!("log: {}", String::from_utf8_lossy(text));
+        }
+    }
+    let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ringbuf {map}: {} bytes {hex}", record.len())
+}
+
 /// Formats a `bpf_trace_printk` line: `%d %i %u %x %lld %llu %llx %p %s`-style conversions of
 /// up to three arguments. `%s` prints the address (the VM does not chase string pointers).
 fn trace_printk(format: &[u8], args: [u64; 3]) -> String {
@@ -402,6 +444,21 @@ mod tests {
         let data = [1u8, 2, 3, 4];
         // Adding and removing the same words cancels out (ones' complement zero).
         assert_eq!(csum_diff(&data, &data, 0) % 0xffff_ffff, 0);
+    }
+
+    #[test]
+    fn ringbuf_records_become_log_lines() {
+        let record = lambda_ebpf::log::LogRecord::new(5, b"hi there");
+        assert_eq!(ringbuf_line("LNIC_LOG", record.as_bytes()), "log: hi there");
+        assert_eq!(
+            ringbuf_line("OTHER", &[1, 0xab]),
+            "ringbuf OTHER: 2 bytes 01ab"
+        );
+        // A record of the wrong size in the SDK's map is shown raw, not misread.
+        assert_eq!(
+            ringbuf_line("LNIC_LOG", &[7]),
+            "ringbuf LNIC_LOG: 1 bytes 07"
+        );
     }
 
     #[test]

@@ -388,7 +388,7 @@ macro_rules! aligned_entry {
 }
 
 /// The entry point of each helper the VM implements.
-fn trampolines() -> [(u32, rbpf::Helper); 14] {
+fn trampolines() -> [(u32, rbpf::Helper); 15] {
     [
         (
             helpers::MAP_LOOKUP_ELEM,
@@ -428,6 +428,10 @@ fn trampolines() -> [(u32, rbpf::Helper); 14] {
         (
             helpers::KTIME_GET_BOOT_NS,
             aligned_entry!(helpers::KTIME_GET_BOOT_NS),
+        ),
+        (
+            helpers::RINGBUF_OUTPUT,
+            aligned_entry!(helpers::RINGBUF_OUTPUT),
         ),
         (
             helpers::XDP_LOAD_BYTES,
