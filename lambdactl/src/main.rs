@@ -23,6 +23,7 @@ mod stats_cmd;
 mod test_run;
 mod upgrade;
 mod verify;
+mod vm_control;
 
 #[derive(Parser)]
 #[command(
@@ -248,6 +249,10 @@ struct RunArgs {
     /// counts instructions at run time; the JIT always needs the verifier).
     #[arg(long)]
     skip_verify: bool,
+    /// Where to open the control socket that `lambdactl maps --vm` and `stats --vm` use
+    /// (default: `<state dir>/vm/<name>-<pid>.sock`, else under $XDG_RUNTIME_DIR or /tmp).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
     #[command(flatten)]
     limits: verify::LimitsArgs,
 }

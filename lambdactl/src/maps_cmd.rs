@@ -2,20 +2,28 @@
 //! and values shown and parsed by the types the object's BTF gives them (hex and plain strings
 //! where it gives none).
 
-use std::{path::Path, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use loader::{
-    AttachmentRecord, Host, PinnedMap,
+    Host,
     btf_types::{self, Btf, MapTypes, TypeLayout},
-    maps::{KernelMap, MapAccess as _, MapError, MapSpec, UpdateFlags},
+    maps::{KernelMap, MapAccess, MapError, MapSpec, UpdateFlags},
 };
 use serde_json::{Value, json};
 
 #[derive(Args)]
 #[command(after_help = SYNTAX_HELP)]
 pub(crate) struct MapsArgs {
+    /// The maps of a lambda served by `lambdactl run` instead of the pinned ones: its control
+    /// socket, or `vm:<name>` to find it. Targets are then LAMBDA/MAP or just MAP.
+    #[arg(long, global = true, value_name = "SOCKET")]
+    vm: Option<String>,
     #[command(subcommand)]
     command: MapsCommand,
 }
@@ -98,34 +106,100 @@ impl From<FlagsArg> for UpdateFlags {
 }
 
 pub(crate) fn run(args: MapsArgs) -> Result<ExitCode> {
-    let host = Host::from_env()?;
+    let source = match &args.vm {
+        Some(spec) => Source::Vm(Arc::new(crate::vm_control::Client::connect(spec)?)),
+        None => Source::Kernel(Host::from_env()?),
+    };
     match args.command {
-        MapsCommand::Ls { json } => ls(&host, json),
-        MapsCommand::Dump { target, json } => dump(&Opened::open(&host, &target)?, json),
-        MapsCommand::Get { target, key, json } => get(&Opened::open(&host, &target)?, &key, json),
+        MapsCommand::Ls { json } => match &source {
+            Source::Kernel(host) => ls(host, json),
+            Source::Vm(client) => ls_vm(client, json),
+        },
+        MapsCommand::Dump { target, json } => dump(&Opened::open(&source, &target)?, json),
+        MapsCommand::Get { target, key, json } => get(&Opened::open(&source, &target)?, &key, json),
         MapsCommand::Set {
             target,
             key,
             value,
             flags,
-        } => set(&Opened::open(&host, &target)?, &key, &value, flags.into()),
-        MapsCommand::Del { target, key } => del(&Opened::open(&host, &target)?, &key),
+        } => set(&Opened::open(&source, &target)?, &key, &value, flags.into()),
+        MapsCommand::Del { target, key } => del(&Opened::open(&source, &target)?, &key),
     }
 }
 
-/// One pinned map, opened, with its types.
+/// Where the maps are: pinned by attached lambdas, or in a `lambdactl run` process.
+enum Source {
+    Kernel(Host),
+    Vm(Arc<crate::vm_control::Client>),
+}
+
+/// One map, opened, with its types.
 struct Opened {
-    record: AttachmentRecord,
-    pinned: PinnedMap,
-    map: KernelMap,
+    /// The lambda's name.
+    lambda: String,
+    /// The interface it is attached on (for a `lambdactl run` map, `vm`).
+    iface: String,
+    /// The map's name.
+    name: String,
+    /// The pin, or the control socket.
+    pin: PathBuf,
+    map: Box<dyn MapAccess>,
+    /// CPUs (VM workers) a per-CPU value has copies for.
+    ncpus: usize,
     types: MapTypes,
     /// Why the types are unknown, when they are.
     types_note: Option<String>,
 }
 
 impl Opened {
+    fn open(source: &Source, target: &str) -> Result<Opened> {
+        match source {
+            Source::Kernel(host) => Opened::open_pinned(host, target),
+            Source::Vm(client) => Opened::open_vm(client, target),
+        }
+    }
+
+    /// Finds `MAP` or `LAMBDA/MAP` in a `lambdactl run` process.
+    fn open_vm(client: &Arc<crate::vm_control::Client>, target: &str) -> Result<Opened> {
+        let listing = client.maps()?;
+        let lambda = listing["lambda"].as_str().unwrap_or_default().to_owned();
+        let map_name = match target.split_once('/') {
+            Some((who, map)) if who == lambda => map,
+            Some((who, _)) => bail!("{} serves `{lambda}`, not `{who}`", client.path().display()),
+            None => target,
+        };
+        let names: Vec<&str> = listing["maps"]
+            .as_array()
+            .map(|maps| maps.iter().filter_map(|m| m["name"].as_str()).collect())
+            .unwrap_or_default();
+        let name = names
+            .iter()
+            .find(|n| **n == map_name)
+            .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(map_name)))
+            .ok_or_else(|| {
+                anyhow!(
+                    "lambda `{lambda}` (lambdactl run) has no map `{map_name}`; its maps: {}",
+                    names.join(", ")
+                )
+            })?;
+        let map = crate::vm_control::RemoteMap::from_listing(Arc::clone(client), &listing, name)
+            .ok_or_else(|| anyhow!("{}: malformed map listing", client.path().display()))?;
+        let object = PathBuf::from(listing["object"].as_str().unwrap_or_default());
+        let (types, types_note) = types_for(&object, name, map.spec());
+        Ok(Opened {
+            lambda,
+            iface: "vm".to_owned(),
+            name: (*name).to_owned(),
+            pin: client.path().to_path_buf(),
+            ncpus: map.ncpus(),
+            map: Box::new(map),
+            types,
+            types_note,
+        })
+    }
+
     /// Finds `LAMBDA/MAP` (or `IFACE/MAP`) among this namespace's attachments and opens it.
-    fn open(host: &Host, target: &str) -> Result<Opened> {
+    fn open_pinned(host: &Host, target: &str) -> Result<Opened> {
         let (who, map_name) = target.split_once('/').ok_or_else(|| {
             anyhow!("`{target}`: expected LAMBDA/MAP or IFACE/MAP, e.g. static-server/OBJECTS")
         })?;
@@ -201,18 +275,21 @@ impl Opened {
                 }
             })?;
         let map = open_pin(&pinned.pin)?;
-        let (types, types_note) = types_for(&record, &pinned.name, map.spec());
+        let (types, types_note) = types_for(&record.object, &pinned.name, map.spec());
         Ok(Opened {
-            record,
-            pinned,
-            map,
+            lambda: record.lambda,
+            iface: record.iface,
+            name: pinned.name,
+            pin: pinned.pin,
+            ncpus: map.ncpus(),
+            map: Box::new(map),
             types,
             types_note,
         })
     }
 
     fn label(&self) -> String {
-        format!("{}/{}", self.record.lambda, self.pinned.name)
+        format!("{}/{}", self.lambda, self.name)
     }
 
     fn spec(&self) -> &MapSpec {
@@ -244,7 +321,7 @@ impl Opened {
             return Ok(one);
         }
         let stride = spec.value_stride();
-        let mut all = vec![0u8; stride * self.map.ncpus()];
+        let mut all = vec![0u8; stride * self.ncpus];
         for copy in all.chunks_mut(stride) {
             copy[..size].copy_from_slice(&one);
         }
@@ -338,16 +415,16 @@ impl Opened {
     fn header_json(&self) -> Value {
         let spec = self.spec();
         json!({
-            "lambda": self.record.lambda,
-            "iface": self.record.iface,
-            "map": self.pinned.name,
+            "lambda": self.lambda,
+            "iface": self.iface,
+            "map": self.name,
             "type": spec.map_type.to_string(),
             "key_size": spec.key_size,
             "value_size": spec.value_size,
             "max_entries": spec.max_entries,
             "key_type": self.types.key.as_ref().map(TypeLayout::type_name),
             "value_type": self.types.value.as_ref().map(TypeLayout::type_name),
-            "pin": self.pinned.pin,
+            "pin": self.pin,
         })
     }
 }
@@ -377,7 +454,7 @@ fn open_pin(pin: &Path) -> Result<KernelMap> {
 }
 
 /// The map's key and value types from the attached object's BTF, or why there are none.
-fn types_for(record: &AttachmentRecord, map: &str, spec: &MapSpec) -> (MapTypes, Option<String>) {
+fn types_for(object: &Path, map: &str, spec: &MapSpec) -> (MapTypes, Option<String>) {
     let index = spec.map_type.is_array();
     let fallback = |note: String| {
         let mut types = MapTypes::default();
@@ -386,12 +463,12 @@ fn types_for(record: &AttachmentRecord, map: &str, spec: &MapSpec) -> (MapTypes,
         }
         (types, Some(note))
     };
-    let bytes = match std::fs::read(&record.object) {
+    let bytes = match std::fs::read(object) {
         Ok(b) => b,
         Err(e) => {
             return fallback(format!(
                 "cannot read the object {} ({e}): types unknown, showing hex",
-                record.object.display()
+                object.display()
             ));
         }
     };
@@ -400,14 +477,11 @@ fn types_for(record: &AttachmentRecord, map: &str, spec: &MapSpec) -> (MapTypes,
         Ok(None) => {
             return fallback(format!(
                 "{} has no BTF: types unknown, showing hex",
-                record.object.display()
+                object.display()
             ));
         }
         Err(e) => {
-            return fallback(format!(
-                "cannot read the BTF of {}: {e}",
-                record.object.display()
-            ));
+            return fallback(format!("cannot read the BTF of {}: {e}", object.display()));
         }
     };
     let types = btf.map_types(map, spec.key_size, spec.value_size, index);
@@ -415,7 +489,7 @@ fn types_for(record: &AttachmentRecord, map: &str, spec: &MapSpec) -> (MapTypes,
         (Some(_), Some(_)) => None,
         _ => Some(format!(
             "{}'s BTF does not give every type of `{map}`: the rest is shown as hex",
-            record.object.display()
+            object.display()
         )),
     };
     (types, note)
@@ -443,7 +517,7 @@ fn ls(host: &Host, json: bool) -> Result<ExitCode> {
             let row = match opened {
                 Ok((map, count)) => {
                     let spec = map.spec();
-                    let (types, _) = types_for(r, &m.name, spec);
+                    let (types, _) = types_for(&r.object, &m.name, spec);
                     json!({
                         "lambda": r.lambda,
                         "iface": r.iface,
@@ -486,6 +560,61 @@ fn ls(host: &Host, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `maps ls --vm`: the maps of a `lambdactl run` process, as `ls` lists pinned ones.
+fn ls_vm(client: &crate::vm_control::Client, json: bool) -> Result<ExitCode> {
+    let listing = client.maps()?;
+    let object = PathBuf::from(listing["object"].as_str().unwrap_or_default());
+    let rows: Vec<Value> = listing["maps"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            let mut row = m.clone();
+            let name = m["name"].as_str().unwrap_or_default();
+            // The listing's fields are those of a `MapSpec`; rebuild it for the BTF lookup.
+            let spec = MapSpec {
+                name: name.to_owned(),
+                map_type: loader::maps::MapType::from_raw(
+                    m["type_id"]
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                ),
+                key_size: m["key_size"]
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                value_size: m["value_size"]
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                max_entries: m["max_entries"]
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                flags: 0,
+            };
+            let (types, _) = types_for(&object, name, &spec);
+            row["lambda"] = listing["lambda"].clone();
+            row["iface"] = json!("vm");
+            row["map"] = json!(name);
+            row["key_type"] = json!(types.key.as_ref().map(TypeLayout::type_name));
+            row["value_type"] = json!(types.value.as_ref().map(TypeLayout::type_name));
+            row["pin"] = json!(client.path());
+            row
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        println!("the lambda has no maps");
+    } else {
+        print_table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_table(rows: &[Value]) {
@@ -564,7 +693,7 @@ fn dump(m: &Opened, json: bool) -> Result<ExitCode> {
     println!(
         "{} on {}: {}, key {}, value {}, {} of {} entries",
         m.label(),
-        m.record.iface,
+        m.iface,
         spec.map_type,
         type_label(m.types.key.as_ref(), spec.key_size),
         type_label(m.types.value.as_ref(), spec.value_size),

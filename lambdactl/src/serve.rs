@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(100);
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
-/// Counters shared by the workers.
+/// Counters shared by the workers (and read by the control socket's `stats`).
 #[derive(Default)]
 struct Counters {
     received: AtomicU64,
@@ -38,6 +38,23 @@ struct Counters {
     too_large: AtomicU64,
     faults: AtomicU64,
     send_errors: AtomicU64,
+}
+
+impl Counters {
+    /// Every counter by name, for the control socket.
+    fn to_json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "received": get(&self.received),
+            "answered": get(&self.answered),
+            "passed": get(&self.passed),
+            "dropped": get(&self.dropped),
+            "aborted": get(&self.aborted),
+            "too_large": get(&self.too_large),
+            "faults": get(&self.faults),
+            "send_errors": get(&self.send_errors),
+        })
+    }
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -144,6 +161,26 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
             if *n == 1 { "" } else { "s" }
         );
     }
+    // After the workers are ready, so a client never sees a half-loaded lambda; dropped (and
+    // the socket removed) when this function returns, after the workers stopped.
+    let control = {
+        let counters = Arc::clone(&counters);
+        crate::vm_control::ControlSocket::start(
+            args.control.as_deref(),
+            Arc::clone(&program),
+            std::path::absolute(&args.object).unwrap_or_else(|_| args.object.clone()),
+            Box::new(move || counters.to_json()),
+            &STOP,
+        )
+    };
+    let control = match control {
+        Ok(c) => c,
+        Err(e) => {
+            STOP.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
+    println!("control socket {}", control.path().display());
     println!("Ctrl-C stops");
     use std::io::Write as _;
     std::io::stdout().flush()?;

@@ -50,9 +50,16 @@ pub struct StatsArgs {
     /// Print JSON: one object (with --watch, one object per line per report).
     #[arg(long)]
     json: bool,
+    /// The lambda served by a `lambdactl run` process instead: its control socket, or
+    /// `vm:<name>` to find it.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["iface", "watch"])]
+    vm: Option<String>,
 }
 
 pub fn run(args: StatsArgs) -> Result<ExitCode> {
+    if let Some(spec) = &args.vm {
+        return vm_stats(spec, args.json);
+    }
     let host = Host::from_env()?;
     match args.watch {
         None => {
@@ -78,6 +85,53 @@ pub fn run(args: StatsArgs) -> Result<ExitCode> {
         }
         Some(secs) => watch(&host, &args, secs),
     }
+}
+
+/// `stats --vm`: the worker counters and SDK counts of a `lambdactl run` process.
+fn vm_stats(spec: &str, json: bool) -> Result<ExitCode> {
+    let client = crate::vm_control::Client::connect(spec)?;
+    let answer = client.request(&json!({ "op": "stats" }))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} (lambdactl run, pid {}, {}):",
+        answer["lambda"].as_str().unwrap_or("?"),
+        answer["pid"],
+        client.path().display()
+    );
+    if let Some(counters) = answer["counters"].as_object() {
+        let cells: Vec<String> = counters
+            .iter()
+            .map(|(name, n)| format!("{} {n}", name.replace('_', " ")))
+            .collect();
+        println!("  datagrams: {}", cells.join(", "));
+    }
+    match answer["sdk"].as_object() {
+        Some(sdk) => {
+            let named = |field: &str| {
+                sdk.get(field)
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k} {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "  lambda counts: {} invocations; {}; responses: {}; not λ requests {}",
+                sdk.get("invocations").unwrap_or(&Value::Null),
+                named("actions"),
+                named("statuses"),
+                sdk.get("not_requests").unwrap_or(&Value::Null)
+            );
+        }
+        None => println!("  lambda counts: none (the lambda keeps no SDK counters)"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn watch(host: &Host, args: &StatsArgs, secs: f64) -> Result<ExitCode> {
@@ -167,23 +221,7 @@ fn report(json: bool, stats: &[LambdaStats], window: Option<f64>, elapsed: f64) 
 }
 
 fn lambda_json(s: &LambdaStats, window: Option<f64>) -> Value {
-    let sdk = s.sdk.as_ref().map(|c| {
-        let actions: serde_json::Map<String, Value> = ACTION_NAMES
-            .iter()
-            .enumerate()
-            .map(|(code, name)| ((*name).to_owned(), json!(c.action(code as u32))))
-            .collect();
-        let statuses: serde_json::Map<String, Value> = Status::ALL
-            .iter()
-            .map(|st| (st.name().to_owned(), json!(c.status(*st))))
-            .collect();
-        json!({
-            "invocations": c.invocations,
-            "actions": actions,
-            "statuses": statuses,
-            "not_requests": c.not_requests,
-        })
-    });
+    let sdk = s.sdk.as_ref().map(sdk_json);
     let mut v = json!({
         "iface": s.iface,
         "lambda": s.lambda,
@@ -199,6 +237,25 @@ fn lambda_json(s: &LambdaStats, window: Option<f64>) -> Value {
         v["per_second"] = json!(invocations(s) as f64 / w);
     }
     v
+}
+
+/// The SDK's counters as JSON: per action and per status by name (also the `--vm` answer's).
+pub(crate) fn sdk_json(c: &StatsSnapshot) -> Value {
+    let actions: serde_json::Map<String, Value> = ACTION_NAMES
+        .iter()
+        .enumerate()
+        .map(|(code, name)| ((*name).to_owned(), json!(c.action(code as u32))))
+        .collect();
+    let statuses: serde_json::Map<String, Value> = Status::ALL
+        .iter()
+        .map(|st| (st.name().to_owned(), json!(c.status(*st))))
+        .collect();
+    json!({
+        "invocations": c.invocations,
+        "actions": actions,
+        "statuses": statuses,
+        "not_requests": c.not_requests,
+    })
 }
 
 /// Invocations: the SDK's count when the lambda keeps one (it counts whether or not BPF

@@ -249,3 +249,95 @@ fn contracts_over_the_limits_are_refused() {
         }
     }
 }
+
+/// Reads the child's stdout up to the `control socket PATH` line and returns the path.
+fn control_path(server: &mut Server) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            server.stdout.read_line(&mut line).unwrap() > 0,
+            "no control socket line"
+        );
+        if let Some(path) = line.trim_end().strip_prefix("control socket ") {
+            return path.to_owned();
+        }
+    }
+}
+
+/// `maps --vm` and `stats --vm` read and write a `lambdactl run` process's maps and counters
+/// through its control socket, with the same typed rendering as for pinned maps; a malformed
+/// request gets an error answer and the server goes on serving.
+#[test]
+fn control_socket_serves_maps_and_stats() {
+    use std::io::Write as _;
+    use std::os::unix::net::UnixStream;
+
+    let dir = std::env::temp_dir().join(format!("lnic-vm-control-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ctl.sock");
+    let sock_arg = sock.to_str().unwrap();
+    let mut server = Server::start(&["--control", sock_arg]);
+    assert_eq!(control_path(&mut server), sock_arg);
+
+    let dump = lambdactl_ok(&["maps", "--vm", sock_arg, "dump", "static-server/OBJECTS"]);
+    assert!(
+        dump.contains(r#""index.html" => { len: 126, data: "<!doctype html>"#),
+        "{dump}"
+    );
+    let ls = lambdactl_ok(&["maps", "--vm", sock_arg, "ls"]);
+    assert!(ls.contains("OBJECTS     hash"), "{ls}");
+
+    let set = lambdactl_ok(&[
+        "maps",
+        "--vm",
+        sock_arg,
+        "set",
+        "static-server/OBJECTS",
+        "hello.txt",
+        "len=5,data=hello",
+    ]);
+    assert!(
+        set.contains("set static-server/OBJECTS \"hello.txt\""),
+        "{set}"
+    );
+    let hello = client(server.port, "hello.txt", 3);
+    assert_eq!(hello["bodies"]["hello"], 3, "{hello}");
+    let got = lambdactl_ok(&["maps", "--vm", sock_arg, "get", "OBJECTS", "hello.txt"]);
+    assert_eq!(got.trim(), r#"{ len: 5, data: "hello" }"#);
+
+    // Malformed lines are answered with errors on the same connection, which stays usable.
+    let mut stream = UnixStream::connect(&sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"garbage\n{\"op\":\"lookup\",\"map\":\"OBJECTS\",\"key\":\"zz\"}\n{\"op\":\"nope\"}\n",
+        )
+        .unwrap();
+    let mut answers = BufReader::new(stream.try_clone().unwrap());
+    for expected in ["not a JSON request", "is not hex", "unknown op"] {
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(expected)),
+            "{expected:?}: {line}"
+        );
+    }
+    drop(answers);
+    drop(stream);
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&lambdactl_ok(&["stats", "--vm", sock_arg, "--json"])).unwrap();
+    assert_eq!(stats["counters"]["received"], 3, "{stats}");
+    assert_eq!(stats["counters"]["answered"], 3, "{stats}");
+    assert_eq!(stats["sdk"]["invocations"], 3, "{stats}");
+    assert_eq!(stats["sdk"]["statuses"]["OK"], 3, "{stats}");
+
+    let summary = server.stop();
+    assert!(summary.contains("3 received, 3 answered"), "{summary}");
+    assert!(!sock.exists(), "the control socket outlived the server");
+    let _ = std::fs::remove_dir_all(&dir);
+}
