@@ -1,6 +1,6 @@
 //! Logging from a lambda: fixed-size records in the ring buffer map [`MAP_NAME`], which
-//! `lambdactl logs` reads (and, in the VM, the `bpf_ringbuf_output` helper turns into run log
-//! lines). A lambda that logs says `lambda_ebpf::declare_log!();` once and then calls
+//! `lambdactl logs` reads (from the pinned map, or with `--vm` from the VM's copy of it through
+//! the `lambdactl run` control socket). A lambda that logs says `lambda_ebpf::declare_log!();` once and then calls
 //! `log_line(b"text")`.
 //!
 //! Each record is one [`LogRecord`]: the `bpf_ktime_get_ns` time of the call, the text's

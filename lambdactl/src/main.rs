@@ -130,8 +130,9 @@ enum Command {
     /// what was counted while they were on. Lambdas built without the SDK have only the
     /// kernel's figures.
     Stats(stats_cmd::StatsArgs),
-    /// Print what the lambda on an interface logged through the SDK (`lambda_ebpf::log`), one
-    /// line per record: `<time> <lambda> <text>`.
+    /// Print what a lambda logged through the SDK (`lambda_ebpf::log`), one line per record:
+    /// `<time> <lambda> <text>`. The lambda is named (`logs hello-log`), or given by its
+    /// interface (`--iface IF`), or served by `lambdactl run` (`--vm SOCKET|vm:<name>`).
     ///
     /// The time is the record's `bpf_ktime_get_ns` (CLOCK_MONOTONIC) converted to UTC wall
     /// clock with the current offset between CLOCK_REALTIME and CLOCK_MONOTONIC.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use loader::XdpAction;
+use loader::maps::MapAccess as _;
 use loader::vm::{Engine, VmError, VmOptions, VmProgram, Worker};
 
 use crate::{BackendArg, TestRunArgs, hexdump, plural, print_body, status_text};
@@ -94,6 +95,20 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
         }
         let mut worker = Worker::new(Arc::clone(&program), 0).map_err(vm_error)?;
         let outcome = worker.run(&packet).map_err(|e| run_error(&program, e))?;
+        // What the shown run wrote to its ring buffers (the SDK log), taken before the timed
+        // repetitions add their copies.
+        let logged: Vec<String> = program
+            .maps
+            .iter()
+            .filter(|e| e.map.spec().map_type.is_ring_buffer())
+            .flat_map(|e| {
+                let records = e.map.ringbuf_drain().unwrap_or_default();
+                records
+                    .into_iter()
+                    .map(|r| loader::vm::helpers::ringbuf_line(&e.name, &r))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         // Timed repetitions leave their output in the frame (no copy), each on the original
         // packet; the first run, untimed, is the one shown.
         let started = Instant::now();
@@ -105,6 +120,9 @@ pub(crate) fn test_run(args: TestRunArgs) -> Result<ExitCode> {
         let elapsed = started.elapsed();
         for line in &outcome.log {
             println!("[vm] trace: {line}");
+        }
+        for line in &logged {
+            println!("[vm] {line}");
         }
         let per_run = elapsed.as_nanos() / u128::from(args.repeat.max(1));
         let executed = if engine == Engine::Interpreter {

@@ -1,6 +1,6 @@
-//! The control socket of `lambdactl run`: how `lambdactl maps --vm` and `lambdactl stats --vm`
-//! reach the maps and counters of a lambda served by the VM backend, which live only in that
-//! process.
+//! The control socket of `lambdactl run`: how `lambdactl maps --vm`, `stats --vm` and
+//! `logs --vm` reach the maps, counters and log of a lambda served by the VM backend, which
+//! live only in that process.
 //!
 //! A Unix stream socket at `<state>/vm/<name>-<pid>.sock` (`<state>` is `$LNIC_STATE_DIR` or
 //! `/run/lnic`; when that is not writable, `$XDG_RUNTIME_DIR/lnic/vm/`, then
@@ -18,6 +18,11 @@
 //! | `{"op":"next_key","map":M,"key":HEX or null}`             | `{"key":HEX}` or `{"key":null}` |
 //! | `{"op":"entries","map":M}`                                | `{"entries":[[HEX,HEX],…]}`   |
 //! | `{"op":"stats"}`                                          | `{"lambda","object","pid","counters":{…},"sdk":{…} or null}` |
+//! | `{"op":"logs"}` or `{"op":"logs","map":M}`               | `{"lambda","records":[{"ktime_ns","text"} or {"hex"}]}` |
+//!
+//! `logs` consumes the records of the ring buffer `M` (default `LNIC_LOG`, the SDK's log),
+//! oldest first: SDK log records as their time and text, anything else as hex. Like the
+//! kernel's ring buffer it has one reader position, so each record is answered once.
 //!
 //! Any failure is `{"error":TEXT}`, with `"kind"` naming the map error the client maps back
 //! (`not_found`, `exists`, `full`, `delete_from_array`, `invalid_flags`, `no_elements`), so
@@ -239,6 +244,7 @@ impl Server {
         match op {
             "maps" => Ok(self.maps()),
             "stats" => Ok(self.stats()),
+            "logs" => self.logs(request),
             "lookup" => {
                 let map = self.map(request)?;
                 let key = hex_field(request, "key")?;
@@ -281,7 +287,7 @@ impl Server {
                 Ok(json!({ "entries": entries }))
             }
             other => Err(Failure::Request(format!(
-                "unknown op `{other}` (maps, lookup, update, delete, next_key, entries, stats)"
+                "unknown op `{other}` (maps, lookup, update, delete, next_key, entries, stats, logs)"
             ))),
         }
     }
@@ -331,6 +337,42 @@ impl Server {
             "ncpus": self.program.workers,
             "maps": maps,
         })
+    }
+
+    /// Drains a ring buffer (the SDK's log unless the request names another map).
+    fn logs(&self, request: &Value) -> Result<Value, Failure> {
+        let name = match &request["map"] {
+            Value::Null => lambda_ebpf::log::MAP_NAME,
+            v => v
+                .as_str()
+                .ok_or_else(|| Failure::Request("\"map\" must be a string".into()))?,
+        };
+        let Some(map) = self.program.map(name) else {
+            return Err(Failure::Request(if request["map"].is_null() {
+                format!(
+                    "`{}` does not log: it has no `{name}` ring buffer (lambda_ebpf::declare_log!)",
+                    self.program.name
+                )
+            } else {
+                format!("no map `{name}`")
+            }));
+        };
+        // Only the SDK's map holds SDK records; another ring's bytes are shown as they are.
+        let sdk = name == lambda_ebpf::log::MAP_NAME;
+        let records: Vec<Value> = map
+            .ringbuf_drain()?
+            .iter()
+            .map(
+                |r| match lambda_ebpf::log::LogRecord::decode(r).filter(|_| sdk) {
+                    Some((ktime_ns, text)) => json!({
+                        "ktime_ns": ktime_ns,
+                        "text": String::from_utf8_lossy(text),
+                    }),
+                    None => json!({ "hex": hex(r) }),
+                },
+            )
+            .collect();
+        Ok(json!({ "lambda": self.program.name, "records": records }))
     }
 
     fn stats(&self) -> Value {

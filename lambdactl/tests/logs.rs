@@ -1,7 +1,8 @@
 //! `lambdactl logs` against a real attachment: the `hello-log` sample, which logs one line per
 //! request through the SDK's ring buffer, answers requests from the client namespace and
 //! `logs` shows exactly one line per request, with time and lambda name; `--follow` prints new
-//! lines as they come. The VM backend shows the same line in `test-run`.
+//! lines as they come; the lambda's name finds its interface unless it is ambiguous. The VM
+//! backend shows the same line in `test-run` (and `vm_serve.rs` covers `logs --vm`).
 
 mod common;
 
@@ -91,13 +92,13 @@ fn logs_show_one_line_per_request_and_are_consumed() {
             "{line}"
         );
     }
-    // Reading consumed them.
-    assert_eq!(lambdactl_ok(&["-n", ns, "logs", "--iface", iface]), "");
+    // Reading consumed them (and the lambda's name finds its interface).
+    assert_eq!(lambdactl_ok(&["-n", ns, "logs", "hello-log"]), "");
 
     // The text form, and --follow printing a line that arrives while it waits.
     let mut follow = Follow(
         Command::new(env!("CARGO_BIN_EXE_lambdactl"))
-            .args(["-n", ns, "logs", "--iface", iface, "--follow"])
+            .args(["-n", ns, "logs", "hello-log", "--follow"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting logs --follow"),
@@ -107,6 +108,52 @@ fn logs_show_one_line_per_request_and_are_consumed() {
     let line = lines.next().expect("a followed line").unwrap();
     assert!(line.ends_with(&format!(" hello-log {TEXT}")), "{line}");
     drop(follow);
+
+    // A name attached on two interfaces is ambiguous: the error lists both.
+    let dummy = "lnlogdummy0";
+    let ip = |args: &[&str]| {
+        let out = run("ip", &[&["-n", ns][..], args].concat());
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    // A veth pair inside the namespace (a `dummy` device needs a module not every kernel has).
+    ip(&[
+        "link",
+        "add",
+        dummy,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lnlogdummy1",
+    ]);
+    ip(&["link", "set", dummy, "up"]);
+    lambdactl_ok(&[
+        "-n",
+        ns,
+        "attach",
+        object.to_str().unwrap(),
+        "--iface",
+        dummy,
+        "--mode",
+        "skb",
+    ]);
+    let out = lambdactl(&["-n", ns, "logs", "hello-log"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("several interfaces") && stderr.contains(iface) && stderr.contains(dummy),
+        "{stderr}"
+    );
+    lambdactl_ok(&["-n", ns, "detach", "--iface", dummy]);
+    ip(&["link", "del", dummy]); // and its peer
+    // An unknown name is an error naming what is attached.
+    let out = lambdactl(&["-n", ns, "logs", "nosuch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no lambda `nosuch`") && stderr.contains("hello-log on"),
+        "{stderr}"
+    );
 
     // A lambda that does not log says so.
     lambdactl_ok(&["-n", ns, "detach", "--iface", iface]);
@@ -145,7 +192,7 @@ fn vm_test_run_prints_the_log_line() {
         }
         let out = lambdactl_ok(&args);
         let logged: Vec<&str> = out.lines().filter(|l| l.contains(TEXT)).collect();
-        assert_eq!(logged, [format!("[vm] trace: log: {TEXT}")], "{out}");
+        assert_eq!(logged, [format!("[vm] log: {TEXT}")], "{out}");
         assert!(out.contains("status OK"), "{out}");
     }
 }

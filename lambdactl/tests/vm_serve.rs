@@ -9,7 +9,7 @@ use std::net::UdpSocket;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use common::{kernel_tests_enabled, lambda_object, lambdactl_ok, workspace_root};
+use common::{kernel_tests_enabled, lambda_object, lambdactl, lambdactl_ok, workspace_root};
 
 const INDEX_HTML: &str = "<!doctype html>\n<html><head><title>lambda-nic</title></head>\n<body><h1>Hello from a lambda in the XDP path</h1></body></html>\n";
 
@@ -22,7 +22,12 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let object = lambda_object("static-server");
+        Server::start_lambda("static-server", extra)
+    }
+
+    /// Serves the sample `lambda` instead of the static-server.
+    fn start_lambda(lambda: &str, extra: &[&str]) -> Server {
+        let object = lambda_object(lambda);
         let mut args = vec![
             "run",
             object.to_str().unwrap(),
@@ -42,7 +47,7 @@ impl Server {
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
         assert!(
-            first.starts_with("serving static-server on udp 127.0.0.1:"),
+            first.starts_with(&format!("serving {lambda} on udp 127.0.0.1:")),
             "{first}"
         );
         let port = first
@@ -336,8 +341,62 @@ fn control_socket_serves_maps_and_stats() {
     assert_eq!(stats["sdk"]["invocations"], 3, "{stats}");
     assert_eq!(stats["sdk"]["statuses"]["OK"], 3, "{stats}");
 
+    // The static-server does not log: `logs --vm` says so.
+    let out = lambdactl(&["logs", "--vm", sock_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("does not log"), "{stderr}");
+
     let summary = server.stop();
     assert!(summary.contains("3 received, 3 answered"), "{summary}");
     assert!(!sock.exists(), "the control socket outlived the server");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `logs --vm` drains the VM's ring buffer through the control socket: one line per request,
+/// in order, with the lambda's name and a time, each once; `--follow` prints new ones.
+#[test]
+fn logs_vm_prints_and_consumes_the_ring_buffer() {
+    const TEXT: &str = "hello-log: answered a request";
+    let dir = std::env::temp_dir().join(format!("lnic-vm-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ctl.sock");
+    let sock_arg = sock.to_str().unwrap();
+    let mut server = Server::start_lambda("hello-log", &["--control", sock_arg]);
+    assert_eq!(control_path(&mut server), sock_arg);
+
+    let answered = client(server.port, "hi", 3);
+    assert_eq!(answered["statuses"]["0"], 3, "{answered}");
+    let out = lambdactl_ok(&["logs", "--vm", sock_arg, "--json"]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("logs --json"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let mut last = 0;
+    for line in &lines {
+        assert_eq!(line["text"], TEXT, "{line}");
+        assert_eq!(line["lambda"], "hello-log", "{line}");
+        assert_eq!(line["vm"], sock_arg, "{line}");
+        let t = line["ktime_ns"].as_u64().expect("ktime_ns");
+        assert!(t >= last, "in order: {out}");
+        last = t;
+    }
+    // Consumed.
+    assert_eq!(lambdactl_ok(&["logs", "--vm", sock_arg]), "");
+
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_lambdactl"))
+        .args(["logs", "--vm", sock_arg, "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting logs --follow");
+    let mut followed = BufReader::new(follow.stdout.take().unwrap()).lines();
+    client(server.port, "hi", 1);
+    let line = followed.next().expect("a followed line").unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(line.ends_with(&format!(" hello-log {TEXT}")), "{line}");
+
+    server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

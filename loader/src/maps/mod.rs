@@ -52,9 +52,9 @@ pub enum MapType {
     LruHash,
     /// `BPF_MAP_TYPE_LRU_PERCPU_HASH` (10).
     LruPerCpuHash,
-    /// `BPF_MAP_TYPE_RINGBUF` (27). The VM creates it as a placeholder without storage (see
-    /// [`VmMap`](crate::maps::VmMap)): its one program-side operation, `bpf_ringbuf_output`,
-    /// is a helper that writes the run's log.
+    /// `BPF_MAP_TYPE_RINGBUF` (27). The VM keeps its records in a bounded byte ring (see
+    /// [`VmMap`]): programs append with `bpf_ringbuf_output`, userspace
+    /// drains with [`VmMap::ringbuf_drain`](crate::maps::VmMap::ringbuf_drain).
     RingBuf,
     /// Any other type, by its kernel id (never one of the ids named above).
     Other(u32),

@@ -44,11 +44,14 @@
 //! - `map_flags` are recorded but not acted on (no `BPF_F_NO_PREALLOC`: we always
 //!   preallocate; no `BPF_F_NO_COMMON_LRU`: one LRU list for all workers).
 //! - Hash iteration order is slot order (the kernel's is bucket order).
-//! - A ring buffer (`BPF_MAP_TYPE_RINGBUF`) is a placeholder with no storage, so that a lambda
-//!   that logs through the SDK loads and runs: the VM's `bpf_ringbuf_output` helper appends the
-//!   record to the run's log lines instead of storing it, and there is nothing to read back
-//!   (every keyed operation is [`MapError::NoElements`]). Reserve/submit, query and the
-//!   consumer side are not implemented.
+//! - A ring buffer (`BPF_MAP_TYPE_RINGBUF`) keeps its records in a bounded byte ring of
+//!   `max_entries` bytes, each record taking the kernel's 8-byte header plus its length rounded
+//!   up to 8, so the same records fit as in the kernel: [`VmMap::ringbuf_output`] (the VM's
+//!   `bpf_ringbuf_output`) refuses a record that does not fit ([`MapError::Full`], `-EAGAIN`
+//!   to the program) and [`VmMap::ringbuf_drain`] consumes them in order, as the single
+//!   consumer position of the kernel's ring does. It has no elements (every keyed operation is
+//!   [`MapError::NoElements`]). Reserve/submit, query, wakeups and memory-mapped access are not
+//!   implemented; the bytes are not at a stable address a program could point into.
 
 use std::{
     cell::UnsafeCell,
@@ -96,8 +99,64 @@ enum Store {
     /// Arrays need no index; the mutex serialises value copies.
     Array(Mutex<()>),
     Hash(Mutex<HashIndex>),
-    /// A ring buffer: no elements (see the module docs).
-    RingBuf,
+    /// A ring buffer: records, no elements (see the module docs).
+    RingBuf(Mutex<Ring>),
+}
+
+/// The size of the header the kernel puts before every ring buffer record (`BPF_RINGBUF_HDR_SZ`:
+/// a 4-byte length with busy/discard bits and a 4-byte page offset).
+pub const RINGBUF_HEADER: usize = 8;
+
+/// The records of a ring buffer map, laid out as in the kernel's data area: for each, an
+/// 8-byte header (the length as a native `u32`, then 4 zero bytes) and the record, padded to
+/// 8 bytes. A `VecDeque` is the ring: the producer appends at the back, the consumer takes
+/// from the front, and `bytes.len()` is the producer position minus the consumer position.
+struct Ring {
+    /// At most `capacity` bytes; grown on demand so an unused 64 KiB ring costs nothing.
+    bytes: VecDeque<u8>,
+    /// `max_entries`: the size of the kernel's data area.
+    capacity: usize,
+}
+
+impl Ring {
+    /// Appends one record, or `Full` when it does not fit in what is left (the kernel's
+    /// reserve fails the same way: `-EAGAIN` from `bpf_ringbuf_output`).
+    fn push(&mut self, record: &[u8]) -> Result<(), MapError> {
+        let len = u32::try_from(record.len()).map_err(|_| MapError::Full)?;
+        let total = round_up8(record.len() + RINGBUF_HEADER);
+        if total > self.capacity - self.bytes.len() {
+            return Err(MapError::Full);
+        }
+        // Grown fallibly: a failed allocation drops the record like a full ring, never aborts.
+        self.bytes.try_reserve(total).map_err(|_| MapError::Full)?;
+        self.bytes.extend(len.to_ne_bytes());
+        self.bytes.extend([0u8; 4]);
+        self.bytes.extend(record);
+        self.bytes.extend(std::iter::repeat_n(
+            0u8,
+            total - RINGBUF_HEADER - record.len(),
+        ));
+        Ok(())
+    }
+
+    /// Takes every record, oldest first.
+    fn drain(&mut self) -> Vec<Vec<u8>> {
+        let mut records = Vec::new();
+        while self.bytes.len() >= RINGBUF_HEADER {
+            let mut header = [0u8; 4];
+            for (dst, src) in header.iter_mut().zip(self.bytes.iter()) {
+                *dst = *src;
+            }
+            let len = u32::from_ne_bytes(header) as usize;
+            // Only `push` writes here, so the record is whole; `min` keeps a bug from reading
+            // past the end.
+            let total = round_up8(len + RINGBUF_HEADER).min(self.bytes.len());
+            let end = (RINGBUF_HEADER + len).min(total);
+            let whole: Vec<u8> = self.bytes.drain(..total).collect();
+            records.push(whole.get(RINGBUF_HEADER..end).unwrap_or_default().to_vec());
+        }
+        records
+    }
 }
 
 /// The index of a hash map: which slot holds which key, which slots are free, and (LRU maps)
@@ -431,7 +490,7 @@ impl VmMap {
         })
     }
 
-    /// The placeholder for a ring buffer, after the kernel's checks: no key or value, and a
+    /// An empty ring buffer, after the kernel's checks: no key or value, and a
     /// size (`max_entries`) that is a power of two and a whole number of pages.
     fn ring_buffer(spec: MapSpec, ncpus: usize) -> Result<VmMap, String> {
         // The kernel's page size; 4 KiB on every target the VM runs lambdas for.
@@ -448,20 +507,50 @@ impl VmMap {
                 spec.max_entries
             ));
         }
+        let spec_capacity = spec.max_entries as usize;
         Ok(VmMap {
             spec,
             ncpus,
             stride: 0,
             slot_size: 0,
             slab: Box::new([]),
-            store: Store::RingBuf,
+            store: Store::RingBuf(Mutex::new(Ring {
+                bytes: VecDeque::new(),
+                capacity: spec_capacity,
+            })),
         })
+    }
+
+    /// Appends `record` to a ring buffer map, as `bpf_ringbuf_output` does:
+    /// [`MapError::Full`] (the kernel's `-EAGAIN`) when the ring has no room for it with its
+    /// 8-byte header, rounded up to 8 bytes, and the record is dropped.
+    /// [`MapError::InvalidSpec`] on a map that is not a ring buffer.
+    pub fn ringbuf_output(&self, record: &[u8]) -> Result<(), MapError> {
+        match &self.store {
+            Store::RingBuf(ring) => lock(ring).push(record),
+            Store::Array(_) | Store::Hash(_) => Err(self.not_a_ring()),
+        }
+    }
+
+    /// Consumes and returns every record of a ring buffer map, oldest first (possibly none).
+    pub fn ringbuf_drain(&self) -> Result<Vec<Vec<u8>>, MapError> {
+        match &self.store {
+            Store::RingBuf(ring) => Ok(lock(ring).drain()),
+            Store::Array(_) | Store::Hash(_) => Err(self.not_a_ring()),
+        }
+    }
+
+    fn not_a_ring(&self) -> MapError {
+        MapError::InvalidSpec {
+            map: self.spec.name.clone(),
+            reason: "not a ring buffer".into(),
+        }
     }
 
     /// Refuses keyed operations on a map without elements.
     fn keyed(&self) -> Result<(), MapError> {
         match self.store {
-            Store::RingBuf => Err(MapError::NoElements {
+            Store::RingBuf(_) => Err(MapError::NoElements {
                 map: self.spec.name.clone(),
             }),
             Store::Array(_) | Store::Hash(_) => Ok(()),
@@ -499,7 +588,7 @@ impl VmMap {
         };
         let slot = match &self.store {
             Store::Array(_) => self.array_index(key)?,
-            Store::RingBuf => return None,
+            Store::RingBuf(_) => return None,
             Store::Hash(index) => {
                 let mut index = lock(index);
                 let slot = index.find(key)?;
@@ -637,7 +726,7 @@ impl VmMap {
         write: impl FnOnce(u32, bool),
     ) -> Result<(), MapError> {
         match &self.store {
-            Store::RingBuf => self.keyed(),
+            Store::RingBuf(_) => self.keyed(),
             Store::Array(mutex) => {
                 // Kernel order: index range (E2BIG) before BPF_NOEXIST (EEXIST).
                 let slot = self.array_index(key).ok_or(MapError::Full)?;
@@ -689,7 +778,7 @@ impl MapAccess for VmMap {
         self.keyed()?;
         self.check_key(key)?;
         Ok(match &self.store {
-            Store::RingBuf => None,
+            Store::RingBuf(_) => None,
             Store::Array(mutex) => self.array_index(key).map(|slot| {
                 let _guard = lock(mutex);
                 self.read_user(slot)
@@ -716,7 +805,7 @@ impl MapAccess for VmMap {
     fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key(key)?;
         match &self.store {
-            Store::RingBuf => self.keyed(),
+            Store::RingBuf(_) => self.keyed(),
             Store::Array(_) => Err(MapError::DeleteFromArray),
             Store::Hash(index) => lock(index).remove(key),
         }
@@ -728,7 +817,7 @@ impl MapAccess for VmMap {
             self.check_key(k)?;
         }
         Ok(match &self.store {
-            Store::RingBuf => None,
+            Store::RingBuf(_) => None,
             Store::Array(_) => {
                 // Kernel: a missing or out-of-range key starts over at 0; the last has none.
                 let next = match key.and_then(|k| self.array_index(k)) {
@@ -746,7 +835,7 @@ impl MapAccess for VmMap {
     fn entries(&self) -> Result<Entries, MapError> {
         Ok(match &self.store {
             // Nothing to list: a ring buffer's records are not elements.
-            Store::RingBuf => Vec::new(),
+            Store::RingBuf(_) => Vec::new(),
             Store::Array(mutex) => {
                 let _guard = lock(mutex);
                 (0..self.spec.max_entries)
@@ -1186,5 +1275,66 @@ mod tests {
             walked.push(key);
         }
         assert_eq!(walked.len(), entries.len());
+    }
+
+    #[test]
+    fn ring_buffer_holds_max_entries_bytes_and_drains_in_order() {
+        let ring = VmMap::new(spec(MapType::RingBuf, 0, 0, 4096), 2).unwrap();
+        // 144-byte SDK records take 152 bytes each with the header: 26 fit in 4096 bytes
+        // (3952), and the 27th (4104) does not.
+        let record = |i: u8| vec![i; 144];
+        for i in 0..26 {
+            ring.ringbuf_output(&record(i)).unwrap();
+        }
+        assert!(matches!(
+            ring.ringbuf_output(&record(26)),
+            Err(MapError::Full)
+        ));
+        // 144 bytes are left: a record of up to 136 bytes still fits, exactly filling the ring
+        // (the kernel lets the producer reach the consumer's position plus the size).
+        assert!(matches!(
+            ring.ringbuf_output(&[0xee; 137]),
+            Err(MapError::Full)
+        ));
+        ring.ringbuf_output(&[0xee; 136]).unwrap();
+        assert!(matches!(ring.ringbuf_output(&[1]), Err(MapError::Full)));
+        let drained = ring.ringbuf_drain().unwrap();
+        assert_eq!(drained.len(), 27);
+        for (i, r) in drained.iter().take(26).enumerate() {
+            assert_eq!(r, &record(i as u8));
+        }
+        assert_eq!(drained[26], vec![0xee; 136]);
+        // Draining consumed everything: empty now, and the whole size is free again.
+        assert!(ring.ringbuf_drain().unwrap().is_empty());
+        // Odd sizes are padded to 8 bytes in the ring but come back at their length.
+        ring.ringbuf_output(&[1, 2, 3]).unwrap();
+        ring.ringbuf_output(&[]).unwrap();
+        ring.ringbuf_output(&[9; 4088]).unwrap_err();
+        assert_eq!(
+            ring.ringbuf_drain().unwrap(),
+            vec![vec![1, 2, 3], Vec::new()]
+        );
+        // A record as large as the ring can never fit (the kernel's reserve fails too).
+        assert!(matches!(
+            ring.ringbuf_output(&[0; 4096]),
+            Err(MapError::Full)
+        ));
+        ring.ringbuf_output(&[0; 4088]).unwrap();
+        // Still no elements for the keyed API.
+        assert!(matches!(ring.lookup(&[]), Err(MapError::NoElements { .. })));
+        assert!(ring.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn ring_buffer_operations_refuse_other_maps() {
+        let array = VmMap::new(spec(MapType::Array, 4, 8, 1), 1).unwrap();
+        assert!(matches!(
+            array.ringbuf_output(&[1]),
+            Err(MapError::InvalidSpec { .. })
+        ));
+        assert!(matches!(
+            array.ringbuf_drain(),
+            Err(MapError::InvalidSpec { .. })
+        ));
     }
 }

@@ -204,13 +204,17 @@ pub fn call(
                 return Ok(errno(EINVAL));
             }
             // The kernel cannot reserve a record larger than the ring's data area.
-            if a3 + RINGBUF_HEADER > u64::from(map.spec().max_entries) {
+            // Checked before the pointer so that an absurd size is a failed call, not a fault.
+            if a3.saturating_add(RINGBUF_HEADER) > u64::from(map.spec().max_entries) {
                 return Ok(errno(EAGAIN));
             }
             pointer(state, a2, a3, false, "data pointer")?;
-            let line = ringbuf_line(&map.spec().name, raw_bytes(a2, a3));
-            state.log.push(line);
-            Ok(0)
+            // A full ring drops the record and tells the program, as the kernel's does; the
+            // records wait in the map for a reader (`lambdactl logs --vm`, `test-run`).
+            match map.ringbuf_output(raw_bytes(a2, a3)) {
+                Ok(()) => Ok(0),
+                Err(_) => Ok(errno(EAGAIN)),
+            }
         }
         CSUM_DIFF => {
             if (a2 | a4) & 3 != 0 || a2 + a4 > CSUM_DIFF_MAX {
@@ -382,11 +386,10 @@ fn next_random(state: &mut u64) -> u32 {
     (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
 }
 
-/// The run log line for a record written to a ring buffer: the VM keeps no ring buffer
-/// contents (see `VmMap`), so the record is shown where `bpf_trace_printk` output goes. An SDK
-/// log record (`lambda_ebpf::log`) shows as `log: <text>`; any other record as its map, size
-/// and bytes in hex.
-fn ringbuf_line(map: &str, record: &[u8]) -> String {
+/// A ring buffer record as one line of text, for display (`test-run` prints what a run
+/// logged): an SDK log record (`lambda_ebpf::log`) of the map `map` shows as `log: <text>`;
+/// any other record as its map, size and bytes in hex.
+pub fn ringbuf_line(map: &str, record: &[u8]) -> String {
     if map == lambda_ebpf::log::MAP_NAME {
         if let Some((_, text)) = lambda_ebpf::log::LogRecord::decode(record) {
             return format!("log: {}", String::from_utf8_lossy(text));
