@@ -28,7 +28,11 @@ pub fn serve_count<const P: usize>(ctx: &XdpContext, prefix: &[u8; P]) -> u32 {
 }
 
 #[inline(always)]
-fn handle<const P: usize>(frame: &mut XdpFrame<'_>, request: &Request, prefix: &[u8; P]) -> Verdict {
+fn handle<const P: usize>(
+    frame: &mut XdpFrame<'_>,
+    request: &Request,
+    prefix: &[u8; P],
+) -> Verdict {
     let mut body = [0u8; BODY];
     let (status, len) = match COUNTS.get_ptr_mut(0) {
         Some(slot) => {
