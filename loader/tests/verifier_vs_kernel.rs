@@ -12,7 +12,7 @@
 //! `CI=true`, where it must run. It prints the agreement table and fails on any program only
 //! the kernel rejects (a soundness bug of ours), showing the program and the kernel's log.
 
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::Path;
 
 use ebpf_isa::{Insn, opcode as op};
@@ -107,21 +107,6 @@ fn prog_load(insns: &[Insn], log: bool) -> Result<OwnedFd, String> {
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         format!("{e}\n{}", tail.join("\n"))
     })
-}
-
-/// Replaces map indices in `lddw`s by the fds of the created maps; an index out of range stays
-/// (the kernel then sees a garbage fd and refuses it; so do we).
-fn patch_maps(insns: &[Insn], fds: &[OwnedFd]) -> Vec<Insn> {
-    let mut out = insns.to_vec();
-    for insn in &mut out {
-        if insn.is_lddw()
-            && matches!(insn.src, op::PSEUDO_MAP_FD | op::PSEUDO_MAP_VALUE)
-            && let Some(fd) = usize::try_from(insn.imm).ok().and_then(|m| fds.get(m))
-        {
-            insn.imm = fd.as_raw_fd();
-        }
-    }
-    out
 }
 
 /// One XDP case file: its program and maps.
@@ -457,7 +442,7 @@ impl Table {
             ..Options::default()
         };
         let ours = verify(input, &options);
-        let code = patch_maps(&input.insns, fds);
+        let code = loader::kernel::with_map_fds(&input.insns, fds);
         let kernel = prog_load(&code, false);
         match (ours.is_ok(), kernel.is_ok()) {
             (true, true) => self.both_accept += 1,

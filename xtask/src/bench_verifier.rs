@@ -237,21 +237,6 @@ fn number_after(text: &str, label: &str) -> Option<f64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// The map references (`lddw` with a map pseudo source, `imm` = map index) pointed at the
-/// created maps' fds.
-fn patch_maps(insns: &[Insn], fds: &[OwnedFd]) -> Vec<Insn> {
-    let mut out = insns.to_vec();
-    for insn in &mut out {
-        if insn.is_lddw()
-            && matches!(insn.src, op::PSEUDO_MAP_FD | op::PSEUDO_MAP_VALUE)
-            && let Some(fd) = usize::try_from(insn.imm).ok().and_then(|m| fds.get(m))
-        {
-            insn.imm = fd.as_raw_fd();
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 // The programs
 
@@ -281,7 +266,7 @@ impl Bench {
             .with_context(|| format!("{group} {name}: creating its maps"))?;
         let kernel_insns = match input.kind {
             ProgramKind::RawMemory { size } => raw_memory_prologue(size, &input.insns),
-            ProgramKind::Xdp => patch_maps(&input.insns, &fds),
+            ProgramKind::Xdp => loader::kernel::with_map_fds(&input.insns, &fds),
         };
         Ok(Bench {
             group,

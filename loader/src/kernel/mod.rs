@@ -56,7 +56,7 @@ pub use crate::lambda::{
 };
 pub use error::{KernelError, VerifierLog, chain};
 pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
-pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel};
+pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel, with_map_fds};
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,
 };

@@ -186,6 +186,26 @@ pub fn run_raw_in_kernel(code: &[Insn], memory: &[u8]) -> Result<KernelValue, Ra
     Ok(KernelValue { low, high })
 }
 
+/// `insns` with every map reference (`lddw` with a map pseudo source, `imm` = map index, as
+/// `loader::link` and the verifier number them) pointed at the file descriptor of map `imm` in
+/// `fds`. An index with no fd is left as it is: the kernel then refuses the program.
+pub fn with_map_fds(insns: &[Insn], fds: &[OwnedFd]) -> Vec<Insn> {
+    use std::os::fd::AsRawFd as _;
+    let mut out = insns.to_vec();
+    for insn in &mut out {
+        if insn.is_lddw()
+            && matches!(
+                insn.src,
+                ebpf_isa::opcode::PSEUDO_MAP_FD | ebpf_isa::opcode::PSEUDO_MAP_VALUE
+            )
+            && let Some(fd) = usize::try_from(insn.imm).ok().and_then(|m| fds.get(m))
+        {
+            insn.imm = fd.as_raw_fd();
+        }
+    }
+    out
+}
+
 /// Loads `insns` as an XDP program; on failure, loads it again with a log to say why.
 pub fn load_xdp(insns: &[Insn]) -> Result<OwnedFd, RawRunError> {
     let bytes = encode(insns);
