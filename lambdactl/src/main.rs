@@ -14,6 +14,7 @@ use lambda_ebpf::wire::{self, LambdaHeader};
 use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
 mod conformance;
+mod deploy_cmd;
 mod inspect;
 mod invoke;
 mod logs_cmd;
@@ -68,13 +69,26 @@ enum Command {
     Upgrade(upgrade::UpgradeArgs),
     /// Swap the version the last upgrade replaced back in (one level of history).
     Rollback(upgrade::RollbackArgs),
+    /// Deploy a lambda behind an interface's dispatcher, next to the lambdas already there.
+    ///
+    /// The dispatcher (one XDP program per interface, installed by the first deploy) matches
+    /// each UDP datagram's destination port and λ lambda id against the rules and tail-calls
+    /// the lambda's slot. Deploy verifies the object (and bounds dispatcher plus lambda), loads
+    /// it with the rule's port and id, pins its own maps under its name, fills its slot and
+    /// only then adds its rule, so no packet meets an empty slot. Conflicting rules are
+    /// refused with the name of the lambda that holds the rule.
+    Deploy(deploy_cmd::DeployArgs),
+    /// Remove a deployed lambda: its rule, then its slot, then its pins. The others keep
+    /// running; the last one on an interface takes the dispatcher with it.
+    Undeploy(deploy_cmd::UndeployArgs),
     /// Detach the lambda from an interface and remove its pins and record.
     Detach {
         /// The interface to clear.
         #[arg(long, value_name = "IF")]
         iface: String,
     },
-    /// List the lambdas attached in this network namespace, checked against the kernel.
+    /// List the lambdas attached or deployed in this network namespace, checked against the
+    /// kernel: mode, program id, rule, maps, calls.
     Ls {
         /// Print JSON (one array of records with a `liveness` field) instead of a table.
         #[arg(long)]
@@ -335,6 +349,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     match cli.command {
         Command::Attach(args) => attach(args),
+        Command::Deploy(args) => deploy_cmd::deploy(args),
+        Command::Undeploy(args) => deploy_cmd::undeploy(args),
         Command::Detach { iface } => detach(&iface),
         Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Rollback(args) => upgrade::rollback(args),
@@ -454,7 +470,7 @@ fn ls(json: bool) -> Result<ExitCode> {
     let host = Host::from_env()?;
     let listed = host.list()?;
     if json {
-        let items: Vec<serde_json::Value> = listed
+        let mut items: Vec<serde_json::Value> = listed
             .iter()
             .map(|l| {
                 let mut v = serde_json::to_value(&l.record).expect("record serializes");
@@ -467,65 +483,77 @@ fn ls(json: bool) -> Result<ExitCode> {
                     Liveness::Stale { reason } => ("stale", Some(reason.clone())),
                     Liveness::Unknown { reason } => ("unknown", Some(reason.clone())),
                 };
+                v["kind"] = "attached".into();
                 v["liveness"] = serde_json::json!({ "state": state, "detail": detail });
                 v
             })
             .collect();
+        items.extend(deploy_cmd::deployed_json(&host)?);
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if listed.is_empty() {
-        println!("no lambdas attached in this network namespace");
-        return Ok(ExitCode::SUCCESS);
+    if !listed.is_empty() {
+        let rows: Vec<Vec<String>> = listed
+            .iter()
+            .map(|l| {
+                let r = &l.record;
+                let maps: Vec<&str> = r.maps.iter().map(|m| m.name.as_str()).collect();
+                vec![
+                    r.iface.clone(),
+                    r.mode.to_string(),
+                    r.program_id.to_string(),
+                    r.lambda.clone(),
+                    r.port.to_string(),
+                    lambda_id_text(r.lambda_id),
+                    if maps.is_empty() {
+                        "-".into()
+                    } else {
+                        maps.join(",")
+                    },
+                    match &l.liveness {
+                        Liveness::Live { .. } => "live".into(),
+                        Liveness::Replaced { program_id } => {
+                            format!("replaced (prog {program_id})")
+                        }
+                        Liveness::Stale { reason } => format!("STALE: {reason}"),
+                        Liveness::Unknown { reason } => format!("unknown: {reason}"),
+                    },
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "IFACE", "MODE", "PROG", "LAMBDA", "PORT", "ID", "MAPS", "STATE",
+            ],
+            &rows,
+        );
     }
-    let rows: Vec<[String; 8]> = listed
-        .iter()
-        .map(|l| {
-            let r = &l.record;
-            let maps: Vec<&str> = r.maps.iter().map(|m| m.name.as_str()).collect();
-            [
-                r.iface.clone(),
-                r.mode.to_string(),
-                r.program_id.to_string(),
-                r.lambda.clone(),
-                r.port.to_string(),
-                lambda_id_text(r.lambda_id),
-                if maps.is_empty() {
-                    "-".into()
-                } else {
-                    maps.join(",")
-                },
-                match &l.liveness {
-                    Liveness::Live { .. } => "live".into(),
-                    Liveness::Replaced { program_id } => format!("replaced (prog {program_id})"),
-                    Liveness::Stale { reason } => format!("STALE: {reason}"),
-                    Liveness::Unknown { reason } => format!("unknown: {reason}"),
-                },
-            ]
-        })
-        .collect();
-    let header = [
-        "IFACE", "MODE", "PROG", "LAMBDA", "PORT", "ID", "MAPS", "STATE",
-    ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    let deployed = deploy_cmd::print_deployed(&host)?;
+    if listed.is_empty() && deployed == 0 {
+        println!("no lambdas attached or deployed in this network namespace");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `rows` under `header`, each column as wide as its widest cell.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let print = |cells: &[String]| {
+    let print = |cells: &mut dyn Iterator<Item = &str>| {
         let line: Vec<String> = cells
-            .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         println!("{}", line.join("  ").trim_end());
     };
-    print(&header.map(String::from));
-    for row in &rows {
-        print(row);
+    print(&mut header.iter().copied());
+    for row in rows {
+        print(&mut row.iter().map(String::as_str));
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn lambda_id_text(id: Option<u32>) -> String {

@@ -203,40 +203,48 @@ impl Opened {
         let (who, map_name) = target.split_once('/').ok_or_else(|| {
             anyhow!("`{target}`: expected LAMBDA/MAP or IFACE/MAP, e.g. static-server/OBJECTS")
         })?;
-        let listed = host.list()?;
+        let listed = map_holders(host)?;
         if listed.is_empty() {
-            bail!("no lambdas attached in this network namespace (see `lambdactl attach`)");
+            bail!(
+                "no lambdas attached or deployed in this network namespace (see `lambdactl attach` and `deploy`)"
+            );
         }
         let attached = || {
             listed
                 .iter()
-                .map(|l| format!("{} on {}", l.record.lambda, l.record.iface))
+                .map(|l| format!("{} on {}", l.lambda, l.iface))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        // The interface name is unique; a lambda name may be attached on several interfaces.
-        let by_iface: Vec<_> = listed.iter().filter(|l| l.record.iface == who).collect();
-        let matches = if by_iface.is_empty() {
-            listed
-                .iter()
-                .filter(|l| l.record.lambda == who)
-                .collect::<Vec<_>>()
+        // A lambda name first (deployed names are unique); else an interface, unique for
+        // attached lambdas but shared by the lambdas deployed behind its dispatcher.
+        let by_name: Vec<_> = listed.iter().filter(|l| l.lambda == who).collect();
+        let matches = if by_name.is_empty() {
+            listed.iter().filter(|l| l.iface == who).collect::<Vec<_>>()
         } else {
-            by_iface
+            by_name
         };
         let record = match matches.as_slice() {
             [] => bail!(
-                "no lambda or interface `{who}` in this network namespace; attached: {}",
+                "no lambda or interface `{who}` in this network namespace; there are: {}",
                 attached()
             ),
-            [one] => one.record.clone(),
+            [one] => (*one).clone(),
+            many if many.iter().all(|l| l.iface == who) => bail!(
+                "several lambdas are deployed on `{who}` ({}): name the lambda, e.g. {}/{map_name}",
+                many.iter()
+                    .map(|l| l.lambda.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                many[0].lambda
+            ),
             many => bail!(
                 "lambda `{who}` is attached on several interfaces ({}): name the interface, e.g. {}/{map_name}",
                 many.iter()
-                    .map(|l| l.record.iface.as_str())
+                    .map(|l| l.iface.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                many[0].record.iface
+                many[0].iface
             ),
         };
         let names = || {
@@ -495,12 +503,41 @@ fn types_for(object: &Path, map: &str, spec: &MapSpec) -> (MapTypes, Option<Stri
     (types, note)
 }
 
+/// A lambda whose maps are pinned: attached alone, or deployed behind a dispatcher.
+#[derive(Clone)]
+struct MapHolder {
+    lambda: String,
+    iface: String,
+    object: PathBuf,
+    maps: Vec<loader::PinnedMap>,
+}
+
+/// Every attached and deployed lambda of this namespace.
+fn map_holders(host: &Host) -> Result<Vec<MapHolder>> {
+    let mut holders: Vec<MapHolder> = host
+        .list()?
+        .into_iter()
+        .map(|l| MapHolder {
+            lambda: l.record.lambda,
+            iface: l.record.iface,
+            object: l.record.object,
+            maps: l.record.maps,
+        })
+        .collect();
+    holders.extend(host.deploy_records()?.into_iter().map(|r| MapHolder {
+        lambda: r.name,
+        iface: r.iface,
+        object: r.object,
+        maps: r.maps,
+    }));
+    Ok(holders)
+}
+
 fn ls(host: &Host, json: bool) -> Result<ExitCode> {
-    let listed = host.list()?;
+    let listed = map_holders(host)?;
     let mut rows = Vec::new();
     let mut failed = false;
-    for l in &listed {
-        let r = &l.record;
+    for r in &listed {
         for m in &r.maps {
             let opened = open_pin(&m.pin).and_then(|map| {
                 // A ring buffer has no elements to count (the kernel refuses to iterate it);
@@ -549,7 +586,7 @@ fn ls(host: &Host, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if listed.is_empty() {
-        println!("no lambdas attached in this network namespace");
+        println!("no lambdas attached or deployed in this network namespace");
     } else if rows.is_empty() {
         println!("the attached lambdas have no maps");
     } else {

@@ -3,6 +3,7 @@
 //! with BPF_PROG_TEST_RUN.
 
 pub mod btf_types;
+pub mod dispatch;
 pub mod frames;
 pub mod image;
 pub mod kernel;

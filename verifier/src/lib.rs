@@ -22,6 +22,7 @@
 pub mod assertions;
 pub mod bound;
 pub mod cfg;
+pub mod chain;
 pub mod checks;
 pub mod contract;
 pub mod domain;

@@ -218,6 +218,45 @@ pub enum KernelError {
         source: io::Error,
     },
 
+    #[error("`{name}` is not a valid lambda name: {reason}")]
+    BadLambdaName { name: String, reason: &'static str },
+
+    #[error(
+        "a lambda named `{name}` is already deployed (on `{iface}`); undeploy it first or pick another name"
+    )]
+    AlreadyDeployed { name: String, iface: String },
+
+    #[error("no lambda named `{name}` is deployed in this network namespace (see `lambdactl ls`)")]
+    NotDeployed { name: String },
+
+    #[error("match rule {rule} on `{iface}` is already held by lambda `{holder}`")]
+    RuleTaken {
+        rule: crate::dispatch::MatchRule,
+        iface: String,
+        holder: String,
+    },
+
+    #[error(
+        "`{iface}` has a lambda attached alone (`{lambda}`, by `lambdactl attach`); detach it before deploying behind a dispatcher"
+    )]
+    AttachedAlone { iface: String, lambda: String },
+
+    #[error(
+        "`{iface}` has a dispatcher with deployed lambdas; `attach` needs the interface to itself (use `deploy`, or undeploy them first)"
+    )]
+    HasDispatcher { iface: String },
+
+    #[error("`{iface}` holds {max} lambdas already: no free slot in its dispatcher")]
+    DispatcherFull { iface: String, max: u32 },
+
+    #[error("dispatcher on `{iface}`: {operation}: {source}")]
+    Dispatch {
+        iface: String,
+        operation: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("attachment record {} is not valid: {source}", path.display())]
     BadRecord {
         path: PathBuf,

@@ -43,6 +43,7 @@ pub const ENV_STATE_DIR: &str = "LNIC_STATE_DIR";
 /// How many trailing lines of a verifier log the short rendering keeps.
 pub const VERIFIER_LOG_TAIL: usize = 25;
 
+mod deploy;
 mod error;
 mod logs;
 mod raw_run;
@@ -54,9 +55,15 @@ mod upgrade;
 pub use crate::lambda::{
     GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
 };
+pub use deploy::{
+    DeployRecord, Deployed, DeployedLambda, DispatcherRecord, Undeployed, check_lambda_name,
+    rule_of_key,
+};
 pub use error::{KernelError, VerifierLog, chain};
 pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
-pub use raw_run::{KernelValue, RawRunError, max_raw_memory, run_raw_in_kernel, with_map_fds};
+pub use raw_run::{
+    KernelValue, RawRunError, load_xdp_named, max_raw_memory, run_raw_in_kernel, with_map_fds,
+};
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,
 };
@@ -312,6 +319,11 @@ impl Host {
         image.name = lambda;
         let ifindex = ifindex(iface)?;
         check_privileges(&format!("attaching to {iface}"))?;
+        if self.dispatch_dir(iface).join("link").exists() {
+            return Err(KernelError::HasDispatcher {
+                iface: iface.to_owned(),
+            });
+        }
 
         let mut notes = Vec::new();
         notes.extend(self.ensure_bpffs()?);

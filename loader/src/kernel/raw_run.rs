@@ -208,7 +208,17 @@ pub fn with_map_fds(insns: &[Insn], fds: &[OwnedFd]) -> Vec<Insn> {
 
 /// Loads `insns` as an XDP program; on failure, loads it again with a log to say why.
 pub fn load_xdp(insns: &[Insn]) -> Result<OwnedFd, RawRunError> {
+    load_xdp_named(insns, "conformance")
+}
+
+/// [`load_xdp`] with the program name the kernel shows (`bpftool prog`); at most 15 bytes
+/// are kept.
+pub fn load_xdp_named(insns: &[Insn], name: &str) -> Result<OwnedFd, RawRunError> {
     let bytes = encode(insns);
+    let mut prog_name = [0u8; 16];
+    let keep = name.len().min(15);
+    prog_name[..keep].copy_from_slice(&name.as_bytes()[..keep]);
+    let prog_load = |code: &[u8], log: Option<&mut [u8]>| prog_load(code, log, prog_name);
     let first = match prog_load(&bytes, None) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
@@ -330,9 +340,7 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     }
 }
 
-fn prog_load(code: &[u8], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
-    let mut name = [0u8; 16];
-    name[..11].copy_from_slice(b"conformance");
+fn prog_load(code: &[u8], log: Option<&mut [u8]>, name: [u8; 16]) -> io::Result<OwnedFd> {
     let (log_level, log_size, log_buf) = match log {
         Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
         None => (0, 0, 0),

@@ -475,3 +475,64 @@ pub(crate) fn program_run_info(id: u32) -> io::Result<ProgramRunInfo> {
         map_ids = vec![0u32; count];
     }
 }
+
+/// `XDP_FLAGS_SKB_MODE` / `XDP_FLAGS_DRV_MODE` from the UAPI's `if_link.h`.
+pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Attaches the XDP program `prog` to interface `ifindex` with a new bpf_link
+/// (BPF_LINK_CREATE). The link lives as long as its fd or a pin of it.
+pub(crate) fn link_create_xdp(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    flags: u32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_XDP: u32 = 37;
+
+    #[repr(C)]
+    struct LinkCreateAttr {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+        // The union that follows in the kernel's struct; zero for XDP.
+        _rest: [u64; 4],
+    }
+
+    let attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+        _rest: [0; 4],
+    };
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_CREATE.
+    let fd = unsafe { bpf_syscall(BPF_LINK_CREATE, &attr) }?;
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The kernel's id of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD).
+pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    // SAFETY: a plain C struct; all-zero is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: `info` is writable for `info_len` bytes and outlives the call.
+    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    Ok(info.id)
+}

@@ -13,6 +13,10 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+#[path = "../shared/decimal.rs"]
+mod decimal;
+
+#[cfg(target_arch = "bpf")]
 #[path = "../shared/counter.rs"]
 mod counter;
 

@@ -55,20 +55,11 @@ fn handle<const P: usize>(
 }
 
 /// Writes `prefix` then `count` in decimal, zero-padded to `DIGITS` digits, into `out`; returns
-/// the length (a constant for each prefix).
-///
-/// Fixed width on purpose: a length that depends on the number of digits makes the kernel
-/// verifier walk the reply's copy and checksum code once per possible length (over its
-/// 1M-instruction limit), and a start offset that depends on it is a stack access with a
-/// variable offset, which ours refuses. Here every store is at a constant offset.
+/// the length (a constant for each prefix, see `decimal`).
 #[inline(always)]
 fn render<const P: usize>(out: &mut [u8; BODY], prefix: &[u8; P], count: u64) -> usize {
     const { assert!(P + DIGITS <= BODY, "the prefix is too long for the body") };
     out[..P].copy_from_slice(prefix);
-    let mut n = count;
-    for i in (0..DIGITS).rev() {
-        out[P + i] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
+    super::decimal::write_padded::<BODY, DIGITS>(out, P, count);
     P + DIGITS
 }

@@ -1,0 +1,246 @@
+//! `lambdactl deploy` / `undeploy`: many lambdas behind one interface's dispatcher, added and
+//! removed one at a time (see `loader::dispatch` and `loader::kernel::deploy`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use loader::dispatch::{self, MatchRule};
+use loader::maps::KernelMap;
+use loader::{AttachMode, Host};
+
+use crate::verify::{self, LimitsArgs};
+use crate::{ModeArg, plural, print_table};
+
+#[derive(Args)]
+pub(crate) struct DeployArgs {
+    /// The lambda object (an eBPF ELF file, e.g. target/lambdas/whoami.o). It needs no change
+    /// to run behind the dispatcher: it is loaded with the rule's port and lambda id.
+    object: PathBuf,
+    /// The interface whose dispatcher serves it (installed by the first deploy).
+    #[arg(long, value_name = "IF")]
+    iface: String,
+    /// The lambda's name: its pins, its maps (`maps dump NAME/MAP`) and `undeploy NAME`.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// Which packets reach it: UDP destination port, and one λ lambda id or any
+    /// (`port=9000,id=7`, `port=9000`). The exact rule wins over a port's any-id rule.
+    #[arg(long = "match", value_name = "RULE")]
+    rule: MatchRule,
+    /// XDP mode of the dispatcher, when this deploy installs it.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: ModeArg,
+    /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
+    #[arg(long)]
+    skip_verify: bool,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct UndeployArgs {
+    /// The deployed lambda's name.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    name: Option<String>,
+    /// Undeploy every lambda in this network namespace (with --iface: on that interface).
+    #[arg(long)]
+    all: bool,
+    /// With --all: only the lambdas on this interface.
+    #[arg(long, value_name = "IF", requires = "all")]
+    iface: Option<String>,
+}
+
+pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
+    let host = Host::from_env()?;
+    loader::kernel::check_lambda_name(&args.name)?;
+    if !args.skip_verify {
+        let contract = verify::check_before_load(
+            &args.object,
+            &args.rule.params(),
+            verifier::Backend::Kernel,
+            &args.limits,
+        )?;
+        // The request runs the dispatcher and then this lambda: bound the whole chain.
+        let dispatcher = verifier::verify(
+            &dispatch::verifier_input(),
+            &args.limits.limits().options(verifier::Backend::Kernel, 1),
+        )
+        .map_err(|e| anyhow::anyhow!("the dispatcher fails our verifier: {e}"))?;
+        let total = verifier::chain::tail_call_chain(
+            &dispatcher,
+            &contract,
+            args.limits.limits().max_insns,
+        )?;
+        println!(
+            "{}; with the dispatcher at most {total} instructions per request",
+            verify::summary(&contract)
+        );
+    }
+    let mode = match args.mode {
+        ModeArg::Auto => AttachMode::Auto,
+        ModeArg::Drv => AttachMode::Drv,
+        ModeArg::Skb => AttachMode::Skb,
+    };
+    let deployed = host.deploy(&args.object, &args.iface, &args.name, args.rule, mode)?;
+    for note in &deployed.notes {
+        println!("note: {note}");
+    }
+    if let Some(d) = &deployed.installed_dispatcher {
+        println!(
+            "installed the dispatcher on {} (ifindex {}) in {} mode: program id {}, link id {}, {} instructions",
+            d.iface, d.ifindex, d.mode, d.program_id, d.link_id, d.insns
+        );
+        if let Some(reason) = &deployed.drv_fallback {
+            println!("note: native (drv) mode failed, using generic (skb) mode: {reason}");
+        }
+    }
+    let r = &deployed.record;
+    println!(
+        "deployed {} ({}) on {} for {}: program id {}, slot {}",
+        r.name, r.program, r.iface, r.rule, r.program_id, r.slot
+    );
+    for m in &r.maps {
+        println!(
+            "  map {} ({}) pinned at {}{}",
+            m.name,
+            m.map_type,
+            m.pin.display(),
+            if m.seeded > 0 {
+                format!(" (seeded {} record{})", m.seeded, plural(m.seeded))
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn undeploy(args: UndeployArgs) -> Result<ExitCode> {
+    let host = Host::from_env()?;
+    let names: Vec<String> = match &args.name {
+        Some(name) => vec![name.clone()],
+        None => host
+            .deploy_records()?
+            .into_iter()
+            .filter(|r| args.iface.as_ref().is_none_or(|i| *i == r.iface))
+            .map(|r| r.name)
+            .collect(),
+    };
+    if names.is_empty() {
+        println!("nothing deployed to undeploy");
+    }
+    for name in names {
+        undeploy_one(&host, &name)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn undeploy_one(host: &Host, name: &str) -> Result<()> {
+    let undeployed = host.undeploy(name)?;
+    let r = &undeployed.record;
+    println!(
+        "undeployed {} (program id {}, slot {}) from {} ({})",
+        r.name, r.program_id, r.slot, r.iface, r.rule
+    );
+    if let Some(d) = &undeployed.removed_dispatcher {
+        println!(
+            "it was the last lambda on {}: removed the dispatcher (program id {})",
+            d.iface, d.program_id
+        );
+    }
+    Ok(())
+}
+
+/// Invocations counted by a deployed lambda's SDK counters, when it has them.
+fn invocations(record: &loader::kernel::DeployRecord) -> Option<u64> {
+    let pin = record
+        .maps
+        .iter()
+        .find(|m| m.name == lambda_ebpf::stats::MAP_NAME)?
+        .pin
+        .clone();
+    let map = KernelMap::from_pin(pin).ok()?;
+    loader::kernel::sum_slots(&map).ok().map(|s| s.invocations)
+}
+
+/// The deployed lambdas for `ls --json`, each with `"kind": "deployed"`.
+pub(crate) fn deployed_json(host: &Host) -> Result<Vec<serde_json::Value>> {
+    let mut items = Vec::new();
+    for d in host.deployed()? {
+        let mut v = serde_json::to_value(&d.record).context("serializing a deploy record")?;
+        v["kind"] = "deployed".into();
+        v["rule_text"] = d.record.rule.to_string().into();
+        v["invocations"] = invocations(&d.record).into();
+        v["liveness"] = match &d.live {
+            Ok(()) => serde_json::json!({ "state": "live", "detail": null }),
+            Err(reason) => serde_json::json!({ "state": "stale", "detail": reason }),
+        };
+        v["dispatcher_mode"] = host
+            .dispatcher(&d.record.iface)
+            .map(|r| r.mode.to_string())
+            .into();
+        items.push(v);
+    }
+    Ok(items)
+}
+
+/// The deployed lambdas as a table for `ls`; returns how many there were.
+pub(crate) fn print_deployed(host: &Host) -> Result<usize> {
+    let deployed = host.deployed()?;
+    if deployed.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = deployed
+        .iter()
+        .map(|d| {
+            let r = &d.record;
+            let maps: Vec<&str> = r
+                .maps
+                .iter()
+                .map(|m| m.name.as_str())
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            vec![
+                r.name.clone(),
+                r.iface.clone(),
+                host.dispatcher(&r.iface)
+                    .map_or_else(|| "-".into(), |d| d.mode.to_string()),
+                r.rule.to_string(),
+                r.slot.to_string(),
+                r.program_id.to_string(),
+                if maps.is_empty() {
+                    "-".into()
+                } else {
+                    maps.join(",")
+                },
+                invocations(r).map_or_else(|| "-".into(), |n| n.to_string()),
+                match &d.live {
+                    Ok(()) => "live".into(),
+                    Err(reason) => format!("STALE: {reason}"),
+                },
+            ]
+        })
+        .collect();
+    println!("deployed behind dispatchers:");
+    print_table(
+        &[
+            "NAME", "IFACE", "MODE", "MATCH", "SLOT", "PROG", "MAPS", "CALLS", "STATE",
+        ],
+        &rows,
+    );
+    let mut ifaces: Vec<&str> = deployed.iter().map(|d| d.record.iface.as_str()).collect();
+    ifaces.sort_unstable();
+    ifaces.dedup();
+    for iface in ifaces {
+        if let Ok(counts) = host.dispatcher_counters(iface) {
+            let parts: Vec<String> = dispatch::DispatchCounter::ALL
+                .iter()
+                .zip(counts)
+                .map(|(c, n)| format!("{} {n}", c.name()))
+                .collect();
+            println!("dispatcher on {iface}: {}", parts.join(", "));
+        }
+    }
+    Ok(deployed.len())
+}
