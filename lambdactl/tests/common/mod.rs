@@ -226,6 +226,7 @@ impl Drop for NetnsPair {
             (&self.server_ns, &self.server_if),
             (&self.client_ns, &self.client_if),
         ] {
+            let _ = lambdactl(&["-n", ns, "undeploy", "--all"]);
             let _ = lambdactl(&["-n", ns, "detach", "--iface", dev]);
         }
         for ns in [&self.server_ns, &self.client_ns] {
