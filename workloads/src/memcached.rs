@@ -326,40 +326,54 @@ pub fn classify_reply(text: &[u8]) -> Reply {
 /// the byte count and the trailer.
 #[inline(always)]
 fn value_reply(text: &[u8]) -> Option<Reply> {
-    // The end of the first line, and the space before its last field (the byte count).
+    // The end of the first line. Only its position is carried out of the loop: in the kernel
+    // verifier every distinct value live at a loop exit is one more path through what follows.
     let mut newline = 0;
-    let mut last_space = 0;
     for i in 6..MAX_VALUE_LINE {
         match text.get(i) {
             Some(&b'\n') => {
                 newline = i;
                 break;
             }
-            Some(&b' ') => last_space = i,
             Some(_) => {}
             None => return None,
         }
     }
-    if newline == 0 || last_space == 0 || text.get(newline - 1) != Some(&b'\r') {
+    if newline == 0 || text.get(newline - 1) != Some(&b'\r') {
         return None;
     }
-    // Forwards over the digits: a backwards walk is an index the verifier cannot bound below.
-    let count_len = (newline - 1).checked_sub(last_space + 1)?;
-    if count_len == 0 || count_len > 10 {
-        return None;
-    }
+    // The byte count is the last field: digits backwards from the `\r` to a space. The index
+    // wraps instead of stopping at 0, so the slice's own bounds check (which the verifiers see)
+    // refuses it.
     let mut len = 0usize;
-    for i in 0..10 {
-        if i >= count_len {
-            break;
+    let mut scale = 1usize;
+    let mut saw_space = false;
+    for i in 0..11 {
+        let at = newline.wrapping_sub(2 + i);
+        // Implied by the bounds check below, but a constant bound is one every verifier uses.
+        if at >= MAX_VALUE_LINE {
+            return None;
         }
-        match *text.get(last_space + 1 + i)? {
-            b @ b'0'..=b'9' => len = len * 10 + usize::from(b - b'0'),
+        match *text.get(at)? {
+            b' ' if i > 0 => {
+                saw_space = true;
+                break;
+            }
+            b @ b'0'..=b'9' if i < 10 => {
+                len += usize::from(b - b'0') * scale;
+                scale *= 10;
+            }
             _ => return None,
         }
     }
+    if !saw_space {
+        return None;
+    }
     // One datagram holds at most MAX_DATAGRAM bytes; the constant bound also tells the
-    // verifier how far the trailer check below can reach.
+    // verifier how far the trailer check below can reach. Re-read volatile so the compiler
+    // cannot hand the check and the accesses below different copies of `len`.
+    // SAFETY: a read of a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
     if len > MAX_DATAGRAM {
         return None;
     }

@@ -47,6 +47,8 @@ mod lambda {
     /// The furthest into the scratch buffer a copy to the packet starts: past a `VALUE` line or
     /// a `set <key> `.
     const FROM_MAX: usize = 512;
+    /// The longest UDP datagram built: one 1500-byte MTU frame.
+    const MAX_UDP: usize = 1500 - IP_LEN;
     /// Outstanding memcached requests remembered; older ones are evicted (a lost reply leaves
     /// nothing behind for long).
     const PENDING_MAX: u32 = 8192;
@@ -89,6 +91,7 @@ mod lambda {
         text: [u8; TEXT_MAX],
         headers: Headers,
         lambda: LambdaHeader,
+        opaque: u64,
         // Slack past `SET_TAIL_MAX`: the verifiers bound the digit writes less tightly than the
         // code does.
         tail: [u8; SET_TAIL_MAX + 32],
@@ -182,6 +185,13 @@ mod lambda {
         load(frame, BODY_AT, &mut scratch.text, body_len).ok_or(Status::Internal)?;
         let body = scratch.text.get(..body_len).ok_or(Status::Internal)?;
         let parsed = memcached::parse_request(body).map_err(|e| e.status())?;
+        // Each key length the parser can stop at is a different verifier state, and each would
+        // walk all the code that follows: forget them (see `opaque`); `forward` checks bounds.
+        let parsed = Parsed {
+            command: parsed.command,
+            key_len: opaque(scratch, parsed.key_len),
+            value_len: opaque(scratch, parsed.value_len),
+        };
         Ok((config, parsed))
     }
 
@@ -237,6 +247,39 @@ mod lambda {
         // SAFETY: `from + len <= FROM_MAX + MAX_BODY <= TEXT_MAX` (checked above).
         let src = unsafe { core::slice::from_raw_parts(buf.as_ptr().add(from), len) };
         frame.store_bytes(at as u32, src).ok()
+    }
+
+    /// Copies the first `len` bytes of `buf` into the packet at `at` (nothing for 0); checked
+    /// after a volatile re-read, for the same reason as in [`load`].
+    #[inline(always)]
+    fn store_head<const N: usize>(
+        frame: &mut XdpFrame<'_>,
+        at: usize,
+        buf: &[u8; N],
+        len: usize,
+    ) -> Option<()> {
+        // SAFETY: a read of a local.
+        let len = unsafe { core::ptr::read_volatile(&len) };
+        if len == 0 {
+            return Some(());
+        }
+        if len > N {
+            return None;
+        }
+        // SAFETY: `len <= N` (checked above).
+        let src = unsafe { core::slice::from_raw_parts(buf.as_ptr(), len) };
+        frame.store_bytes(at as u32, src).ok()
+    }
+
+    /// `x`, passed through the scratch map so that the verifiers no longer know its value:
+    /// a value read from a map is just a number, to be bounded by the checks that follow.
+    #[inline(always)]
+    fn opaque(scratch: &mut Scratch, x: usize) -> usize {
+        // SAFETY: a write and a read of this CPU's own scratch value.
+        unsafe {
+            core::ptr::write_volatile(&mut scratch.opaque, x as u64);
+            core::ptr::read_volatile(&scratch.opaque) as usize
+        }
     }
 
     #[inline(always)]
@@ -356,12 +399,24 @@ mod lambda {
         };
         PENDING.insert(&u32::from(id), &pending, 0).ok()?;
 
-        let key_len = parsed.key_len;
-        if key_len > memcached::MAX_KEY {
+        let scratch = scratch()?;
+        let tail_len = match parsed.command {
+            Command::Set => memcached::set_tail(parsed.value_len, &mut scratch.tail)?,
+            Command::Get => 0,
+        };
+        let udp_len = UDP_LEN + FRAME_HEADER_LEN + parsed.text_len();
+        // Likewise the digit counts of the value length.
+        let key_len = opaque(scratch, parsed.key_len);
+        let value_len = opaque(scratch, parsed.value_len);
+        let tail_len = opaque(scratch, tail_len);
+        let udp_len = opaque(scratch, udp_len);
+        if key_len > memcached::MAX_KEY
+            || value_len > MAX_BODY
+            || tail_len > SET_TAIL_MAX
+            || udp_len > MAX_UDP
+        {
             return None;
         }
-        let udp_len = UDP_LEN + FRAME_HEADER_LEN + parsed.text_len();
-        let scratch = scratch()?;
         scratch.headers.fill(
             (config.server_mac, macs[0]),
             (addrs[1], config.server_ip),
@@ -374,18 +429,18 @@ mod lambda {
             .store_bytes(MC_AT as u32, &FrameHeader::request(id).to_bytes())
             .ok()?;
         // `get <key>` / `set <key>` as the client wrote it.
-        let head = scratch.text.get(..KEY_OFFSET + key_len)?;
-        frame.store_bytes(TEXT_AT as u32, head).ok()?;
+        store(frame, TEXT_AT, &scratch.text, 0, KEY_OFFSET + key_len)?;
         let mut at = TEXT_AT + KEY_OFFSET + key_len;
-        if parsed.command == Command::Set {
-            let value_len = parsed.value_len;
-            if value_len > MAX_BODY {
-                return None;
-            }
-            let n = memcached::set_tail(value_len, &mut scratch.tail)?;
-            frame.store_bytes(at as u32, scratch.tail.get(..n)?).ok()?;
-            at += n;
-            store(frame, at, &scratch.text, parsed.value_offset(), value_len)?;
+        if tail_len > 0 {
+            store_head(frame, at, &scratch.tail, tail_len)?;
+            at += tail_len;
+            store(
+                frame,
+                at,
+                &scratch.text,
+                KEY_OFFSET + key_len + 1,
+                value_len,
+            )?;
             at += value_len;
         }
         frame.store_bytes(at as u32, b"\r\n").ok()?;
@@ -470,6 +525,12 @@ mod lambda {
             }
         };
 
+        // As in `forward`: one verifier state per place the reply parser can stop is too many.
+        let value_at = opaque(scratch, value_at);
+        let value_len = opaque(scratch, value_len);
+        if value_len > MAX_BODY {
+            return Err(());
+        }
         let udp_len = UDP_LEN + HEADER_LEN + value_len;
         scratch.headers.fill(
             (pending.client_mac, macs[0]),
