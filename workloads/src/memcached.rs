@@ -120,8 +120,8 @@ pub fn value_fits(key_len: usize, value_len: usize) -> bool {
 
 #[inline(always)]
 fn starts_with<const N: usize>(text: &[u8], prefix: &[u8; N]) -> bool {
-    for i in 0..N {
-        if text.get(i) != Some(&prefix[i]) {
+    for (i, b) in prefix.iter().enumerate() {
+        if text.get(i) != Some(b) {
             return false;
         }
     }
