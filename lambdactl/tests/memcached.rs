@@ -25,8 +25,10 @@ const OPS: usize = 10_000;
 const SEED: u64 = 0x6d65_6d63_6163_6865;
 const MEMCACHED_PORT: u16 = 11211;
 const LAMBDA_PORT: u16 = 9000;
-/// Keys in the pool: few enough that gets hit often, many enough that they also miss.
-const KEYS: usize = 48;
+/// Keys in the pool: few enough that gets hit often. Sets use only the first
+/// [`SET_KEYS`], so gets of the rest always miss.
+const KEYS: usize = 64;
+const SET_KEYS: usize = 48;
 /// The longest λ body one 1500-byte-MTU IPv4 datagram carries.
 const MAX_REQUEST_BODY: usize = 1500 - 20 - 8 - HEADER_LEN;
 /// memcached's largest UDP datagram (its UDP_MAX_PAYLOAD_SIZE).
@@ -97,6 +99,7 @@ fn operations() -> (Vec<Vec<u8>>, Vec<Op>) {
             match rng.below(100) {
                 0..=44 => Op::Get(key),
                 45..=94 => {
+                    let key = keys[rng.below(SET_KEYS)].clone();
                     let room = MAX_REQUEST_BODY - 5 - key.len();
                     let len = match rng.below(10) {
                         0..=5 => rng.below(64),
@@ -323,6 +326,7 @@ fn run_operations(pair: &NetnsPair, backend: &str) -> (Model, usize) {
             .unwrap();
         let mut model = Model::default();
         let mut resent = 0;
+        let mut statuses: HashMap<Status, usize> = HashMap::new();
         let mut buf = [0u8; 2048];
         let started = Instant::now();
         for (i, op) in ops.iter().enumerate() {
@@ -370,11 +374,25 @@ fn run_operations(pair: &NetnsPair, backend: &str) -> (Model, usize) {
                 String::from_utf8_lossy(&body[..body.len().min(60)])
             );
             assert!(got_body == want_body, "{backend}: op {i}: wrong value");
+            *statuses.entry(status).or_default() += 1;
+        }
+        // The mix must exercise every answer: hits, misses, stores, refusals.
+        for status in [
+            Status::Ok,
+            Status::NotFound,
+            Status::TooLarge,
+            Status::BadRequest,
+        ] {
+            assert!(
+                statuses.get(&status).copied().unwrap_or(0) >= 50,
+                "{backend}: too few {} answers: {statuses:?}",
+                status.name()
+            );
         }
         let elapsed = started.elapsed();
         let _ = writeln!(
             std::io::stderr(),
-            "{backend}: {OPS} operations in {elapsed:.2?} ({resent} resent)"
+            "{backend}: {OPS} operations in {elapsed:.2?} ({resent} resent), answers {statuses:?}"
         );
         (model, resent)
     })
@@ -442,7 +460,7 @@ fn through_xdp(mode: &str) {
     }
     let pair = NetnsPair::create();
     checksums_in_software(&pair);
-    let _memcached = start_memcached(&pair);
+    let memcached = start_memcached(&pair);
     if mode == "drv" {
         // Native-mode XDP_TX on veth needs an XDP program on the peer (see netns_e2e.rs):
         // the static-server on an unused port passes everything.
@@ -488,48 +506,58 @@ fn through_xdp(mode: &str) {
     );
     check_model_against_memcached(&pair, &model, mode);
 
-    // A reply that matches no pending request is dropped and counted.
-    let dump = lambdactl_ok(&[
-        "-n",
-        &pair.server_ns,
-        "maps",
-        "dump",
-        &format!("{}/MC_COUNTS", pair.server_if),
-        "--json",
-    ]);
-    let counts: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    let _ = writeln!(std::io::stderr(), "{mode}: MC_COUNTS {counts}");
-    let unmatched_before = slot_total(&counts, 2);
-    let forged = format!("{}:{MEMCACHED_PORT}", pair.client_v4);
+    // A reply that matches no pending request is dropped and counted. memcached is stopped
+    // first so its address and port are free to forge one from.
+    drop(memcached);
+    let counts = |pair: &NetnsPair| -> serde_json::Value {
+        let dump = lambdactl_ok(&[
+            "-n",
+            &pair.server_ns,
+            "maps",
+            "dump",
+            &format!("{}/MC_COUNTS", pair.server_if),
+            "--json",
+        ]);
+        serde_json::from_str(&dump).unwrap()
+    };
+    let before = counts(&pair);
+    assert_eq!(
+        slot_total(&before, 0),
+        slot_total(&before, 1),
+        "{mode}: every forwarded request was answered"
+    );
+    let forged_from = format!("{}:{MEMCACHED_PORT}", pair.client_v4);
     let target = format!("{}:{LAMBDA_PORT}", pair.server_v4);
-    NetnsPair::within(&pair.client_ns, || {
-        // From memcached's own address and port, with a request id nobody is waiting for.
-        let socket = UdpSocket::bind(&forged);
-        if let Ok(socket) = socket {
-            socket
-                .send_to(b"\xff\xff\x00\x00\x00\x01\x00\x00END\r\n", &target)
-                .unwrap();
-        }
+    let answered = NetnsPair::within(&pair.client_ns, || {
+        let socket = UdpSocket::bind(&forged_from).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        // A request id well away from any handed out (the CPU sits in its top bits).
+        socket
+            .send_to(b"\xff\xff\x00\x00\x00\x01\x00\x00END\r\n", &target)
+            .unwrap();
+        socket.recv(&mut [0u8; 64]).is_ok()
     });
-    let _ = forged;
-    std::thread::sleep(Duration::from_millis(200));
-    let dump = lambdactl_ok(&[
-        "-n",
-        &pair.server_ns,
-        "maps",
-        "dump",
-        &format!("{}/MC_COUNTS", pair.server_if),
-        "--json",
-    ]);
-    let counts: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    let _ = unmatched_before;
-    let _ = counts;
+    assert!(!answered, "{mode}: an unmatched reply was answered");
+    let after = counts(&pair);
+    assert_eq!(
+        slot_total(&after, 2),
+        slot_total(&before, 2) + 1,
+        "{mode}: the unmatched reply is counted: {after}"
+    );
 }
 
 /// The total over CPUs of slot `slot` in a `maps dump --json` of a per-CPU array.
 fn slot_total(dump: &serde_json::Value, slot: u64) -> u64 {
-    let _ = (dump, slot);
-    0
+    dump["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["key"] == slot)
+        .and_then(|e| e["values"].as_array())
+        .map(|values| values.iter().map(|v| v.as_u64().unwrap()).sum())
+        .unwrap_or_else(|| panic!("no slot {slot} in {dump}"))
 }
 
 #[test]
