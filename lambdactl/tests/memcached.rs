@@ -314,8 +314,8 @@ fn client_checksum_errors(pair: &NetnsPair) -> u64 {
 
 /// Runs every operation from the client namespace against `server_v4:9000`, one at a time,
 /// comparing each answer with the model. Returns the model (for the TCP check) and how many
-/// requests had to be sent again after a timeout.
-fn run_operations(pair: &NetnsPair, backend: &str) -> (Model, usize) {
+/// answers of each status came.
+fn run_operations(pair: &NetnsPair, backend: &str) -> (Model, HashMap<Status, usize>) {
     let (_, ops) = operations();
     let target = format!("{}:{LAMBDA_PORT}", pair.server_v4);
     let bind = format!("{}:0", pair.client_v4);
@@ -394,7 +394,7 @@ fn run_operations(pair: &NetnsPair, backend: &str) -> (Model, usize) {
             std::io::stderr(),
             "{backend}: {OPS} operations in {elapsed:.2?} ({resent} resent), answers {statuses:?}"
         );
-        (model, resent)
+        (model, statuses)
     })
 }
 
@@ -498,7 +498,7 @@ fn through_xdp(mode: &str) {
         &config_value(&pair),
     ]);
     let errors_before = client_checksum_errors(&pair);
-    let (model, _) = run_operations(&pair, mode);
+    let (model, statuses) = run_operations(&pair, mode);
     assert_eq!(
         client_checksum_errors(&pair),
         errors_before,
@@ -520,6 +520,21 @@ fn through_xdp(mode: &str) {
         ]);
         serde_json::from_str(&dump).unwrap()
     };
+    // Every reply matched its pending request and removed it.
+    let pending = lambdactl_ok(&[
+        "-n",
+        &pair.server_ns,
+        "maps",
+        "dump",
+        &format!("{}/PENDING", pair.server_if),
+        "--json",
+    ]);
+    let pending: serde_json::Value = serde_json::from_str(&pending).unwrap();
+    assert_eq!(
+        pending["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{mode}: pending requests left behind"
+    );
     let before = counts(&pair);
     assert_eq!(
         slot_total(&before, 0),
@@ -540,6 +555,30 @@ fn through_xdp(mode: &str) {
         socket.recv(&mut [0u8; 64]).is_ok()
     });
     assert!(!answered, "{mode}: an unmatched reply was answered");
+
+    // `lambdactl stats` sees every answer with its status, and the unmatched reply as a drop.
+    let stats = lambdactl_ok(&["-n", &pair.server_ns, "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let sdk = stats["lambdas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["iface"] == pair.server_if.as_str())
+        .map(|l| l["sdk"].clone())
+        .expect("stats for the memcached lambda");
+    for (status, n) in &statuses {
+        assert_eq!(
+            sdk["statuses"][status.name()].as_u64(),
+            Some(*n as u64),
+            "{mode}: stats count of {}: {sdk}",
+            status.name()
+        );
+    }
+    assert_eq!(
+        sdk["actions"]["XDP_DROP"].as_u64(),
+        Some(1),
+        "{mode}: {sdk}"
+    );
     let after = counts(&pair);
     assert_eq!(
         slot_total(&after, 2),

@@ -24,7 +24,7 @@ mod lambda {
     use aya_ebpf::{macros::map, macros::xdp, programs::XdpContext};
     use lambda_ebpf::frame::{Frame, read_at, write_at};
     use lambda_ebpf::wire::HEADER_LEN;
-    use lambda_ebpf::xdp::{XdpFrame, serve};
+    use lambda_ebpf::xdp::{XdpFrame, record, serve};
     use lambda_ebpf::{IpVersion, LambdaHeader, MAX_BODY, Request, Status, Verdict, udp_checksum};
     use workloads::memcached::{
         self, Command, FRAME_HEADER_LEN, FrameHeader, KEY_OFFSET, Parsed, Reply, SET_TAIL_MAX,
@@ -114,7 +114,10 @@ mod lambda {
     #[xdp]
     pub fn memcached(ctx: XdpContext) -> u32 {
         let mut frame = XdpFrame::new(&ctx);
-        if let Some(verdict) = from_server(&mut frame) {
+        if let Some((verdict, status)) = from_server(&mut frame) {
+            // Counted like the SDK counts requests: `lambdactl stats` shows unmatched replies
+            // as XDP_DROP and the answers as XDP_TX with their λ status.
+            record(verdict, status);
             return verdict.xdp_action();
         }
         serve(&ctx, handle)
@@ -447,10 +450,10 @@ mod lambda {
         finish_udp(frame, udp_len)
     }
 
-    /// A packet from the configured server is memcached's reply: `Some(verdict)`. Anything
-    /// else (`None`) goes on to the λ request path.
+    /// A packet from the configured server is memcached's reply: `Some(verdict, status of
+    /// the λ response sent)`. Anything else (`None`) goes on to the λ request path.
     #[inline(always)]
-    fn from_server(frame: &mut XdpFrame<'_>) -> Option<Verdict> {
+    fn from_server(frame: &mut XdpFrame<'_>) -> Option<(Verdict, Option<Status>)> {
         let config = CONFIG.get(0)?;
         let data = frame.data();
         let end = frame.data_end();
@@ -471,14 +474,14 @@ mod lambda {
             return None;
         }
         Some(match answer(frame) {
-            Ok(verdict) => verdict,
-            Err(()) => Verdict::Aborted,
+            Ok(answered) => answered,
+            Err(()) => (Verdict::Aborted, None),
         })
     }
 
     /// Turns memcached's reply into the λ response for whoever asked.
     #[inline(always)]
-    fn answer(frame: &mut XdpFrame<'_>) -> Result<Verdict, ()> {
+    fn answer(frame: &mut XdpFrame<'_>) -> Result<(Verdict, Option<Status>), ()> {
         let data = frame.data();
         let end = frame.data_end();
         // SAFETY (reads): `read_at` checks against `end`.
@@ -487,14 +490,14 @@ mod lambda {
         let mc: [u8; FRAME_HEADER_LEN] = unsafe { read_at(data + MC_AT, end) }.ok_or(())?;
         if udp_len < UDP_LEN + FRAME_HEADER_LEN || data + UDP_AT + udp_len > end {
             count(COUNT_MALFORMED);
-            return Ok(Verdict::Drop);
+            return Ok((Verdict::Drop, None));
         }
         let mc = FrameHeader::from_bytes(mc);
         let key = u32::from(mc.request_id);
         // SAFETY: the value is copied out before the entry is removed.
         let Some(pending) = (unsafe { PENDING.get(&key) }).copied() else {
             count(COUNT_UNMATCHED);
-            return Ok(Verdict::Drop);
+            return Ok((Verdict::Drop, None));
         };
         let _ = PENDING.remove(&key);
         let macs: [[u8; 6]; 2] = unsafe { read_at(data, end) }.ok_or(())?;
@@ -550,7 +553,7 @@ mod lambda {
         store(frame, BODY_AT, &scratch.text, value_at, value_len).ok_or(())?;
         finish_udp(frame, udp_len).ok_or(())?;
         count(COUNT_ANSWERED);
-        Ok(Verdict::Reply)
+        Ok((Verdict::Reply, Some(status)))
     }
 }
 
