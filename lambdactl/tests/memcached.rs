@@ -288,13 +288,15 @@ fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
     bytes.try_into().unwrap()
 }
 
-/// The `CONFIG` map value: server IPv4 address, MAC, UDP port (network order), as `hex:`.
-fn config_value(pair: &NetnsPair) -> String {
+/// The `CONFIG` map value: server IPv4 address, MAC, UDP port (network order), flags (bit 0:
+/// the hot-key cache) and 3 reserved bytes, as `hex:`.
+fn config_value(pair: &NetnsPair, cache: bool) -> String {
     let ip: std::net::Ipv4Addr = pair.client_v4.parse().unwrap();
     let mac = mac_of(&pair.client_ns, &pair.client_if);
     let mut bytes = ip.octets().to_vec();
     bytes.extend_from_slice(&mac);
     bytes.extend_from_slice(&MEMCACHED_PORT.to_be_bytes());
+    bytes.extend_from_slice(&[u8::from(cache), 0, 0, 0]);
     format!(
         "hex:{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -453,8 +455,8 @@ fn checksums_in_software(pair: &NetnsPair) {
     );
 }
 
-fn through_xdp(mode: &str) {
-    let test = format!("memcached_lambda_in_{mode}_mode_matches_memcached");
+fn through_xdp(mode: &str, cache: bool) {
+    let test = format!("memcached_lambda_in_{mode}_mode_matches_memcached (cache {cache})");
     if !memcached_available(&test) {
         return;
     }
@@ -495,7 +497,7 @@ fn through_xdp(mode: &str) {
         "set",
         &map,
         "0",
-        &config_value(&pair),
+        &config_value(&pair, cache),
     ]);
     let errors_before = client_checksum_errors(&pair);
     let (model, statuses) = run_operations(&pair, mode);
@@ -541,6 +543,33 @@ fn through_xdp(mode: &str) {
         slot_total(&before, 1),
         "{mode}: every forwarded request was answered"
     );
+    let (hits, misses) = (slot_total(&before, 4), slot_total(&before, 5));
+    // Every operation was refused at once, answered from the cache, or forwarded.
+    let refused = statuses.get(&Status::BadRequest).copied().unwrap_or(0)
+        + statuses.get(&Status::TooLarge).copied().unwrap_or(0);
+    assert_eq!(
+        slot_total(&before, 0) + hits + refused as u64,
+        OPS as u64,
+        "{mode}: {before}"
+    );
+    if cache {
+        // Answered from the cache, never forwarded: the forwarded count falls short of the
+        // requests by exactly the hits.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{mode}: cache hits {hits}, misses {misses} ({:.0} % hit rate)",
+            100.0 * hits as f64 / (hits + misses).max(1) as f64
+        );
+        // Half the operations are SETs, each invalidating its key, and values much longer
+        // than their request are not answered from the cache: about a fifth of the GETs hit.
+        assert!(
+            hits > 500,
+            "{mode}: the cache answered too few GETs: {before}"
+        );
+        assert!(misses > 0, "{mode}: {before}");
+    } else {
+        assert_eq!((hits, misses), (0, 0), "{mode}: the cache is off");
+    }
     let forged_from = format!("{}:{MEMCACHED_PORT}", pair.client_v4);
     let target = format!("{}:{LAMBDA_PORT}", pair.server_v4);
     let answered = NetnsPair::within(&pair.client_ns, || {
@@ -601,12 +630,19 @@ fn slot_total(dump: &serde_json::Value, slot: u64) -> u64 {
 
 #[test]
 fn memcached_lambda_in_skb_mode_matches_memcached() {
-    through_xdp("skb");
+    through_xdp("skb", false);
 }
 
 #[test]
 fn memcached_lambda_in_drv_mode_matches_memcached() {
-    through_xdp("drv");
+    through_xdp("drv", false);
+}
+
+/// The same operations with the hot-key cache on: GET hits answered by the lambda alone, SETs
+/// invalidating, and still exactly memcached's answers.
+#[test]
+fn memcached_lambda_with_its_hot_key_cache_matches_memcached() {
+    through_xdp("drv", true);
 }
 
 #[test]
@@ -644,7 +680,7 @@ fn memcached_lambda_in_the_vm_matches_memcached() {
         "set",
         "CONFIG",
         "0",
-        &config_value(&pair),
+        &config_value(&pair, false),
     ]);
     let (model, _) = run_operations(&pair, "vm-jit");
     check_model_against_memcached(&pair, &model, "vm-jit");

@@ -20,7 +20,7 @@
 #[cfg(target_arch = "bpf")]
 mod lambda {
     use aya_ebpf::helpers::bpf_get_smp_processor_id;
-    use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
+    use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
     use aya_ebpf::{macros::map, macros::xdp, programs::XdpContext};
     use lambda_ebpf::frame::{Frame, read_at, write_at};
     use lambda_ebpf::wire::HEADER_LEN;
@@ -60,7 +60,20 @@ mod lambda {
     const COUNT_ANSWERED: u32 = 1;
     const COUNT_UNMATCHED: u32 = 2;
     const COUNT_MALFORMED: u32 = 3;
-    const COUNT_SLOTS: u32 = 4;
+    const COUNT_CACHE_HITS: u32 = 4;
+    const COUNT_CACHE_MISSES: u32 = 5;
+    const COUNT_SLOTS: u32 = 6;
+    /// Hot keys the cache holds (hash map: a full cache takes no new keys until one is
+    /// invalidated, so the keys that made it in stay).
+    const CACHE_ENTRIES: u32 = 1024;
+    /// Key bytes in a cache key: memcached's longest key, padded to a word.
+    const CACHE_KEY: usize = 256;
+    /// Longest cached value: the largest that fits one memcached datagram.
+    const CACHE_VALUE: usize = memcached::MAX_DATAGRAM;
+    /// How much longer than its request a cache hit's answer may be (see `cached`).
+    const CACHE_GROW_MAX: usize = 160;
+    /// `Config::flags` bit: answer GET hits from the in-kernel cache.
+    const FLAG_CACHE: u8 = 1;
 
     /// Where the memcached server is (index 0). All zero until configured: requests are then
     /// answered UNAVAILABLE.
@@ -71,6 +84,9 @@ mod lambda {
         server_mac: [u8; 6],
         /// UDP port, network order.
         server_port: [u8; 2],
+        /// Bit 0 ([`FLAG_CACHE`]): the hot-key cache is on.
+        flags: u8,
+        _reserved: [u8; 3],
     }
 
     /// Who asked: enough to address the λ response.
@@ -84,6 +100,20 @@ mod lambda {
         client_ip: [u8; 4],
         lambda_id: u32,
         request_id: u64,
+        /// A GET with the cache on: the value in the reply goes into the cache.
+        fill_cache: u32,
+        _reserved: u32,
+    }
+
+    /// A cache key: the key, zero-padded.
+    #[repr(C)]
+    pub struct CacheKey([u64; CACHE_KEY / 8]);
+
+    /// A cached value.
+    #[repr(C)]
+    pub struct CacheValue {
+        len: u32,
+        data: [u8; CACHE_VALUE],
     }
 
     #[repr(C)]
@@ -92,6 +122,8 @@ mod lambda {
         headers: Headers,
         lambda: LambdaHeader,
         opaque: u64,
+        cache_key: CacheKey,
+        cache_value: CacheValue,
         // Slack past `SET_TAIL_MAX`: the verifiers bound the digit writes less tightly than the
         // code does.
         tail: [u8; SET_TAIL_MAX + 32],
@@ -110,6 +142,10 @@ mod lambda {
     /// malformed replies from the server.
     #[map]
     static MC_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_SLOTS, 0);
+    /// The hot-key cache (with `FLAG_CACHE`), as BMC does it: filled by the values of GET
+    /// replies, invalidated by every SET before it is forwarded.
+    #[map]
+    static CACHE: HashMap<CacheKey, CacheValue> = HashMap::with_max_entries(CACHE_ENTRIES, 0);
 
     #[xdp]
     pub fn memcached(ctx: XdpContext) -> u32 {
@@ -147,11 +183,20 @@ mod lambda {
         Some((((cpu & 0xf) * IDS_PER_CPU) | (n % IDS_PER_CPU)) as u16)
     }
 
-    /// A λ request: refuse it at once, or forward it to memcached.
+    /// A λ request: answer it at once (a refusal, or a cache hit), or forward it to memcached.
     #[inline(always)]
     fn handle(frame: &mut XdpFrame<'_>, request: &Request) -> Verdict {
-        match check_request(frame, request) {
-            Ok((config, parsed)) => match forward(frame, request, config, parsed) {
+        let answer = match check_request(frame, request) {
+            Ok((config, parsed)) => match cached(frame, config, parsed) {
+                Some(value) => Ok(value),
+                None => Err((config, parsed)),
+            },
+            Err(status) => Ok((status, &[][..])),
+        };
+        match answer {
+            // One reply call site: each is a full inlined copy of the rewrite code.
+            Ok((status, body)) => request.reply(frame, status, body),
+            Err((config, parsed)) => match forward(frame, request, config, parsed) {
                 Some(()) => {
                     count(COUNT_FORWARDED);
                     Verdict::Reply
@@ -159,8 +204,50 @@ mod lambda {
                 // The packet was half rebuilt: it is no request anymore.
                 None => Verdict::Aborted,
             },
-            // One reply call site: each is a full inlined copy of the rewrite code.
-            Err(status) => request.reply(frame, status, &[]),
+        }
+    }
+
+    /// With the cache on: a GET hit's answer; a SET invalidates its key. `None`: forward.
+    #[inline(always)]
+    fn cached(
+        frame: &XdpFrame<'_>,
+        config: &Config,
+        parsed: Parsed,
+    ) -> Option<(Status, &'static [u8])> {
+        if config.flags & FLAG_CACHE == 0 {
+            return None;
+        }
+        let scratch = scratch()?;
+        cache_key(frame, scratch, BODY_AT + KEY_OFFSET, parsed.key_len)?;
+        match parsed.command {
+            Command::Set => {
+                let _ = CACHE.remove(&scratch.cache_key);
+                None
+            }
+            Command::Get => {
+                // SAFETY: the value is only read during this invocation.
+                let Some(value) = (unsafe { CACHE.get(&scratch.cache_key) }) else {
+                    count(COUNT_CACHE_MISSES);
+                    return None;
+                };
+                // Volatile, for the same reason as in `load`: the reply code's own bound on
+                // the body is then implied by this one, on the very register it uses.
+                // SAFETY: a read of the map value.
+                let len = unsafe { core::ptr::read_volatile(&value.len) } as usize;
+                if len > CACHE_VALUE {
+                    return None;
+                }
+                // The answer must fit where the request was: some drivers (veth in native mode)
+                // leave no tailroom, and the headroom XDP guarantees is 256 bytes. A longer
+                // value is fetched from memcached, as a miss.
+                if len > KEY_OFFSET + parsed.key_len + CACHE_GROW_MAX {
+                    count(COUNT_CACHE_MISSES);
+                    return None;
+                }
+                let data = value.data.get(..len)?;
+                count(COUNT_CACHE_HITS);
+                Some((Status::Ok, data))
+            }
         }
     }
 
@@ -198,16 +285,30 @@ mod lambda {
         Ok((config, parsed))
     }
 
+    /// Builds the zero-padded cache key from the `len` key bytes at packet offset `at`.
+    #[inline(always)]
+    fn cache_key(frame: &XdpFrame<'_>, scratch: &mut Scratch, at: usize, len: usize) -> Option<()> {
+        for word in scratch.cache_key.0.iter_mut() {
+            *word = 0;
+        }
+        if len == 0 || len > memcached::MAX_KEY {
+            return None;
+        }
+        // SAFETY: the key array is CACHE_KEY plain bytes.
+        let key: &mut [u8; CACHE_KEY] = unsafe { &mut *scratch.cache_key.0.as_mut_ptr().cast() };
+        load(frame, at, key, len)
+    }
+
     /// Copies `len` packet bytes at `offset` into the start of `buf` (nothing for 0).
     ///
     /// The length is re-read volatile before it is checked: the compiler otherwise drops the
     /// checks as implied by the callers' and hands the helper a copy of the length taken before
     /// them, whose bounds the verifiers do not know.
     #[inline(always)]
-    fn load(
+    fn load<const N: usize>(
         frame: &XdpFrame<'_>,
         offset: usize,
-        buf: &mut [u8; TEXT_MAX],
+        buf: &mut [u8; N],
         len: usize,
     ) -> Option<()> {
         // SAFETY: a read of a local.
@@ -215,7 +316,7 @@ mod lambda {
         if len == 0 {
             return Some(());
         }
-        if len > TEXT_MAX {
+        if len > N {
             return None;
         }
         frame.load_bytes(offset as u32, buf.get_mut(..len)?).ok()
@@ -272,6 +373,37 @@ mod lambda {
         // SAFETY: `len <= N` (checked above).
         let src = unsafe { core::slice::from_raw_parts(buf.as_ptr(), len) };
         frame.store_bytes(at as u32, src).ok()
+    }
+
+    /// Caches the value of a GET reply still in the packet (`VALUE <key> …`; the data `len`
+    /// bytes at `offset` in the text), parsed into the scratch text.
+    #[inline(always)]
+    fn fill_cache(
+        frame: &XdpFrame<'_>,
+        scratch: &mut Scratch,
+        offset: usize,
+        len: usize,
+    ) -> Option<()> {
+        // The key runs from after `VALUE ` to the next space.
+        let mut key_len = 0;
+        for i in 0..=memcached::MAX_KEY {
+            if *scratch.text.get(6 + i)? == b' ' {
+                key_len = i;
+                break;
+            }
+        }
+        let key_len = opaque(scratch, key_len);
+        let offset = opaque(scratch, offset);
+        let len = opaque(scratch, len);
+        cache_key(frame, scratch, TEXT_AT + 6, key_len)?;
+        if offset > FROM_MAX || len > CACHE_VALUE {
+            return None;
+        }
+        scratch.cache_value.len = len as u32;
+        load(frame, TEXT_AT + offset, &mut scratch.cache_value.data, len)?;
+        CACHE
+            .insert(&scratch.cache_key, &scratch.cache_value, 0)
+            .ok()
     }
 
     /// `x`, passed through the scratch map so that the verifiers no longer know its value:
@@ -399,6 +531,8 @@ mod lambda {
             client_ip: addrs[0],
             lambda_id: request.lambda_id(),
             request_id: request.request_id(),
+            fill_cache: u32::from(config.flags & FLAG_CACHE != 0 && parsed.command == Command::Get),
+            _reserved: 0,
         };
         PENDING.insert(&u32::from(id), &pending, 0).ok()?;
 
@@ -480,7 +614,11 @@ mod lambda {
     }
 
     /// Turns memcached's reply into the λ response for whoever asked.
-    #[inline(always)]
+    ///
+    /// Not inlined: its stack frame is then not part of the entry function's, which the λ
+    /// request path's call chain (with the SDK's reply code) also carries; together they
+    /// exceeded the kernel's 512 bytes.
+    #[inline(never)]
     fn answer(frame: &mut XdpFrame<'_>) -> Result<(Verdict, Option<Status>), ()> {
         let data = frame.data();
         let end = frame.data_end();
@@ -520,6 +658,10 @@ mod lambda {
                     if len > MAX_BODY {
                         (Status::TooLarge, 0, 0)
                     } else {
+                        if pending.fill_cache != 0 {
+                            // Best effort: a full cache or an odd reply leaves it as it is.
+                            let _ = fill_cache(frame, scratch, offset, len);
+                        }
                         (Status::Ok, offset, len)
                     }
                 }
