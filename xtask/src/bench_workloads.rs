@@ -1,7 +1,7 @@
 //! `cargo xtask bench workloads`: the paper's workloads on every backend, from one run.
 //!
 //! For each workload (static-server `index.html`; memcached GET of a stored 100-byte value and
-//! SET of one) and each server — the lambda in XDP `drv` and `skb` mode, the lambda in the VM
+//! SET of one; the same GET with the lambda's hot-key cache on) and each server — the lambda in XDP `drv` and `skb` mode, the lambda in the VM
 //! (`lambdactl run --jit`), and the native baseline (`lambdactl baseline`) — p50/p99 round trip
 //! of `lambdactl invoke --count N` over a veth pair between two fresh network namespaces, and
 //! the ratios to the baseline. memcached runs in the client namespace (the lambda's `XDP_TX`
@@ -40,6 +40,8 @@ struct Workload {
     body: fn() -> String,
     /// A request sent once before warming up (e.g. storing the value a GET reads).
     prepare: Option<fn() -> String>,
+    /// memcached: turn the lambda's hot-key cache on (the baseline has none).
+    cache: bool,
 }
 
 const MEMCACHED_PORT: u16 = 11211;
@@ -49,24 +51,34 @@ fn value() -> String {
     "v".repeat(100)
 }
 
-const WORKLOADS: [Workload; 3] = [
+const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "static-server",
         lambda: "static-server",
         body: || "index.html".to_owned(),
         prepare: None,
+        cache: false,
     },
     Workload {
         name: "memcached GET",
         lambda: "memcached",
         body: || format!("get {BENCH_KEY}"),
         prepare: Some(|| format!("set {BENCH_KEY} {}", value())),
+        cache: false,
+    },
+    Workload {
+        name: "memcached GET, lambda cache",
+        lambda: "memcached",
+        body: || format!("get {BENCH_KEY}"),
+        prepare: Some(|| format!("set {BENCH_KEY} {}", value())),
+        cache: true,
     },
     Workload {
         name: "memcached SET",
         lambda: "memcached",
         body: || format!("set {BENCH_KEY} {}", value()),
         prepare: None,
+        cache: false,
     },
 ];
 
@@ -123,7 +135,7 @@ pub fn workloads(root: &Path, opts: &WorkloadsOptions) -> Result<()> {
     );
     let _ = writeln!(
         text,
-        "  {:<15} {:<9} {:>8} {:>8} {:>12} {:>12}",
+        "  {:<27} {:<9} {:>8} {:>8} {:>12} {:>12}",
         "workload", "server", "p50 µs", "p99 µs", "p50/baseline", "p99/baseline"
     );
     let baseline = SERVERS.len() - 1;
@@ -134,7 +146,7 @@ pub fn workloads(root: &Path, opts: &WorkloadsOptions) -> Result<()> {
             let (a, b) = (median(&p50[w][s]), median(&p99[w][s]));
             let _ = writeln!(
                 text,
-                "  {:<15} {server:<9} {a:>8.1} {b:>8.1} {:>11.2}× {:>11.2}×",
+                "  {:<27} {server:<9} {a:>8.1} {b:>8.1} {:>11.2}× {:>11.2}×",
                 workload.name,
                 a / b50,
                 b / b99
@@ -206,8 +218,9 @@ impl Drop for Memcached {
     }
 }
 
-/// The memcached lambda's `CONFIG` value: memcached's IPv4 address, MAC and port.
-fn memcached_config(pair: &VethPair) -> Result<String> {
+/// The memcached lambda's `CONFIG` value: memcached's IPv4 address, MAC and port, and the
+/// cache flag.
+fn memcached_config(pair: &VethPair, cache: bool) -> Result<String> {
     let out = sh(
         Path::new("ip"),
         &["-n", &pair.client, "link", "show", "dev", &pair.client_if],
@@ -221,9 +234,8 @@ fn memcached_config(pair: &VethPair) -> Result<String> {
     let mut hex: String = ip.octets().iter().map(|b| format!("{b:02x}")).collect();
     hex.push_str(&mac.replace(':', ""));
     hex.push_str(&format!("{MEMCACHED_PORT:04x}"));
-    // Flags (the hot-key cache stays off: the bench measures the round trip through
-    // memcached) and 3 reserved bytes.
-    hex.push_str("00000000");
+    // Flags, then 3 reserved bytes.
+    hex.push_str(if cache { "01000000" } else { "00000000" });
     Ok(format!("hex:{hex}"))
 }
 
@@ -244,7 +256,7 @@ fn measure(
         _ => None,
     };
     let config = match memcached {
-        Some(_) => Some(memcached_config(&pair)?),
+        Some(_) => Some(memcached_config(&pair, workload.cache)?),
         None => None,
     };
     let listen = format!("{SERVER_ADDR}:9000");

@@ -92,8 +92,9 @@ enum BenchSuite {
         rtt_rounds: u32,
     },
     /// The paper's workloads on every backend: p50/p99 round trip of static-server, memcached
-    /// GET and memcached SET through XDP drv, XDP skb, the VM JIT and the native baseline
-    /// (`lambdactl baseline`), with ratios to the baseline. Needs memcached installed. Writes
+    /// GET and memcached SET (and GET with the lambda's hot-key cache on) through XDP drv, XDP
+    /// skb, the VM JIT and the native baseline (`lambdactl baseline`), with ratios to the
+    /// baseline. Needs memcached installed. Writes
     /// target/bench/workloads-<commit>.json.
     Workloads {
         /// Requests per workload per server, spread over --rounds.
