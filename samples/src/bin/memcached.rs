@@ -15,6 +15,10 @@
 //! request over IPv6 or with IPv4 options is answered UNAVAILABLE. The protocol code (parsing,
 //! the size rule, classifying replies) is `workloads::memcached`, shared with the native
 //! baseline (`lambdactl baseline memcached`).
+//!
+//! Optional (bit 0 of `CONFIG.flags`): a hot-key cache in the `CACHE` map answers GET hits in
+//! the lambda at once, as BMC does; GET replies fill it, SETs invalidate their key before they
+//! are forwarded. Hits and misses are counted in `MC_COUNTS`.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
