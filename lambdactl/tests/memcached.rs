@@ -647,31 +647,46 @@ fn memcached_lambda_with_its_hot_key_cache_matches_memcached() {
 
 #[test]
 fn memcached_lambda_in_the_vm_matches_memcached() {
-    if !memcached_available("memcached_lambda_in_the_vm_matches_memcached") {
+    through_vm(true);
+}
+
+#[test]
+fn memcached_lambda_in_the_vm_interpreter_matches_memcached() {
+    through_vm(false);
+}
+
+fn through_vm(jit: bool) {
+    let backend = if jit { "vm-jit" } else { "vm-interpreter" };
+    if !memcached_available(&format!(
+        "memcached_lambda_in_the_{backend}_matches_memcached"
+    )) {
         return;
     }
     let pair = NetnsPair::create();
     checksums_in_software(&pair);
     let _memcached = start_memcached(&pair);
-    let sock = std::env::temp_dir().join(format!("lnic-memcached-vm-{}.sock", std::process::id()));
+    let sock = std::env::temp_dir().join(format!(
+        "lnic-memcached-{backend}-{}.sock",
+        std::process::id()
+    ));
     let listen = format!("{}:{LAMBDA_PORT}", pair.server_v4);
-    let mut vm = Background::spawn(
-        "lambdactl run",
-        env!("CARGO_BIN_EXE_lambdactl"),
-        &[
-            "-n",
-            &pair.server_ns,
-            "run",
-            lambda_object("memcached").to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--jit",
-            "--workers",
-            "2",
-            "--control",
-            sock.to_str().unwrap(),
-        ],
-    );
+    let object = lambda_object("memcached");
+    let mut args = vec![
+        "-n",
+        &pair.server_ns,
+        "run",
+        object.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--workers",
+        "2",
+        "--control",
+        sock.to_str().unwrap(),
+    ];
+    if jit {
+        args.push("--jit");
+    }
+    let mut vm = Background::spawn("lambdactl run", env!("CARGO_BIN_EXE_lambdactl"), &args);
     vm.wait_for_line("control socket");
     lambdactl_ok(&[
         "maps",
@@ -682,8 +697,8 @@ fn memcached_lambda_in_the_vm_matches_memcached() {
         "0",
         &config_value(&pair, false),
     ]);
-    let (model, _) = run_operations(&pair, "vm-jit");
-    check_model_against_memcached(&pair, &model, "vm-jit");
+    let (model, _) = run_operations(&pair, backend);
+    check_model_against_memcached(&pair, &model, backend);
 }
 
 #[test]
