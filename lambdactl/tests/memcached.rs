@@ -1,8 +1,9 @@
 //! The memcached workload against a real memcached server in a network namespace: the same
 //! seeded 10,000 random GET/SET operations (hits and misses, values of many lengths, some too
 //! large for one datagram, some malformed requests) through the memcached lambda in XDP `drv`
-//! and `skb` mode, through the VM backend (`lambdactl run --jit`) and through the native
-//! baseline (`lambdactl baseline memcached`). Every answer is compared with a reference model
+//! and `skb` mode (and in `drv` mode with the lambda's hot-key cache on), through the VM
+//! backend (`lambdactl run`, JIT and interpreter) and through the native baseline
+//! (`lambdactl baseline memcached`). Every answer is compared with a reference model
 //! kept here, written from memcached's protocol rather than from `workloads`; the model itself
 //! is checked afterwards against memcached over its own TCP text protocol.
 //!
