@@ -21,7 +21,7 @@ pub mod wire;
 #[cfg(target_arch = "bpf")]
 pub mod xdp;
 
-pub use request::{LambdaMatch, MAX_BODY, Request, Verdict};
+pub use request::{IpVersion, LambdaMatch, MAX_BODY, Request, Verdict, udp_checksum};
 pub use wire::{LambdaHeader, Status};
 
 #[cfg(target_arch = "bpf")]

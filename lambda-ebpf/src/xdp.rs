@@ -164,6 +164,18 @@ where
     )
 }
 
+/// Counts in `LNIC_STATS` an invocation that [`serve`] did not handle: its XDP action and,
+/// when it sent a λ response, that response's status. For lambdas that also answer packets of
+/// their own (the memcached client turns memcached's replies into λ responses), so that
+/// `lambdactl stats` still sees every invocation.
+#[inline(always)]
+pub fn record(verdict: Verdict, response: Option<crate::Status>) {
+    if let Some(status) = response {
+        stats::record_status(&MapCounters, status.to_wire());
+    }
+    stats::record_action(&MapCounters, verdict.xdp_action());
+}
+
 /// Every lambda links this SDK, so it supplies the panic handler `no_std` needs: lambdas do
 /// not write their own. It is never reached: the kernel verifier rejects any program in which
 /// a panic path is reachable, and the compiler removes the branches to it.

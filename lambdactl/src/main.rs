@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lambda_ebpf::wire::{self, LambdaHeader};
 use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
+mod baseline;
 mod conformance;
 mod deploy_cmd;
 mod inspect;
@@ -155,6 +156,13 @@ enum Command {
     /// whichever `lambdactl logs` reads it first. The ring holds 64 KiB (about 430 lines); while
     /// it is full, new lines are dropped.
     Logs(logs_cmd::LogsArgs),
+    /// Serve a workload as a plain native UDP server: the benchmarks' baseline.
+    ///
+    /// Same wire format and the same protocol code as the workload's lambda, with ordinary
+    /// sockets: `static-server` answers `index.html` with the lambda's default page;
+    /// `memcached` forwards `get <key>` / `set <key> <value>` to a memcached server over UDP.
+    /// Runs until killed.
+    Baseline(baseline::BaselineArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -364,6 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Maps(args) => maps_cmd::run(args),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Logs(args) => logs_cmd::run(args),
+        Command::Baseline(args) => baseline::run(args),
     }
 }
 

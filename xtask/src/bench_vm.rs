@@ -49,10 +49,10 @@ const ENGINES: [(&str, &[&str]); 3] = [
 const SERVERS: [&str; 3] = ["xdp-drv", "vm-interpreter", "vm-jit"];
 const WARMUP: u32 = 200;
 /// The CPU the bench and everything it starts run on.
-const PINNED_CPU: usize = 0;
+pub(crate) const PINNED_CPU: usize = 0;
 
 /// Pins this process (and what it starts later) to one CPU.
-fn pin_to_cpu(cpu: usize) -> Result<()> {
+pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
     // touch the set we pass.
     unsafe {
@@ -253,14 +253,14 @@ fn round_trip(
 }
 
 /// A `lambdactl run` child, stopped (SIGINT, by its PID) on drop.
-struct Served {
+pub(crate) struct Served {
     child: std::process::Child,
     /// Kept open: the server prints more lines, and a closed pipe would kill it (SIGPIPE).
     _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Served {
-    fn start(lambdactl: &Path, args: &[&str]) -> Result<Served> {
+    pub(crate) fn start(lambdactl: &Path, args: &[&str]) -> Result<Served> {
         let mut child = Command::new(lambdactl)
             .args(args)
             .stdout(Stdio::piped())

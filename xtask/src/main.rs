@@ -6,6 +6,7 @@
 mod bench;
 mod bench_verifier;
 mod bench_vm;
+mod bench_workloads;
 mod demo;
 mod netns;
 mod toolchain;
@@ -90,6 +91,19 @@ enum BenchSuite {
         #[arg(long, default_value_t = 3)]
         rtt_rounds: u32,
     },
+    /// The paper's workloads on every backend: p50/p99 round trip of static-server, memcached
+    /// GET and memcached SET (and GET with the lambda's hot-key cache on) through XDP drv, XDP
+    /// skb, the VM JIT and the native baseline (`lambdactl baseline`), with ratios to the
+    /// baseline. Needs memcached installed. Writes
+    /// target/bench/workloads-<commit>.json.
+    Workloads {
+        /// Requests per workload per server, spread over --rounds.
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+        /// Rounds (servers interleaved, medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// Our verifier against the kernel's: verification time per program and per instruction
     /// for the sample lambdas, the XDP verifier cases and the bpf_conformance programs, beside
     /// the kernel's BPF_PROG_LOAD time, and ns per instruction on straight-line programs of
@@ -146,6 +160,14 @@ fn main() -> Result<()> {
                 test_run_rounds,
             };
             bench::spine(&root, &options)?;
+        }
+        Task::Bench {
+            suite: BenchSuite::Workloads { count, rounds },
+        } => {
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench_workloads::WorkloadsOptions { count, rounds };
+            bench_workloads::workloads(&root, &options)?;
         }
         Task::Bench {
             suite:

@@ -462,62 +462,76 @@ impl Request {
     /// zero), in memory byte order, ready to store.
     #[inline(always)]
     fn udp_checksum<F: Frame>(&self, frame: &F, udp_len: u16) -> Option<u16> {
-        let data = frame.data();
-        let end = frame.data_end();
-        let ip = data + ETH_LEN;
-        // Pseudo-header: both addresses (their order does not change the sum), protocol, length.
-        let mut sum = u64::from(u16::from_ne_bytes([0, IPPROTO_UDP])) + u64::from(udp_len.to_be());
-        // SAFETY: `read_at` checks against `end`.
-        unsafe {
-            match self.ip {
-                IpVersion::V4 => {
-                    let addrs: [u32; 2] = read_at(ip + 12, end)?;
-                    sum += u64::from(addrs[0]) + u64::from(addrs[1]);
-                }
-                IpVersion::V6 => {
-                    let addrs: [u64; 4] = read_at(ip + 8, end)?;
-                    for word in addrs {
-                        sum += (word & 0xffff_ffff) + (word >> 32);
-                    }
-                }
-            }
-        }
-        // The datagram: whole chunks through the helper, then words, then the odd byte. Every
-        // loop has a constant bound so the verifier sees it terminate.
-        let mut at = data + self.udp_offset;
-        for _ in 0..MAX_CSUM_CHUNKS {
-            if at + CSUM_CHUNK > end {
-                break;
-            }
-            sum += u64::from(frame.csum_partial(at, CSUM_CHUNK as u32).ok()?);
-            at += CSUM_CHUNK;
-        }
-        for _ in 0..CSUM_CHUNK / 4 {
-            // SAFETY: `read_at` checks against `end`.
-            let Some(word) = (unsafe { read_at::<u32>(at, end) }) else {
-                break;
-            };
-            sum += u64::from(word);
-            at += 4;
-        }
-        // SAFETY: `read_at` checks against `end`.
-        if let Some(half) = unsafe { read_at::<u16>(at, end) } {
-            sum += u64::from(half);
-        }
-        if udp_len % 2 == 1 {
-            // The odd last byte goes through the helper: a direct one-byte read needs an
-            // `at + 1 > end` check, which the compiler rewrites into `at >= end`, a form the
-            // kernel verifier draws no packet range from.
-            let mut byte = [0u8; 1];
-            let offset = (self.udp_offset + usize::from(udp_len) - 1) as u32;
-            frame.load_bytes(offset, &mut byte).ok()?;
-            sum += u64::from(u16::from_ne_bytes([byte[0], 0]));
-        }
-        let check = !fold(sum);
-        // A computed zero is sent as all ones: zero means "no checksum" in UDP over IPv4 and is
-        // forbidden over IPv6.
-        Some(if check == 0 { 0xffff } else { check })
+        udp_checksum(frame, self.ip, self.udp_offset, udp_len)
     }
+}
+
+/// The UDP checksum over the pseudo-header and the whole datagram of `udp_len` bytes at
+/// `udp_offset` (whose checksum field must be zero), in memory byte order, ready to store.
+/// For lambdas that build a packet of their own (the memcached client); replies get theirs
+/// from [`Request::reply`].
+#[inline(always)]
+pub fn udp_checksum<F: Frame>(
+    frame: &F,
+    ip_version: IpVersion,
+    udp_offset: usize,
+    udp_len: u16,
+) -> Option<u16> {
+    let data = frame.data();
+    let end = frame.data_end();
+    let ip = data + ETH_LEN;
+    // Pseudo-header: both addresses (their order does not change the sum), protocol, length.
+    let mut sum = u64::from(u16::from_ne_bytes([0, IPPROTO_UDP])) + u64::from(udp_len.to_be());
+    // SAFETY: `read_at` checks against `end`.
+    unsafe {
+        match ip_version {
+            IpVersion::V4 => {
+                let addrs: [u32; 2] = read_at(ip + 12, end)?;
+                sum += u64::from(addrs[0]) + u64::from(addrs[1]);
+            }
+            IpVersion::V6 => {
+                let addrs: [u64; 4] = read_at(ip + 8, end)?;
+                for word in addrs {
+                    sum += (word & 0xffff_ffff) + (word >> 32);
+                }
+            }
+        }
+    }
+    // The datagram: whole chunks through the helper, then words, then the odd byte. Every
+    // loop has a constant bound so the verifier sees it terminate.
+    let mut at = data + udp_offset;
+    for _ in 0..MAX_CSUM_CHUNKS {
+        if at + CSUM_CHUNK > end {
+            break;
+        }
+        sum += u64::from(frame.csum_partial(at, CSUM_CHUNK as u32).ok()?);
+        at += CSUM_CHUNK;
+    }
+    for _ in 0..CSUM_CHUNK / 4 {
+        // SAFETY: `read_at` checks against `end`.
+        let Some(word) = (unsafe { read_at::<u32>(at, end) }) else {
+            break;
+        };
+        sum += u64::from(word);
+        at += 4;
+    }
+    // SAFETY: `read_at` checks against `end`.
+    if let Some(half) = unsafe { read_at::<u16>(at, end) } {
+        sum += u64::from(half);
+    }
+    if udp_len % 2 == 1 {
+        // The odd last byte goes through the helper: a direct one-byte read needs an
+        // `at + 1 > end` check, which the compiler rewrites into `at >= end`, a form the
+        // kernel verifier draws no packet range from.
+        let mut byte = [0u8; 1];
+        let offset = (udp_offset + usize::from(udp_len) - 1) as u32;
+        frame.load_bytes(offset, &mut byte).ok()?;
+        sum += u64::from(u16::from_ne_bytes([byte[0], 0]));
+    }
+    let check = !fold(sum);
+    // A computed zero is sent as all ones: zero means "no checksum" in UDP over IPv4 and is
+    // forbidden over IPv6.
+    Some(if check == 0 { 0xffff } else { check })
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ mod lambda {
     use aya_ebpf::{macros::map, macros::xdp, maps::HashMap, programs::XdpContext};
     use lambda_ebpf::xdp::{XdpFrame, serve};
     use lambda_ebpf::{MAX_BODY, Request, Status, Verdict, padded, seed};
+    // Shared with the native baseline (`lambdactl baseline static-server`).
+    use workloads::static_content::{INDEX_HTML, INDEX_NAME, NAME_MAX};
 
-    /// Longest object name, in bytes.
-    const NAME_MAX: usize = 64;
     /// Most objects the map holds.
     const OBJECTS_MAX: u32 = 256;
 
@@ -30,10 +30,8 @@ mod lambda {
     #[map]
     static OBJECTS: HashMap<ObjectName, Object> = HashMap::with_max_entries(OBJECTS_MAX, 0);
 
-    const INDEX_HTML: &[u8] = b"<!doctype html>\n<html><head><title>lambda-nic</title></head>\n<body><h1>Hello from a lambda in the XDP path</h1></body></html>\n";
-
     seed!(OBJECTS, INDEX_SEED: ObjectName => Object = (
-        ObjectName(padded(b"index.html")),
+        ObjectName(padded(INDEX_NAME)),
         Object { len: INDEX_HTML.len() as u32, data: padded(INDEX_HTML) }
     ));
 
