@@ -205,7 +205,7 @@ pub fn check_fragment(
     if pixel_bytes > PIXELS_PER_FRAGMENT * BYTES_PER_PIXEL {
         return Err(Status::TooLarge);
     }
-    if pixel_bytes == 0 || pixel_bytes % BYTES_PER_PIXEL != 0 {
+    if pixel_bytes == 0 || !pixel_bytes.is_multiple_of(BYTES_PER_PIXEL) {
         return Err(Status::BadRequest);
     }
     let pixels = pixel_bytes / BYTES_PER_PIXEL;
