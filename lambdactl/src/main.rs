@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lambda_ebpf::wire::{self, LambdaHeader};
 use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
+mod baseline;
 mod conformance;
+mod image;
 mod inspect;
 mod invoke;
 mod logs_cmd;
@@ -111,6 +113,9 @@ enum Command {
         /// The lambda object.
         object: PathBuf,
     },
+    /// Serve a workload as a plain native UDP server (same wire format and protocol code as
+    /// its lambda): the benchmarks' bare-metal baseline. Runs until stopped.
+    Baseline(baseline::BaselineArgs),
     /// Run a bpf_conformance suite against the kernel, the VM interpreter and the VM JIT.
     ///
     /// Counts per backend: pass, wrong answer, should-have-errored, errored, refused by the VM
@@ -212,11 +217,27 @@ struct InvokeArgs {
     #[arg(long, value_name = "ID")]
     lambda: u32,
     /// Request body, as text.
-    #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["body_file", "image"])]
     body: Option<String>,
     /// Request body, read from a file.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", conflicts_with = "image")]
     body_file: Option<PathBuf>,
+    /// Send this PNG to the grayscale lambda, split into fragments (resent when unanswered),
+    /// and write the gray result to --out. Up to 4096 × 4096; alpha is ignored.
+    #[arg(long, value_name = "PNG", requires = "out", conflicts_with = "count")]
+    image: Option<PathBuf>,
+    /// With --image: where to write the gray PNG.
+    #[arg(long, value_name = "PNG", requires = "image")]
+    out: Option<PathBuf>,
+    /// With --image: fragments in flight at once.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    window: u32,
+    /// With --image: resend a fragment unanswered after this many milliseconds.
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    retransmit_ms: u64,
+    /// With --image: give up on a fragment after this many sends.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sends: u32,
     /// Send N requests one after the other and print round-trip statistics.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,
@@ -345,6 +366,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { object } => inspect::inspect(&object),
         Command::Verify(args) => verify::verify(args),
         Command::Conformance(args) => conformance::run(args),
+        Command::Baseline(args) => baseline::run(args),
         Command::Maps(args) => maps_cmd::run(args),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Logs(args) => logs_cmd::run(args),
