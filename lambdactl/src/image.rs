@@ -76,6 +76,8 @@ pub fn write_gray_png(path: &Path, dims: Dimensions, gray: &[u8]) -> Result<()> 
     let mut encoder = png::Encoder::new(BufWriter::new(file), dims.width(), dims.height());
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
+    // Fast: the default level spends seconds on a 4096 × 4096 result for a few percent.
+    encoder.set_compression(png::Compression::Fast);
     let writer = encoder
         .write_header()
         .and_then(|mut w| w.write_image_data(gray).map(|()| w))
@@ -259,6 +261,9 @@ fn send(socket: &UdpSocket, datagram: &[u8], addr: SocketAddr) -> Result<()> {
             Ok(_) => return Ok(()),
             // A full socket buffer: the window is larger than the kernel queues; retry.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            // A local firewall rule dropped it (netfilter answers the send with EPERM): as
+            // lost on the way, the timer resends it.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
             // An earlier datagram's ICMP port unreachable surfaces on the next send.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => bail!(
                 "refused: {addr} answered with ICMP port unreachable (no lambda took the request, and nothing listens there)"

@@ -13,7 +13,7 @@
 //!   fragment but the last carries exactly `P` whole pixels, the last carries the 1 ..= `P` that
 //!   remain. A pixel never straddles two fragments, so each fragment converts on its own, and
 //!   the lambda needs no state across fragments.
-//! - `frag_count` = ⌈width × height / P⌉: 35,394 fragments for 4096 × 4096, inside the `u16`
+//! - `frag_count` = ⌈width × height / P⌉: 35,395 fragments for 4096 × 4096, inside the `u16`
 //!   field. `P` is the most pixels fragment 0 can carry beside the header within
 //!   [`MAX_BODY`] (4 + 3 × 474 = 1426 ≤ 1428), so no datagram needs IP fragmentation.
 //!
