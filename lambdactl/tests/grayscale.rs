@@ -552,4 +552,37 @@ fn invoke_image_refuses_bad_input() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("1 to 4096 pixels"), "{stderr}");
+    // A server that never answers: bounded resends, then an error naming the fragment.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let small = dir.0.join("small.png");
+    write_rgb_png(&small, 5, 5, &make_rgb(5, 5, SEED));
+    let started = Instant::now();
+    let out = common::lambdactl(&[
+        "invoke",
+        &silent.local_addr().unwrap().to_string(),
+        "--lambda",
+        "1",
+        "--image",
+        small.to_str().unwrap(),
+        "--out",
+        dir.0.join("o.png").to_str().unwrap(),
+        "--max-sends",
+        "3",
+        "--retransmit-ms",
+        "20",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("fragment 0 of 1 got no answer") && stderr.contains("after 3 sends"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut buf = [0u8; 2048];
+    silent.set_nonblocking(true).unwrap();
+    let mut received = 0;
+    while silent.recv(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert_eq!(received, 3, "the fragment was sent exactly 3 times");
 }
