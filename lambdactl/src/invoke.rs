@@ -54,6 +54,9 @@ pub(crate) fn invoke(args: InvokeArgs) -> Result<ExitCode> {
         })?
         .next()
         .ok_or_else(|| anyhow!("`{}` resolves to no address", args.target))?;
+    if let Some(image) = &args.image {
+        return invoke_image(&args, addr, image);
+    }
     let body = match (&args.body, &args.body_file) {
         (Some(text), _) => text.as_bytes().to_vec(),
         (None, Some(path)) => {
@@ -72,15 +75,7 @@ pub(crate) fn invoke(args: InvokeArgs) -> Result<ExitCode> {
             if addr.is_ipv4() { "IPv4" } else { "IPv6" }
         );
     }
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let socket = UdpSocket::bind(bind).context("cannot open a UDP socket")?;
-    socket
-        .connect(addr)
-        .with_context(|| format!("cannot reach {addr}"))?;
+    let socket = connected_socket(addr)?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
 
     let mut rtts = Vec::new();
@@ -162,6 +157,53 @@ pub(crate) fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `invoke --image`: the whole image as one fragmented request to the grayscale lambda.
+fn invoke_image(args: &InvokeArgs, addr: SocketAddr, path: &std::path::Path) -> Result<ExitCode> {
+    let out = args
+        .out
+        .as_deref()
+        .ok_or_else(|| anyhow!("--image needs --out"))?;
+    let image = crate::image::read_png(path)?;
+    let socket = connected_socket(addr)?;
+    let pacing = crate::image::Pacing {
+        window: args.window as usize,
+        retransmit_after: Duration::from_millis(args.retransmit_ms),
+        max_sends: args.max_sends,
+    };
+    let request_id = random_u64();
+    let transfer =
+        crate::image::grayscale(&socket, addr, args.lambda, request_id, &image, &pacing)?;
+    crate::image::write_gray_png(out, image.dims, &transfer.gray)?;
+    let secs = transfer.elapsed.as_secs_f64();
+    println!(
+        "{}x{} image: {} fragments, {} sent, {} retransmitted, {} duplicate answers, in {:.1} ms ({:.1} MB/s of RGB)",
+        image.dims.width(),
+        image.dims.height(),
+        transfer.fragments,
+        transfer.sent,
+        transfer.retransmitted,
+        transfer.duplicates,
+        secs * 1e3,
+        image.rgb.len() as f64 / secs.max(1e-9) / 1e6
+    );
+    println!("wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A UDP socket connected to `addr`, so only its datagrams (and ICMP errors) reach it.
+fn connected_socket(addr: SocketAddr) -> Result<UdpSocket> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let socket = UdpSocket::bind(bind).context("cannot open a UDP socket")?;
+    socket
+        .connect(addr)
+        .with_context(|| format!("cannot reach {addr}"))?;
+    Ok(socket)
 }
 
 /// Sends one request and waits for the response with its request id. Returns the answer and

@@ -16,6 +16,7 @@ use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 mod baseline;
 mod conformance;
 mod deploy_cmd;
+mod image;
 mod inspect;
 mod invoke;
 mod logs_cmd;
@@ -160,8 +161,8 @@ enum Command {
     ///
     /// Same wire format and the same protocol code as the workload's lambda, with ordinary
     /// sockets: `static-server` answers `index.html` with the lambda's default page;
-    /// `memcached` forwards `get <key>` / `set <key> <value>` to a memcached server over UDP.
-    /// Runs until killed.
+    /// `memcached` forwards `get <key>` / `set <key> <value>` to a memcached server over UDP;
+    /// `grayscale` converts each image fragment as the grayscale lambda does. Runs until killed.
     Baseline(baseline::BaselineArgs),
 }
 
@@ -234,11 +235,27 @@ struct InvokeArgs {
     #[arg(long, value_name = "ID")]
     lambda: u32,
     /// Request body, as text.
-    #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["body_file", "image"])]
     body: Option<String>,
     /// Request body, read from a file.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", conflicts_with = "image")]
     body_file: Option<PathBuf>,
+    /// Send this PNG to the grayscale lambda, split into fragments (resent when unanswered),
+    /// and write the gray result to --out. Up to 4096 × 4096; alpha is ignored.
+    #[arg(long, value_name = "PNG", requires = "out", conflicts_with = "count")]
+    image: Option<PathBuf>,
+    /// With --image: where to write the gray PNG.
+    #[arg(long, value_name = "PNG", requires = "image")]
+    out: Option<PathBuf>,
+    /// With --image: fragments in flight at once.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    window: u32,
+    /// With --image: resend a fragment unanswered after this many milliseconds.
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    retransmit_ms: u64,
+    /// With --image: give up on a fragment after this many sends.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_sends: u32,
     /// Send N requests one after the other and print round-trip statistics.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,

@@ -315,11 +315,7 @@ fn a_thousand_lambdas_deploy_answer_and_undeploy_one_at_a_time() {
         Answer::Timeout,
         "the garbage lambda's packet is dropped"
     );
-    assert_eq!(
-        unknown,
-        Answer::Host,
-        "no rule: passed to the host stack"
-    );
+    assert_eq!(unknown, Answer::Host, "no rule: passed to the host stack");
     // Each lambda's map holds its own count: the request to lambda 3 did not touch lambda 4's.
     let calls = lambdactl_ok(&["-n", &pair.server_ns, "maps", "get", "whoami-3/CALLS", "0"]);
     assert!(calls.contains('1'), "{calls}");

@@ -309,15 +309,31 @@ impl Request {
     /// fixed as in [`Request::reply`]; Ethernet padding is dropped.
     #[inline(always)]
     pub fn reply_in_place<F: Frame>(&self, frame: &mut F, status: Status) -> Verdict {
+        self.reply_in_place_truncated(frame, status, self.body_len)
+    }
+
+    /// As [`Request::reply_in_place`], keeping only the first `body_len` bytes of the body now
+    /// in the packet: a lambda that writes a shorter answer over its request (the grayscaler
+    /// turns 3 bytes per pixel into 1) shrinks the packet instead of copying. A `body_len`
+    /// past the request body is answered `TOO_LARGE` with an empty body.
+    #[inline(always)]
+    pub fn reply_in_place_truncated<F: Frame>(
+        &self,
+        frame: &mut F,
+        status: Status,
+        body_len: usize,
+    ) -> Verdict {
         // One rewrite call site: each one is a full inlined copy of the header and checksum code.
-        let (status, body_len) =
-            if self.body_len <= MAX_BODY && self.resize_body(frame, self.body_len).is_ok() {
-                (status, self.body_len)
-            } else {
-                // Shrinking to the headers always fits: the request already had them.
-                let _ = self.resize_body(frame, 0);
-                (Status::TooLarge, 0)
-            };
+        let (status, body_len) = if body_len <= self.body_len
+            && body_len <= MAX_BODY
+            && self.resize_body(frame, body_len).is_ok()
+        {
+            (status, body_len)
+        } else {
+            // Shrinking to the headers always fits: the request already had them.
+            let _ = self.resize_body(frame, 0);
+            (Status::TooLarge, 0)
+        };
         match self.rewrite_headers(frame, status, body_len) {
             Some(()) => Verdict::Reply,
             None => Verdict::Aborted,

@@ -410,6 +410,26 @@ fn write_body_edits_in_place_and_reply_in_place_keeps_it() {
 }
 
 #[test]
+fn reply_in_place_truncated_shrinks_the_body() {
+    let packet = ipv4_packet(9000, &udp_payload(7, 0xfeed_beef, b"abcdefghij"));
+    let request = parse(&packet).unwrap();
+    let mut frame = BufFrame::new(&packet, 0);
+    assert_eq!(request.write_body(&mut frame, 0, b"XYZ"), Ok(3));
+    assert_eq!(
+        request.reply_in_place_truncated(&mut frame, Status::Ok, 4),
+        Verdict::Reply
+    );
+    assert_valid_ipv4_response(frame.bytes(), b"XYZd", Status::Ok, 20);
+    // Past the request body: nothing to keep, so TOO_LARGE and empty.
+    let mut frame = BufFrame::new(&packet, 64);
+    assert_eq!(
+        request.reply_in_place_truncated(&mut frame, Status::Ok, 11),
+        Verdict::Reply
+    );
+    assert_valid_ipv4_response(frame.bytes(), b"", Status::TooLarge, 20);
+}
+
+#[test]
 fn non_requests_are_not_parsed() {
     let payload = udp_payload(7, 1, b"index.html");
     let good = ipv4_packet(9000, &payload);

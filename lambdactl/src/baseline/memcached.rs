@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use lambda_ebpf::Status;
+use lambda_ebpf::{LambdaHeader, Status};
 use workloads::memcached::{self, FRAME_HEADER_LEN, FrameHeader, Reply};
 
 use super::Handler;
@@ -44,7 +44,10 @@ impl Memcached {
 }
 
 impl Handler for Memcached {
-    fn handle(&mut self, body: &[u8], out: &mut Vec<u8>) -> Status {
+    fn handle(&mut self, header: &LambdaHeader, body: &[u8], out: &mut Vec<u8>) -> Status {
+        if let Err(status) = super::single_fragment(header) {
+            return status;
+        }
         self.next_id = self.next_id.wrapping_add(1);
         let id = self.next_id;
         let len = match memcached::encode_request(id, body, &mut self.request) {

@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use lambda_ebpf::wire::{HEADER_LEN, LambdaHeader, Status};
 
+mod grayscale;
 mod memcached;
 mod static_server;
 
@@ -34,18 +35,31 @@ enum Workload {
     StaticServer,
     /// GET/SET against a memcached server over UDP, like the memcached lambda.
     Memcached,
+    /// The image grayscaler: each fragment converted on its own, like the grayscale lambda.
+    Grayscale,
 }
 
-/// One workload's request handling: the λ body in, the response status and body out.
+/// One workload's request handling: the λ request in, the response status and body out.
 pub(crate) trait Handler {
-    /// Answers one request; the response body goes into `out` (empty on entry).
-    fn handle(&mut self, body: &[u8], out: &mut Vec<u8>) -> Status;
+    /// Answers one request (or one fragment of it: `header` has the fragment fields); the
+    /// response body goes into `out` (empty on entry).
+    fn handle(&mut self, header: &LambdaHeader, body: &[u8], out: &mut Vec<u8>) -> Status;
+}
+
+/// The single-datagram workloads' rule: a request in several fragments is a BAD_REQUEST.
+fn single_fragment(header: &LambdaHeader) -> Result<(), Status> {
+    if header.frag_count() == 1 {
+        Ok(())
+    } else {
+        Err(Status::BadRequest)
+    }
 }
 
 pub(crate) fn run(args: BaselineArgs) -> Result<ExitCode> {
     let mut handler: Box<dyn Handler> = match args.workload {
         Workload::StaticServer => Box::new(static_server::StaticServer),
         Workload::Memcached => Box::new(memcached::Memcached::connect(args.memcached)?),
+        Workload::Grayscale => Box::new(grayscale::Grayscale),
     };
     let socket = UdpSocket::bind(args.listen)
         .with_context(|| format!("cannot listen on UDP {}", args.listen))?;
@@ -82,11 +96,7 @@ fn serve(socket: &UdpSocket, handler: &mut dyn Handler) -> Result<ExitCode> {
             continue;
         }
         body.clear();
-        let status = if header.frag_count() != 1 {
-            Status::BadRequest
-        } else {
-            handler.handle(&buf[HEADER_LEN..len], &mut body)
-        };
+        let status = handler.handle(&header, &buf[HEADER_LEN..len], &mut body);
         // The lambda's rule: a body that does not fit one datagram becomes an empty TOO_LARGE.
         let (status, body) = if body.len() > lambda_ebpf::MAX_BODY {
             (Status::TooLarge, &[][..])
