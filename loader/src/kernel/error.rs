@@ -108,6 +108,14 @@ pub enum KernelError {
         hint: Option<&'static str>,
     },
 
+    /// A step of a hardware-offload attach failed ([`super::Host::attach_offloaded`]).
+    #[error("offloading to `{iface}` failed while {step}: {reason}")]
+    OffloadFailed {
+        iface: String,
+        step: String,
+        reason: String,
+    },
+
     #[error(
         "attachment on `{iface}` is not a bpf_link (aya fell back to netlink), so it cannot be pinned"
     )]

@@ -208,13 +208,22 @@ pub fn with_map_fds(insns: &[Insn], fds: &[OwnedFd]) -> Vec<Insn> {
 
 /// Loads `insns` as an XDP program; on failure, loads it again with a log to say why.
 pub fn load_xdp(insns: &[Insn]) -> Result<OwnedFd, RawRunError> {
+    load_xdp_bound(insns, 0)
+}
+
+/// Loads `insns` as an XDP program for hardware offload to the device `prog_ifindex`
+/// (`bpf_attr.prog_ifindex`, which aya 0.14 cannot set): the kernel hands the program to the
+/// driver's offload JIT, and the result can only attach with `XDP_FLAGS_HW_MODE` to that
+/// device. `prog_ifindex` 0 is an ordinary host load. On failure, loads it again with a log to
+/// say why; an offload refusal without a log is [`RawRunError::Syscall`] with the errno.
+pub fn load_xdp_bound(insns: &[Insn], prog_ifindex: u32) -> Result<OwnedFd, RawRunError> {
     let bytes = encode(insns);
-    let first = match prog_load(&bytes, None) {
+    let first = match prog_load(&bytes, None, prog_ifindex) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
     let mut log = vec![0u8; LOG_SIZE];
-    if let Ok(fd) = prog_load(&bytes, Some(&mut log)) {
+    if let Ok(fd) = prog_load(&bytes, Some(&mut log), prog_ifindex) {
         // Loaded the second time round: nothing to report.
         return Ok(fd);
     }
@@ -330,9 +339,15 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     }
 }
 
-fn prog_load(code: &[u8], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
+fn prog_load(code: &[u8], log: Option<&mut [u8]>, prog_ifindex: u32) -> io::Result<OwnedFd> {
+    // Names show in `bpftool prog`: a device-bound load is the offload probe or an offload.
+    let label: &[u8] = if prog_ifindex == 0 {
+        b"conformance"
+    } else {
+        b"lnic_offload"
+    };
     let mut name = [0u8; 16];
-    name[..11].copy_from_slice(b"conformance");
+    name[..label.len()].copy_from_slice(label);
     let (log_level, log_size, log_buf) = match log {
         Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
         None => (0, 0, 0),
@@ -348,7 +363,7 @@ fn prog_load(code: &[u8], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
         kern_version: 0,
         prog_flags: 0,
         prog_name: name,
-        prog_ifindex: 0,
+        prog_ifindex,
         expected_attach_type: BPF_XDP,
     };
     // SAFETY: the instructions, license and log buffer outlive the call, and the sizes given

@@ -87,7 +87,7 @@ pub(super) struct LinkState {
 /// # Safety
 /// `attr` must be a valid `bpf_attr` prefix for `cmd`, and every pointer in it must point at
 /// memory that is valid for what the command reads or writes.
-pub(super) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+pub(crate) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
     // SAFETY: the caller guarantees `attr` fits `cmd`; its size goes with it.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>() as u32) };
     if rc < 0 {
@@ -244,13 +244,15 @@ pub(crate) struct MapCreateParams {
     pub(crate) map_flags: u32,
     /// NUL-padded; the kernel accepts `[A-Za-z0-9_.]`, at most 15 bytes.
     pub(crate) name: [u8; 16],
+    /// Non-zero: create the map on this device for hardware offload (`bpf_attr.map_ifindex`).
+    pub(crate) map_ifindex: u32,
 }
 
 /// `BPF_MAP_CREATE` without BTF: a new map's file descriptor.
 pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd as _, OwnedFd};
 
-    // The prefix of `bpf_attr` up to `map_name`; the kernel zero-fills the rest.
+    // The prefix of `bpf_attr` up to `map_ifindex`; the kernel zero-fills the rest.
     #[repr(C)]
     struct MapCreateAttr {
         map_type: u32,
@@ -261,6 +263,7 @@ pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd
         inner_map_fd: u32,
         numa_node: u32,
         map_name: [u8; 16],
+        map_ifindex: u32,
     }
     let attr = MapCreateAttr {
         map_type: p.map_type,
@@ -271,6 +274,7 @@ pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd
         inner_map_fd: 0,
         numa_node: 0,
         map_name: p.name,
+        map_ifindex: p.map_ifindex,
     };
     // SAFETY: a plain attribute block without pointers.
     let fd = unsafe { bpf_syscall(BPF_MAP_CREATE, &attr) }?;
