@@ -18,6 +18,7 @@ mod inspect;
 mod invoke;
 mod logs_cmd;
 mod maps_cmd;
+mod offload_cmd;
 mod serve;
 mod stats_cmd;
 mod test_run;
@@ -105,6 +106,20 @@ enum Command {
     /// its registers and the Rust source line. attach, run and test-run make the same check
     /// before loading (--skip-verify to bypass).
     Verify(verify::VerifyArgs),
+    /// Plan a NIC offload without the NIC: whether a set of lambdas fits a model, how many
+    /// cores one copy of the set takes, and each lambda's worst-case cycles per request.
+    ///
+    /// Uses the verifier's contracts (instructions executed, code size, stack, maps) with the
+    /// nfp profile and the model's limits. Lambdas sharing a core are counted as one coalesced
+    /// program with a dispatch prologue (first-fit by decreasing size). Cycles are
+    /// max instructions executed × the model's cycles per instruction + map call sites × its
+    /// cycles per map call: the instruction bound is sound, the per-instruction costs are
+    /// planning estimates. Exit status 1 when the set does not fit.
+    Plan(offload_cmd::PlanArgs),
+    /// Probe whether an interface can offload XDP programs: its driver and hw-tc-offload
+    /// feature, and the conclusive test — loading a trivial program bound to it (never
+    /// attached, closed at once). Exit status 1 when it cannot.
+    Probe(offload_cmd::ProbeArgs),
     /// Show what a lambda object holds, without loading it: programs (with the source line each
     /// starts at), maps, globals, seed records, BTF and line info.
     Inspect {
@@ -145,8 +160,12 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
-    /// Native (driver) mode, falling back to generic mode if the driver refuses.
+    /// hw, then drv, then skb: the first that works, saying why each earlier one fell through.
     Auto,
+    /// Offloaded to the NIC (XDP_FLAGS_HW_MODE): checked first with the verifier's nfp profile
+    /// and the --nic model, then the device is probed; refused before loading anything when
+    /// either says no.
+    Hw,
     /// Native (driver) mode only.
     Drv,
     /// Generic (skb) mode only; works on every interface.
@@ -192,6 +211,9 @@ struct AttachArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
+    /// The NIC model `--mode hw|auto` checks the program against (see `lambdactl plan --help`).
+    #[arg(long, value_name = "MODEL", default_value = "agilio-cx")]
+    nic: String,
     #[command(flatten)]
     lambda: LambdaArgs,
     /// On verifier rejection, print the kernel's whole log instead of its last lines.
@@ -335,6 +357,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     match cli.command {
         Command::Attach(args) => attach(args),
+        Command::Plan(args) => offload_cmd::plan(args),
+        Command::Probe(args) => offload_cmd::probe(args),
         Command::Detach { iface } => detach(&iface),
         Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Rollback(args) => upgrade::rollback(args),
@@ -382,9 +406,17 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
     let host = Host::from_env()?;
     let mode = match args.mode {
         ModeArg::Auto => AttachMode::Auto,
+        ModeArg::Hw => AttachMode::Drv,
         ModeArg::Drv => AttachMode::Drv,
         ModeArg::Skb => AttachMode::Skb,
     };
+    let model = offload_cmd::nic_model(&args.nic)?;
+    if matches!(args.mode, ModeArg::Hw) {
+        // The nfp profile is the verification that matters here; it also runs the kernel's.
+        let outcome = offload_cmd::attach_hw(&host, &args, model)?;
+        print_attached(&outcome);
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.skip_verify {
         let contract = verify::check_before_load(
             &args.object,
@@ -394,7 +426,24 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
         )?;
         println!("{}", verify::summary(&contract));
     }
+    if matches!(args.mode, ModeArg::Auto) {
+        match offload_cmd::attach_hw(&host, &args, model) {
+            Ok(outcome) => {
+                print_attached(&outcome);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) if e.falls_through() => {
+                println!("note: hw offload not used, trying drv: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let attached = host.attach(&args.object, &args.iface, mode, &args.lambda.params())?;
+    print_attached(&attached);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_attached(attached: &loader::Attached) {
     for note in &attached.notes {
         println!("note: {note}");
     }
@@ -428,7 +477,6 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
             m.pin.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn detach(iface: &str) -> Result<ExitCode> {

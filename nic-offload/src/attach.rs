@@ -1,0 +1,125 @@
+//! The policy of a hardware attach, in the order that leaves nothing behind on refusal:
+//!
+//! 1. our verifier's `nfp` profile (with the model's instruction budget) and the model's map
+//!    rules — refuse before anything is loaded;
+//! 2. the probe ([`crate::probe`]) — a trivial program bound to the device, closed at once;
+//! 3. only then the real load: `loader::Host::attach_offloaded` (maps with `map_ifindex`, the
+//!    program with `prog_ifindex`, a `XDP_FLAGS_HW_MODE` link), which removes what it created
+//!    if a later step fails.
+
+use std::path::Path;
+
+use loader::{Attached, Host, KernelError, LambdaParams};
+use verifier::Backend;
+
+use crate::model::NicModel;
+use crate::plan::{contract_for, map_refusals};
+use crate::probe::{OffloadSupport, ProbeError, probe};
+
+/// Why a hardware attach did not happen. Every variant but [`HwAttachError::Kernel`] is raised
+/// before anything was loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum HwAttachError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Our verifier or the model refuses the program for the NIC.
+    #[error("refused for {nic} offload before loading anything: {}", reasons.join("; "))]
+    Refused {
+        nic: &'static str,
+        reasons: Vec<String>,
+    },
+    /// The device cannot offload.
+    #[error("{support}")]
+    NoOffload { support: OffloadSupport },
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The offloaded load or attach itself failed (and was undone).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+impl HwAttachError {
+    /// Whether trying another mode makes sense (not for permission problems or a missing
+    /// interface, which every mode would hit again).
+    pub fn falls_through(&self) -> bool {
+        !matches!(
+            self,
+            HwAttachError::Read { .. }
+                | HwAttachError::Probe(ProbeError::PermissionDenied { .. })
+                | HwAttachError::Probe(ProbeError::Discover(
+                    crate::discover::DiscoverError::NoSuchInterface { .. },
+                ))
+                | HwAttachError::Kernel(KernelError::PermissionDenied { .. })
+                | HwAttachError::Kernel(KernelError::NoSuchInterface { .. })
+                | HwAttachError::Kernel(KernelError::AlreadyAttached { .. })
+        )
+    }
+}
+
+/// The steps a hardware attach passed, for the caller to report.
+#[derive(Clone, Debug)]
+pub struct HwOutcome {
+    pub attached: Attached,
+    pub support: OffloadSupport,
+    pub contract: verifier::Contract,
+}
+
+/// Verifies `object` for `model`, probes `iface`, then loads and attaches it offloaded.
+pub fn attach_hw(
+    host: &Host,
+    object: &Path,
+    iface: &str,
+    params: &LambdaParams,
+    model: &'static NicModel,
+) -> Result<HwOutcome, HwAttachError> {
+    let bytes = std::fs::read(object).map_err(|source| HwAttachError::Read {
+        path: object.to_owned(),
+        source,
+    })?;
+    let name = object
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "lambda".to_owned());
+    let (linked, contract) = match contract_for(&bytes, &name, model) {
+        Ok(ok) => ok,
+        Err(e) => {
+            return Err(HwAttachError::Refused {
+                nic: model.name,
+                reasons: vec![e.to_string()],
+            });
+        }
+    };
+    let mut reasons: Vec<String> = contract
+        .refused
+        .iter()
+        .filter(|(b, _)| *b == Backend::Nfp)
+        .map(|(_, r)| format!("verifier (nfp profile): {r}"))
+        .collect();
+    reasons.extend(map_refusals(model, &linked, &contract));
+    if contract.max_stack_bytes > model.stack_bytes {
+        reasons.push(format!(
+            "{} bytes of stack; {} gives {}",
+            contract.max_stack_bytes, model.name, model.stack_bytes
+        ));
+    }
+    if !reasons.is_empty() {
+        return Err(HwAttachError::Refused {
+            nic: model.name,
+            reasons,
+        });
+    }
+    let support = probe(iface)?;
+    if !support.works() {
+        return Err(HwAttachError::NoOffload { support });
+    }
+    let attached = host.attach_offloaded(object, iface, params)?;
+    Ok(HwOutcome {
+        attached,
+        support,
+        contract,
+    })
+}

@@ -1,0 +1,18 @@
+//! NIC offload: what a SmartNIC can run ([`model`]), what an interface is and whether it can
+//! offload at all ([`discover`], [`probe`]), the policy of a hardware attach ([`attach`]) and the
+//! capacity planner ([`plan`]).
+//!
+//! The loading itself (maps with `map_ifindex`, the program with `prog_ifindex`, the
+//! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.
+
+pub mod attach;
+pub mod discover;
+pub mod model;
+pub mod plan;
+pub mod probe;
+
+pub use attach::{HwAttachError, HwOutcome, attach_hw};
+pub use discover::{InterfaceInfo, discover};
+pub use model::{MODELS, NicModel, model};
+pub use plan::{LambdaPlan, Plan, PlanError, plan};
+pub use probe::{OffloadSupport, probe};
