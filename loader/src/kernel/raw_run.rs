@@ -87,6 +87,13 @@ pub enum RawRunError {
     /// The memory does not fit an XDP test-run packet.
     #[error("{len} bytes of memory do not fit an XDP test-run packet (at most {max} bytes)")]
     MemoryTooLarge { len: usize, max: usize },
+    /// Creating or filling one of the program's maps failed.
+    #[error("map `{map}`: {source}")]
+    Map {
+        map: String,
+        #[source]
+        source: crate::maps::MapError,
+    },
     /// A `bpf()` call failed for another reason.
     #[error("{operation}: {source}")]
     Syscall {
@@ -374,13 +381,41 @@ fn prog_load(code: &[u8], log: Option<&mut [u8]>, prog_ifindex: u32) -> io::Resu
 }
 
 fn test_run(prog: &OwnedFd, packet: &[u8]) -> Result<u32, RawRunError> {
+    test_run_into(prog, packet, &mut []).map(|(retval, _)| retval)
+}
+
+/// Runs the loaded XDP program `prog` once on `packet` (BPF_PROG_TEST_RUN): its return value
+/// (the XDP action) and the packet as the program left it.
+pub fn test_run_packet(
+    prog: std::os::fd::BorrowedFd<'_>,
+    packet: &[u8],
+) -> Result<(u32, Vec<u8>), RawRunError> {
+    // A program may grow the packet into the headroom and tailroom; a page holds any result.
+    let mut out = vec![0u8; page_size().max(packet.len() + XDP_HEADROOM + XDP_TAILROOM)];
+    // SAFETY: the fd is borrowed for the call only; `OwnedFd` is needed by the shared code,
+    // which never closes it (ManuallyDrop).
+    let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(prog.as_raw_fd()) });
+    let (retval, len) = test_run_into(&owned, packet, &mut out)?;
+    out.truncate(len);
+    Ok((retval, out))
+}
+
+fn test_run_into(
+    prog: &OwnedFd,
+    packet: &[u8],
+    out: &mut [u8],
+) -> Result<(u32, usize), RawRunError> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         retval: 0,
         data_size_in: packet.len() as u32,
-        data_size_out: 0,
+        data_size_out: out.len() as u32,
         data_in: packet.as_ptr() as u64,
-        data_out: 0,
+        data_out: if out.is_empty() {
+            0
+        } else {
+            out.as_mut_ptr() as u64
+        },
         repeat: 1,
         duration: 0,
         ctx_size_in: 0,
@@ -392,9 +427,10 @@ fn test_run(prog: &OwnedFd, packet: &[u8]) -> Result<u32, RawRunError> {
         batch_size: 0,
         _pad: 0,
     };
-    // SAFETY: the packet outlives the call and only is read; no output buffers are given.
+    // SAFETY: the packet outlives the call and only is read; the output buffer, when given,
+    // is `data_size_out` bytes that we own.
     match unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) } {
-        Ok(_) => Ok(attr.retval),
+        Ok(_) => Ok((attr.retval, attr.data_size_out as usize)),
         Err(source) if source.raw_os_error() == Some(libc::EPERM) => {
             Err(RawRunError::PermissionDenied {
                 operation: "test-running a program",

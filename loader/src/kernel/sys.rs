@@ -389,6 +389,23 @@ pub(crate) fn map_info(fd: BorrowedFd<'_>) -> io::Result<aya_obj::generated::bpf
     Ok(info)
 }
 
+/// Freezes a map against writes from user space (BPF_MAP_FREEZE): with `BPF_F_RDONLY_PROG`
+/// the kernel's verifier then treats its contents as constants, as aya does for `.rodata`.
+pub(crate) fn map_freeze(fd: BorrowedFd<'_>) -> io::Result<()> {
+    const BPF_MAP_FREEZE: libc::c_long = 22;
+
+    #[repr(C)]
+    struct FreezeAttr {
+        map_fd: u32,
+    }
+    let attr = FreezeAttr {
+        map_fd: fd.as_raw_fd() as u32,
+    };
+    // SAFETY: a plain attribute block without pointers.
+    unsafe { bpf_syscall(BPF_MAP_FREEZE, &attr) }?;
+    Ok(())
+}
+
 /// Pins a BPF object at `path` on a bpffs (BPF_OBJ_PIN).
 pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     const BPF_OBJ_PIN: libc::c_long = 6;
