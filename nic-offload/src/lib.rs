@@ -6,12 +6,14 @@
 //! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.
 
 pub mod attach;
+pub mod coalesce;
 pub mod discover;
 pub mod model;
 pub mod plan;
 pub mod probe;
 
 pub use attach::{HwAttachError, HwOutcome, attach_hw};
+pub use coalesce::{CoalesceInput, CoalesceReport, Coalesced, MatchRule, coalesce, pack_cores};
 pub use discover::{InterfaceInfo, discover};
 pub use model::{MODELS, NicModel, model};
 pub use plan::{LambdaPlan, Plan, PlanError, plan};
