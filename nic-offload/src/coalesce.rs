@@ -80,6 +80,9 @@ pub struct Coalesced {
     pub seeds: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
     /// Where each lambda's entry ended up, in input order.
     pub entries: Vec<usize>,
+    /// One BTF `FUNC` per function, lambda entries global (see [`crate::btf`]): load with it
+    /// on the host, where it keeps the kernel's verification cost per lambda what it is alone.
+    pub btf: loader::kernel::ProgramBtf,
     pub report: CoalesceReport,
 }
 
@@ -421,6 +424,27 @@ pub fn coalesce(inputs: &[CoalesceInput]) -> Result<Coalesced, CoalesceError> {
         }
     }
     let functions_after: usize = reachable.iter().filter(|&&r| r).count();
+    let mut starts = vec![0];
+    starts.extend(
+        insns
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_local_call())
+            .map(|(pc, i)| (pc as i64 + 1 + i64::from(i.imm)) as usize),
+    );
+    starts.sort_unstable();
+    starts.dedup();
+    let mut global = vec![false; starts.len()];
+    let mut names: Vec<String> = (0..starts.len()).map(|k| format!("lnic_fn_{k}")).collect();
+    names[0] = "lnic_dispatch".into();
+    for (l, &entry) in entries.iter().enumerate().rev() {
+        let k = starts
+            .binary_search(&entry)
+            .expect("entries are call targets");
+        global[k] = true;
+        names[k] = format!("lnic_{}", inputs[l].name);
+    }
+    let btf = crate::btf::program_btf(&starts, &global, &names);
     let report = CoalesceReport {
         lambdas: inputs.len(),
         insns_before,
@@ -437,6 +461,7 @@ pub fn coalesce(inputs: &[CoalesceInput]) -> Result<Coalesced, CoalesceError> {
         maps,
         seeds,
         entries,
+        btf,
         report,
     })
 }

@@ -6,6 +6,7 @@
 //! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.
 
 pub mod attach;
+pub mod btf;
 pub mod coalesce;
 pub mod discover;
 pub mod model;

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 
 use lambda_ebpf::wire::LambdaHeader;
 use loader::frames::UdpFrame;
-use loader::kernel::{load_linked, test_run_packet};
+use loader::kernel::{load_linked, test_run_packet, verified_insns};
 use loader::link::{LinkedProgram, link_xdp};
 use loader::verify::{Limits, verify_linked};
 use loader::{LambdaImage, LambdaParams};
 use nic_offload::{CoalesceInput, MatchRule, coalesce};
+use std::os::fd::AsFd as _;
 use verifier::Backend;
 
 /// Without root the test skips with a reason, except under CI=true, where it must run.
@@ -195,6 +196,7 @@ fn coalesced_samples_and_50_generated_lambdas_answer_as_the_lambdas_alone() {
     let mut inputs = vec![
         sample("static-server", rule(9000, None)),
         sample("counter", rule(9001, Some(8))),
+        sample("pong", rule(9002, None)),
     ];
     for i in 1..=50 {
         inputs.push(generated(i, rule(9100, Some(i))));
@@ -228,11 +230,27 @@ fn coalesced_samples_and_50_generated_lambdas_answer_as_the_lambdas_alone() {
     );
 
     // The kernel's verifier, and the differential run.
-    let whole = load_linked(&coalesced.insns, &coalesced.maps, &coalesced.seeds).unwrap();
+    let whole = load_linked(
+        &coalesced.insns,
+        &coalesced.maps,
+        &coalesced.seeds,
+        Some(&coalesced.btf),
+    )
+    .unwrap();
     let alone: Vec<_> = inputs
         .iter()
-        .map(|x| load_linked(&x.linked.insns, &x.linked.maps, &x.seeds).unwrap())
+        .map(|x| load_linked(&x.linked.insns, &x.linked.maps, &x.seeds, None).unwrap())
         .collect();
+    let cost = |p: &loader::kernel::LoadedProgram| verified_insns(p.prog.as_fd()).unwrap();
+    let alone_cost: u32 = alone.iter().map(cost).sum();
+    let static_calls = load_linked(&coalesced.insns, &coalesced.maps, &coalesced.seeds, None)
+        .map(|p| cost(&p).to_string())
+        .unwrap_or_else(|e| format!("refused ({})", e.to_string().lines().last().unwrap_or("")));
+    println!(
+        "kernel verifier: {} instructions processed for the coalesced program with global \
+         entries, {static_calls} with static ones; {alone_cost} for the lambdas loaded alone",
+        cost(&whole)
+    );
 
     let mut rng = Rng(0x1a4b_d1c0_ffee_0009);
     let mut compared = 0;
@@ -259,13 +277,13 @@ fn coalesced_samples_and_50_generated_lambdas_answer_as_the_lambdas_alone() {
             .position(|x| x.rule.port == port && x.rule.lambda_id == Some(id))
             .or(target);
         let expected = match target {
-            Some(t) => test_run_packet(std::os::fd::AsFd::as_fd(&alone[t].prog), &packet).unwrap(),
+            Some(t) => test_run_packet(alone[t].prog.as_fd(), &packet).unwrap(),
             None => {
                 unmatched += 1;
                 (2, packet.clone())
             }
         };
-        let actual = test_run_packet(std::os::fd::AsFd::as_fd(&whole.prog), &packet).unwrap();
+        let actual = test_run_packet(whole.prog.as_fd(), &packet).unwrap();
         assert_eq!(
             actual.0, expected.0,
             "port {port} id {id} v6 {v6}: action differs (target {target:?})"

@@ -6,7 +6,12 @@ use std::os::fd::OwnedFd;
 
 use ebpf_isa::Insn;
 
-use super::{RawRunError, raw_run::load_xdp, sys::map_freeze, with_map_fds};
+use super::{
+    RawRunError,
+    raw_run::{ProgramBtf, load_xdp_with},
+    sys::map_freeze,
+    with_map_fds,
+};
 use crate::link::{LinkedMap, LinkedMapKind};
 use crate::maps::{KernelMap, MapAccess as _, MapSpec, MapType, UpdateFlags};
 
@@ -20,11 +25,12 @@ pub struct LoadedProgram {
 
 /// Creates `maps` (global data gets its initial value, read-only global data is frozen, each
 /// map gets the records of `seeds` at its index), points `insns`' map references at them and
-/// loads the result as an XDP program.
+/// loads the result as an XDP program, with `btf`'s function information when given.
 pub fn load_linked(
     insns: &[Insn],
     maps: &[LinkedMap],
     seeds: &[Vec<(Vec<u8>, Vec<u8>)>],
+    btf: Option<&ProgramBtf>,
 ) -> Result<LoadedProgram, RawRunError> {
     let mut created = Vec::with_capacity(maps.len());
     let map_err = |map: &LinkedMap| {
@@ -67,7 +73,7 @@ pub fn load_linked(
             operation: "dup",
             source,
         })?;
-    let prog = load_xdp(&with_map_fds(insns, &fds))?;
+    let prog = load_xdp_with(&with_map_fds(insns, &fds), 0, btf)?;
     // The program holds its own references to the maps now; `created` keeps them reachable
     // from user space.
     drop(fds);
@@ -75,4 +81,28 @@ pub fn load_linked(
         prog,
         maps: created,
     })
+}
+
+/// How many instructions the kernel's verifier processed to accept `prog`
+/// (`bpf_prog_info.verified_insns`, kernel ≥ 5.16): its cost against the kernel's limit of one
+/// million.
+pub fn verified_insns(prog: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: a plain C struct; all-zero is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let attr = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: info is a buffer of info_len bytes that we own.
+    unsafe { super::sys::bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    Ok(info.verified_insns)
 }

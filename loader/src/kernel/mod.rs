@@ -57,12 +57,12 @@ pub use crate::lambda::{
     GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
 };
 pub use error::{KernelError, VerifierLog, chain};
-pub use linked_load::{LoadedProgram, load_linked};
+pub use linked_load::{LoadedProgram, load_linked, verified_insns};
 pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
 pub use offload::{XDP_FLAGS_HW_MODE, xdp_link_create};
 pub use raw_run::{
-    KernelValue, RawRunError, load_xdp_bound, max_raw_memory, run_raw_in_kernel, test_run_packet,
-    with_map_fds,
+    KernelValue, ProgramBtf, RawRunError, load_xdp_bound, load_xdp_with, max_raw_memory,
+    run_raw_in_kernel, test_run_packet, with_map_fds,
 };
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,

@@ -224,7 +224,26 @@ pub fn load_xdp(insns: &[Insn]) -> Result<OwnedFd, RawRunError> {
 /// device. `prog_ifindex` 0 is an ordinary host load. On failure, loads it again with a log to
 /// say why; an offload refusal without a log is [`RawRunError::Syscall`] with the errno.
 pub fn load_xdp_bound(insns: &[Insn], prog_ifindex: u32) -> Result<OwnedFd, RawRunError> {
+    load_xdp_with(insns, prog_ifindex, None)
+}
+
+/// [`load_xdp_bound`] with BTF function information (see [`ProgramBtf`]).
+pub fn load_xdp_with(
+    insns: &[Insn],
+    prog_ifindex: u32,
+    btf: Option<&ProgramBtf>,
+) -> Result<OwnedFd, RawRunError> {
     let bytes = encode(insns);
+    let btf_fd = match btf {
+        Some(btf) => Some(btf_load(&btf.blob)?),
+        None => None,
+    };
+    let func = btf
+        .zip(btf_fd.as_ref())
+        .map(|(b, fd)| (fd, b.func_info.as_slice()));
+    let prog_load = |code: &[u8], log: Option<&mut [u8]>, ifindex: u32| {
+        prog_load_full(code, log, ifindex, func)
+    };
     let first = match prog_load(&bytes, None, prog_ifindex) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
@@ -301,6 +320,24 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+}
+
+/// BTF for a program that exists only as instructions: the raw BTF blob (header, types,
+/// strings) and one `(insn_off, type_id)` record per function, sorted, the first at 0. With
+/// it, functions whose BTF `FUNC` has global linkage are verified once, on their own, instead
+/// of at every call site.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramBtf {
+    pub blob: Vec<u8>,
+    pub func_info: Vec<[u32; 2]>,
 }
 
 /// `union bpf_attr` for BPF_PROG_TEST_RUN.
@@ -346,7 +383,51 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     }
 }
 
-fn prog_load(code: &[u8], log: Option<&mut [u8]>, prog_ifindex: u32) -> io::Result<OwnedFd> {
+/// BPF_BTF_LOAD: the BTF object's file descriptor, or the kernel's reason in its log.
+fn btf_load(blob: &[u8]) -> Result<OwnedFd, RawRunError> {
+    const BPF_BTF_LOAD: libc::c_long = 18;
+    #[repr(C)]
+    struct BtfLoadAttr {
+        btf: u64,
+        btf_log_buf: u64,
+        btf_size: u32,
+        btf_log_size: u32,
+        btf_log_level: u32,
+    }
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = BtfLoadAttr {
+        btf: blob.as_ptr() as u64,
+        btf_log_buf: log.as_mut_ptr() as u64,
+        btf_size: blob.len() as u32,
+        btf_log_size: log.len() as u32,
+        btf_log_level: 1,
+    };
+    // SAFETY: the blob and the log buffer outlive the call, with the sizes given.
+    match unsafe { bpf(BPF_BTF_LOAD, &mut attr) } {
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(source) if source.raw_os_error() == Some(libc::EPERM) => {
+            Err(RawRunError::PermissionDenied {
+                operation: "loading BTF",
+                source,
+            })
+        }
+        Err(errno) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(RawRunError::VerifierRejected {
+                errno,
+                log: format!("BTF: {}", String::from_utf8_lossy(&log[..end]).trim()),
+            })
+        }
+    }
+}
+
+fn prog_load_full(
+    code: &[u8],
+    log: Option<&mut [u8]>,
+    prog_ifindex: u32,
+    func: Option<(&OwnedFd, &[[u32; 2]])>,
+) -> io::Result<OwnedFd> {
     // Names show in `bpftool prog`: a device-bound load is the offload probe or an offload.
     let label: &[u8] = if prog_ifindex == 0 {
         b"conformance"
@@ -372,6 +453,14 @@ fn prog_load(code: &[u8], log: Option<&mut [u8]>, prog_ifindex: u32) -> io::Resu
         prog_name: name,
         prog_ifindex,
         expected_attach_type: BPF_XDP,
+        prog_btf_fd: func.map_or(0, |(fd, _)| fd.as_raw_fd() as u32),
+        func_info_rec_size: if func.is_some() { 8 } else { 0 },
+        func_info: func.map_or(0, |(_, info)| info.as_ptr() as u64),
+        func_info_cnt: func.map_or(0, |(_, info)| info.len() as u32),
+        line_info_rec_size: 0,
+        line_info: 0,
+        line_info_cnt: 0,
+        attach_btf_id: 0,
     };
     // SAFETY: the instructions, license and log buffer outlive the call, and the sizes given
     // are theirs.
