@@ -120,6 +120,12 @@ enum Command {
     /// feature, and the conclusive test — loading a trivial program bound to it (never
     /// attached, closed at once). Exit status 1 when it cannot.
     Probe(offload_cmd::ProbeArgs),
+    /// Coalesce lambdas into one program without tail calls (the workload optimizer) and
+    /// report: instruction slots before and after, merged functions, removed code, merged
+    /// maps, what our verifier says (kernel and nfp profiles), and how the lambdas pack into
+    /// the NIC model's cores. Nothing is attached (the dispatcher's `deploy --mode coalesced`
+    /// does that). Exit status 1 when our verifier rejects the coalesced program.
+    Coalesce(offload_cmd::CoalesceArgs),
     /// Show what a lambda object holds, without loading it: programs (with the source line each
     /// starts at), maps, globals, seed records, BTF and line info.
     Inspect {
@@ -359,6 +365,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach(args) => attach(args),
         Command::Plan(args) => offload_cmd::plan(args),
         Command::Probe(args) => offload_cmd::probe(args),
+        Command::Coalesce(args) => offload_cmd::coalesce(args),
         Command::Detach { iface } => detach(&iface),
         Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Rollback(args) => upgrade::rollback(args),

@@ -144,3 +144,192 @@ pub(crate) fn probe(args: ProbeArgs) -> Result<ExitCode> {
         OffloadSupport::Unsupported { .. } => ExitCode::FAILURE,
     })
 }
+
+#[derive(Args)]
+pub(crate) struct CoalesceArgs {
+    /// The lambdas, each `OBJECT[@PORT[/ID]]`: the object, the UDP port it serves (default
+    /// 9000) and the lambda id (default: any). One object may appear with several rules.
+    #[arg(required = true, value_name = "OBJECT[@PORT[/ID]]")]
+    lambdas: Vec<String>,
+    /// The NIC model to pack cores for and to judge with the verifier's nfp profile.
+    #[arg(long, value_name = "MODEL", default_value = "agilio-cx")]
+    nic: String,
+    /// Also load the coalesced program into the kernel (needs root) and report what its
+    /// verifier processed against its one-million-instruction limit.
+    #[arg(long)]
+    kernel: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `OBJECT[@PORT[/ID]]`.
+fn parse_lambda_spec(spec: &str) -> Result<(PathBuf, nic_offload::MatchRule)> {
+    let (path, rule) = match spec.rsplit_once('@') {
+        Some((path, rule)) => (path, Some(rule)),
+        None => (spec, None),
+    };
+    let mut port = lambda_ebpf::wire::DEFAULT_PORT;
+    let mut lambda_id = None;
+    if let Some(rule) = rule {
+        let (p, id) = match rule.split_once('/') {
+            Some((p, id)) => (p, Some(id)),
+            None => (rule, None),
+        };
+        port = p
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| anyhow!("`{spec}`: `{p}` is not a UDP port (1-65535)"))?;
+        if let Some(id) = id {
+            lambda_id = Some(
+                id.parse()
+                    .map_err(|_| anyhow!("`{spec}`: `{id}` is not a lambda id (0-4294967295)"))?,
+            );
+        }
+    }
+    Ok((
+        PathBuf::from(path),
+        nic_offload::MatchRule { port, lambda_id },
+    ))
+}
+
+pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
+    use loader::verify::{Limits, verify_linked};
+    use verifier::Backend;
+
+    let model = nic_model(&args.nic)?;
+    let mut inputs = Vec::new();
+    for spec in &args.lambdas {
+        let (path, rule) = parse_lambda_spec(spec)?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "lambda".to_owned());
+        let params = loader::LambdaParams {
+            port: rule.port,
+            lambda_id: rule.lambda_id,
+        };
+        let (image, linked) = loader::link::link_xdp(&bytes, &name, &params)?;
+        let seeds = linked
+            .maps
+            .iter()
+            .map(|m| {
+                image
+                    .seed(&m.name)
+                    .map(|s| s.records().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        inputs.push(nic_offload::CoalesceInput {
+            name,
+            linked,
+            rule,
+            seeds,
+        });
+    }
+    let coalesced = nic_offload::coalesce(&inputs)?;
+    let program = loader::link::LinkedProgram {
+        lambda: "coalesced".into(),
+        program: "coalesced".into(),
+        section: "xdp".into(),
+        insns: coalesced.insns.clone(),
+        maps: coalesced.maps.clone(),
+        lines: vec![],
+    };
+    let mut options = Limits::default().options(Backend::Kernel, 1);
+    options.profiles = vec![Backend::Kernel, Backend::Nfp];
+    options.nfp_insn_budget = model.insn_budget;
+    let verified = verify_linked(&program, &options);
+    let sizes: Vec<usize> = inputs.iter().map(|x| x.linked.insns.len()).collect();
+    let cores = nic_offload::pack_cores(model, &sizes, coalesced.report.dispatch_insns);
+    let cores_needed = cores.iter().flatten().max().map_or(0, |c| c + 1);
+    let kernel = if args.kernel {
+        let loaded = loader::kernel::load_linked(
+            &coalesced.insns,
+            &coalesced.maps,
+            &coalesced.seeds,
+            Some(&coalesced.btf),
+        )?;
+        Some(loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(
+            &loaded.prog,
+        ))?)
+    } else {
+        None
+    };
+    let (eligible, refused, contract_err) = match &verified {
+        Ok(c) => (
+            c.eligible.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            c.refused
+                .iter()
+                .map(|(b, r)| format!("{}: {r}", b.name()))
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => (vec![], vec![], Some(e.to_string())),
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "report": coalesced.report,
+            "nic": model.name,
+            "eligible": eligible,
+            "refused": refused,
+            "rejected": contract_err,
+            "max_insns_executed": verified.as_ref().ok().map(|c| c.max_insns_executed),
+            "cores": cores,
+            "cores_needed": cores_needed,
+            "kernel_verified_insns": kernel,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        let r = &coalesced.report;
+        println!(
+            "coalesced {} lambdas: {} instruction slots as separate programs, {} as one ({} of dispatch)",
+            r.lambdas, r.insns_before, r.insns_after, r.dispatch_insns
+        );
+        println!(
+            "  {} of {} functions merged, {} unreachable slots removed, maps {} -> {}",
+            r.functions_merged,
+            r.functions_before,
+            r.unreachable_removed,
+            r.maps_before,
+            r.maps_after
+        );
+        match &verified {
+            Ok(c) => {
+                println!(
+                    "  verified: at most {} instructions per run; eligible: {}",
+                    c.max_insns_executed,
+                    eligible.join(", ")
+                );
+                for r in &refused {
+                    println!("  refused by {r}");
+                }
+            }
+            Err(e) => println!("  rejected by the λ-NIC verifier: {e}"),
+        }
+        if let Some(n) = kernel {
+            println!("  kernel verifier: loaded, {n} instructions processed (limit 1000000)");
+        }
+        println!(
+            "  {}: {} core{} for one copy ({} per core)",
+            model.name,
+            cores_needed,
+            if cores_needed == 1 { "" } else { "s" },
+            model.insn_budget
+        );
+        for (input, core) in inputs.iter().zip(&cores) {
+            match core {
+                Some(c) => println!("    {} -> core {c}", input.name),
+                None => println!("    {} does not fit one core", input.name),
+            }
+        }
+    }
+    Ok(if verified.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -275,3 +275,64 @@ fn plan_fits_a_nic_ready_lambda_and_explains_the_rest() {
         "{stderr}"
     );
 }
+
+#[test]
+fn coalesce_reports_sizes_verdicts_and_cores() {
+    let server = lambda_object("static-server");
+    let counter = lambda_object("counter");
+    let pong = lambda_object("baseline-raw-pong");
+    let spec = |p: &Path, rule: &str| format!("{}{rule}", p.display());
+    let mut args = vec![
+        "coalesce".to_owned(),
+        spec(&server, "@9000"),
+        spec(&counter, "@9001/8"),
+        "--json".to_owned(),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        args.push("--kernel".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lambdactl(&args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let report = &json["report"];
+    assert_eq!(report["lambdas"], 2);
+    let before = report["insns_before"].as_u64().unwrap();
+    let after = report["insns_after"].as_u64().unwrap();
+    let dispatch = report["dispatch_insns"].as_u64().unwrap();
+    // Shared SDK functions are merged: less than the sum plus the dispatch.
+    assert!(
+        report["functions_merged"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(after < before + dispatch, "{report}");
+    assert_eq!(json["eligible"], serde_json::json!(["kernel"]));
+    assert!(
+        json["refused"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("instructions exceed the NFP budget of 2800"),
+        "{json}"
+    );
+    // About 1,700 slots each: one per 2,800-instruction core.
+    assert_eq!(json["cores_needed"], 2);
+    assert_eq!(json["cores"], serde_json::json!([1, 0]));
+    if root {
+        let processed = json["kernel_verified_insns"].as_u64().unwrap();
+        assert!(processed > 0 && processed <= 1_000_000, "{json}");
+    }
+
+    // A NIC-ready lambda coalesces into a program the nfp profile accepts.
+    let out = lambdactl(&["coalesce", &spec(&pong, "@9000"), "--nic", "nfp-4000"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("eligible: kernel, nfp"), "{stdout}");
+    assert!(stdout.contains("nfp-4000: 1 core for one copy"), "{stdout}");
+
+    let out = lambdactl(&["coalesce", &spec(&pong, "@0")]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("is not a UDP port (1-65535)"));
+}

@@ -323,6 +323,21 @@ fn a_coalesced_nic_ready_set_passes_the_nfp_profile_and_the_sdk_samples_do_not()
         coalesced.report.insns_after, coalesced.report.insns_before, contract.max_insns_executed
     );
 
+    // The kernel takes it too (where we may load programs).
+    if kernel_tests_enabled("a_coalesced_nic_ready_set_passes_the_kernel_verifier") {
+        let loaded = load_linked(
+            &coalesced.insns,
+            &coalesced.maps,
+            &coalesced.seeds,
+            Some(&coalesced.btf),
+        )
+        .unwrap();
+        let packet = request(&mut Rng(7), 9100, 42, false);
+        let (action, out) = test_run_packet(loaded.prog.as_fd(), &packet).unwrap();
+        assert_eq!(action, 3, "generated lambda 42 answers XDP_TX");
+        assert_eq!(out[0], 42, "and marks the frame with its number");
+    }
+
     let sdk = coalesce(&[sample("echo", rule(9001, None))]).unwrap();
     let program = as_linked("coalesced", sdk.insns, sdk.maps);
     let err = verify_linked(&program, &options).unwrap_err().to_string();
