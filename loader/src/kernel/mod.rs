@@ -62,7 +62,7 @@ pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
 pub use offload::{XDP_FLAGS_HW_MODE, xdp_link_create};
 pub use raw_run::{
     KernelValue, ProgramBtf, RawRunError, load_xdp_bound, load_xdp_with, max_raw_memory,
-    run_raw_in_kernel, test_run_packet, with_map_fds,
+    run_raw_in_kernel, test_run_ns, test_run_packet, with_map_fds,
 };
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,

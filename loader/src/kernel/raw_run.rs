@@ -470,7 +470,15 @@ fn prog_load_full(
 }
 
 fn test_run(prog: &OwnedFd, packet: &[u8]) -> Result<u32, RawRunError> {
-    test_run_into(prog, packet, &mut []).map(|(retval, _)| retval)
+    test_run_into(prog, packet, &mut []).map(|(retval, _, _)| retval)
+}
+
+/// Runs the loaded XDP program `prog` once on `packet`: the kernel-measured time of the run
+/// in nanoseconds (it includes the kernel's fixed per-run timing cost).
+pub fn test_run_ns(prog: std::os::fd::BorrowedFd<'_>, packet: &[u8]) -> Result<u32, RawRunError> {
+    // SAFETY: as in `test_run_packet`: borrowed, never closed.
+    let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(prog.as_raw_fd()) });
+    test_run_into(&owned, packet, &mut []).map(|(_, _, ns)| ns)
 }
 
 /// Runs the loaded XDP program `prog` once on `packet` (BPF_PROG_TEST_RUN): its return value
@@ -484,7 +492,7 @@ pub fn test_run_packet(
     // SAFETY: the fd is borrowed for the call only; `OwnedFd` is needed by the shared code,
     // which never closes it (ManuallyDrop).
     let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(prog.as_raw_fd()) });
-    let (retval, len) = test_run_into(&owned, packet, &mut out)?;
+    let (retval, len, _) = test_run_into(&owned, packet, &mut out)?;
     out.truncate(len);
     Ok((retval, out))
 }
@@ -493,7 +501,7 @@ fn test_run_into(
     prog: &OwnedFd,
     packet: &[u8],
     out: &mut [u8],
-) -> Result<(u32, usize), RawRunError> {
+) -> Result<(u32, usize, u32), RawRunError> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         retval: 0,
@@ -519,7 +527,7 @@ fn test_run_into(
     // SAFETY: the packet outlives the call and only is read; the output buffer, when given,
     // is `data_size_out` bytes that we own.
     match unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) } {
-        Ok(_) => Ok((attr.retval, attr.data_size_out as usize)),
+        Ok(_) => Ok((attr.retval, attr.data_size_out as usize, attr.duration)),
         Err(source) if source.raw_os_error() == Some(libc::EPERM) => {
             Err(RawRunError::PermissionDenied {
                 operation: "test-running a program",
