@@ -170,6 +170,11 @@ pub enum KernelError {
     )]
     NotLive { iface: String, reason: String },
 
+    #[error(
+        "the lambda on `{iface}` is offloaded to the NIC (hw mode): upgrade and rollback swap programs on the host only; detach and attach --mode hw instead"
+    )]
+    OffloadedUpgrade { iface: String },
+
     #[error("`{iface}` has no previous version to roll back to (it was attached, not upgraded)")]
     NoPreviousVersion { iface: String },
 
