@@ -10,10 +10,9 @@
 use std::path::Path;
 
 use loader::{Attached, Host, KernelError, LambdaParams};
-use verifier::Backend;
 
 use crate::model::NicModel;
-use crate::plan::{contract_for, map_refusals};
+use crate::plan::{contract_for, offload_refusals};
 use crate::probe::{OffloadSupport, ProbeError, probe};
 
 /// Why a hardware attach did not happen. Every variant but [`HwAttachError::Kernel`] is raised
@@ -93,19 +92,7 @@ pub fn attach_hw(
             });
         }
     };
-    let mut reasons: Vec<String> = contract
-        .refused
-        .iter()
-        .filter(|(b, _)| *b == Backend::Nfp)
-        .map(|(_, r)| format!("verifier (nfp profile): {r}"))
-        .collect();
-    reasons.extend(map_refusals(model, &linked, &contract));
-    if contract.max_stack_bytes > model.stack_bytes {
-        reasons.push(format!(
-            "{} bytes of stack; {} gives {}",
-            contract.max_stack_bytes, model.name, model.stack_bytes
-        ));
-    }
+    let reasons = offload_refusals(model, &linked, &contract);
     if !reasons.is_empty() {
         return Err(HwAttachError::Refused {
             nic: model.name,

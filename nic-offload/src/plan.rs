@@ -129,6 +129,41 @@ pub fn map_refusals(model: &NicModel, linked: &LinkedProgram, contract: &Contrac
     out
 }
 
+/// Every reason `model` cannot run the program: the verifier's nfp profile (its first
+/// refusal), the model's map rules (a map type the profile already named is not repeated) and
+/// the stack. Empty when it can.
+pub fn offload_refusals(
+    model: &NicModel,
+    linked: &LinkedProgram,
+    contract: &Contract,
+) -> Vec<String> {
+    let verifier: Vec<String> = contract
+        .refused
+        .iter()
+        .filter(|(b, _)| *b == Backend::Nfp)
+        .map(|(_, r)| format!("verifier (nfp profile): {r}"))
+        .collect();
+    let mut out = verifier.clone();
+    for reason in map_refusals(model, linked, contract) {
+        let named = used_maps(linked, contract).any(|m| {
+            reason.starts_with(&format!("map {} is a ", m.name))
+                && verifier
+                    .iter()
+                    .any(|v| v.contains(&format!("map {} has type", m.name)))
+        });
+        if !named {
+            out.push(reason);
+        }
+    }
+    if contract.max_stack_bytes > model.stack_bytes {
+        out.push(format!(
+            "{} bytes of stack; {} gives {}",
+            contract.max_stack_bytes, model.name, model.stack_bytes
+        ));
+    }
+    out
+}
+
 fn map_call_sites(linked: &LinkedProgram) -> usize {
     linked
         .insns
@@ -158,19 +193,7 @@ pub fn plan(model: &'static NicModel, objects: &[(String, Vec<u8>)]) -> Result<P
     let mut lambdas = Vec::new();
     for (name, bytes) in objects {
         let (linked, contract) = contract_for(bytes, name, model)?;
-        let mut refusals: Vec<String> = contract
-            .refused
-            .iter()
-            .filter(|(b, _)| *b == Backend::Nfp)
-            .map(|(_, r)| format!("verifier (nfp profile): {r}"))
-            .collect();
-        refusals.extend(map_refusals(model, &linked, &contract));
-        if contract.max_stack_bytes > model.stack_bytes {
-            refusals.push(format!(
-                "{} bytes of stack; {} gives {}",
-                contract.max_stack_bytes, model.name, model.stack_bytes
-            ));
-        }
+        let refusals = offload_refusals(model, &linked, &contract);
         let sites = map_call_sites(&linked);
         let cycles = contract
             .max_insns_executed
