@@ -244,8 +244,9 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
     options.nfp_insn_budget = model.insn_budget;
     let verified = verify_linked(&program, &options);
     let sizes: Vec<usize> = inputs.iter().map(|x| x.linked.insns.len()).collect();
-    let cores = nic_offload::pack_cores(model, &sizes, coalesced.report.dispatch_insns);
-    let cores_needed = cores.iter().flatten().max().map_or(0, |c| c + 1);
+    let packing = nic_offload::pack_cores(model, &sizes);
+    let cores_needed = packing.core_insns.len();
+    let cores = packing.core_of;
     let kernel = if args.kernel {
         let loaded = loader::kernel::load_linked(
             &coalesced.insns,

@@ -33,7 +33,7 @@ use loader::link::{LinkedMap, LinkedMapKind, LinkedProgram};
 use serde::Serialize;
 
 use crate::model::NicModel;
-use crate::plan::DISPATCH_PER_LAMBDA_INSNS;
+use crate::plan::DISPATCH_PER_RULE_INSNS;
 
 /// Which requests a lambda serves: UDP destination port and λ lambda id (`None`: any id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -520,30 +520,47 @@ fn remove_unreachable(insns: Vec<Insn>) -> (Vec<Insn>, usize) {
     (out, removed)
 }
 
+/// Instruction slots of the dispatch without any rule (parsing and the XDP_PASS exit).
+pub fn dispatch_fixed_insns() -> usize {
+    dispatch(&[]).len()
+}
+
+/// How lambdas pack into NIC cores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Packing {
+    /// The core of each lambda, or `None` when it alone exceeds a core's budget.
+    pub core_of: Vec<Option<usize>>,
+    /// Instruction slots of each core's coalesced program (dispatch included).
+    pub core_insns: Vec<usize>,
+}
+
 /// How lambdas of `sizes` instruction slots pack into NIC cores of `model`: each core runs one
-/// coalesced program of its own dispatch and lambdas. The core of each lambda, or `None` when a
-/// lambda alone exceeds a core's budget; first-fit by decreasing size.
-pub fn pack_cores(model: &NicModel, sizes: &[usize], dispatch: usize) -> Vec<Option<usize>> {
+/// coalesced program of its own dispatch and lambdas; first-fit by decreasing size.
+pub fn pack_cores(model: &NicModel, sizes: &[usize]) -> Packing {
+    let fixed = dispatch_fixed_insns();
     let mut order: Vec<usize> = (0..sizes.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
     let mut used: Vec<usize> = Vec::new();
     let mut core_of = vec![None; sizes.len()];
     for i in order {
-        let need = sizes[i] + DISPATCH_PER_LAMBDA_INSNS;
-        if dispatch + need > model.insn_budget {
+        let need = sizes[i] + DISPATCH_PER_RULE_INSNS;
+        if fixed + need > model.insn_budget {
             continue;
         }
         let core = match used.iter().position(|&u| u + need <= model.insn_budget) {
             Some(core) => core,
             None => {
-                used.push(dispatch);
+                used.push(fixed);
                 used.len() - 1
             }
         };
         used[core] += need;
         core_of[i] = Some(core);
     }
-    core_of
+    Packing {
+        core_of,
+        core_insns: used,
+    }
 }
 
 #[cfg(test)]
@@ -612,7 +629,15 @@ mod tests {
     #[test]
     fn cores_pack_first_fit_decreasing() {
         let model = crate::model::model("nfp-4000").unwrap();
-        let cores = pack_cores(model, &[1500, 1200, 1000, 3000], 100);
-        assert_eq!(cores, vec![Some(0), Some(1), Some(0), None]);
+        let fixed = dispatch_fixed_insns();
+        let packing = pack_cores(model, &[1500, 1300, 1000, 3000]);
+        assert_eq!(packing.core_of, vec![Some(0), Some(1), Some(0), None]);
+        assert_eq!(
+            packing.core_insns,
+            vec![fixed + 1500 + 1000 + 10, fixed + 1300 + 5]
+        );
+        // The fixed part and the per-rule size are what the coalescer generates.
+        let out = coalesce(&[lambda("a", "mov %r0, 2\nexit", 1, Some(1))]).unwrap();
+        assert_eq!(out.report.dispatch_insns, fixed + DISPATCH_PER_RULE_INSNS);
     }
 }

@@ -6,10 +6,11 @@
 //!
 //! A NIC core runs one program, so lambdas sharing a core are coalesced into one program (the
 //! workload optimizer's job): each core holds lambdas whose instruction slots, plus the
-//! dispatch prologue ([`DISPATCH_PROLOGUE_INSNS`] + [`DISPATCH_PER_LAMBDA_INSNS`] per lambda),
-//! fit the model's instruction budget. Lambdas are packed first-fit by decreasing size, which
-//! is within 11/9 of the fewest cores plus one; the remaining cores run further copies of the
-//! same programs for throughput.
+//! coalescer's dispatch (its fixed part and [`DISPATCH_PER_RULE_INSNS`] per lambda, the sizes
+//! `nic_offload::coalesce` generates), fit the model's instruction budget. Lambdas are packed
+//! first-fit by decreasing size ([`crate::coalesce::pack_cores`]), which is within 11/9 of the
+//! fewest cores plus one; the remaining cores run further copies of the same programs for
+//! throughput. Code the coalescer would merge between lambdas is counted twice: an upper bound.
 //!
 //! # Cycles
 //!
@@ -29,11 +30,9 @@ use verifier::{Backend, Contract};
 
 use crate::model::NicModel;
 
-/// Instructions of the coalesced program's dispatch prologue: parse Ethernet, IPv4/IPv6, UDP
-/// and the λ header's lambda id (an estimate for planning, from the SDK's own parser size).
-pub const DISPATCH_PROLOGUE_INSNS: usize = 120;
-/// Instructions per lambda in the dispatch: compare port and lambda id, call, return.
-pub const DISPATCH_PER_LAMBDA_INSNS: usize = 6;
+/// Instructions per lambda in the coalescer's dispatch, at most: compare the port and the
+/// lambda id, set up the context argument, call, return.
+pub const DISPATCH_PER_RULE_INSNS: usize = 5;
 
 /// Why planning failed for an object (not: why it does not fit).
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +197,8 @@ pub fn plan(model: &'static NicModel, objects: &[(String, Vec<u8>)]) -> Result<P
         let cycles = contract
             .max_insns_executed
             .saturating_add(
-                (DISPATCH_PROLOGUE_INSNS + DISPATCH_PER_LAMBDA_INSNS * objects.len()) as u64,
+                (crate::coalesce::dispatch_fixed_insns() + DISPATCH_PER_RULE_INSNS * objects.len())
+                    as u64,
             )
             .saturating_mul(model.cycles_per_insn)
             .saturating_add(sites as u64 * model.cycles_per_map_call);
@@ -219,35 +219,27 @@ pub fn plan(model: &'static NicModel, objects: &[(String, Vec<u8>)]) -> Result<P
         });
     }
 
-    // First-fit decreasing over the lambdas that fit one core on their own.
-    let budget = model.insn_budget;
-    let need = |slots: usize| slots + DISPATCH_PER_LAMBDA_INSNS;
-    let mut order: Vec<usize> = (0..lambdas.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(lambdas[i].insn_slots));
-    let mut cores: Vec<usize> = Vec::new();
-    let mut reasons = Vec::new();
     // Refused lambdas cannot go to the NIC at all: they take no core.
-    order.retain(|&i| lambdas[i].refusals.is_empty());
-    for i in order {
-        let slots = need(lambdas[i].insn_slots);
-        if DISPATCH_PROLOGUE_INSNS + slots > budget {
+    let budget = model.insn_budget;
+    let offloadable: Vec<usize> = (0..lambdas.len())
+        .filter(|&i| lambdas[i].refusals.is_empty())
+        .collect();
+    let sizes: Vec<usize> = offloadable.iter().map(|&i| lambdas[i].insn_slots).collect();
+    let packing = crate::coalesce::pack_cores(model, &sizes);
+    let mut reasons = Vec::new();
+    for (k, &i) in offloadable.iter().enumerate() {
+        lambdas[i].core = packing.core_of[k];
+        if packing.core_of[k].is_none() {
             reasons.push(format!(
                 "{}: {} instruction slots with the dispatch exceed one core's budget of {budget}",
                 lambdas[i].lambda,
-                DISPATCH_PROLOGUE_INSNS + slots
+                crate::coalesce::dispatch_fixed_insns()
+                    + DISPATCH_PER_RULE_INSNS
+                    + lambdas[i].insn_slots
             ));
-            continue;
         }
-        let core = match cores.iter().position(|&used| used + slots <= budget) {
-            Some(core) => core,
-            None => {
-                cores.push(DISPATCH_PROLOGUE_INSNS);
-                cores.len() - 1
-            }
-        };
-        cores[core] += slots;
-        lambdas[i].core = Some(core);
     }
+    let cores = packing.core_insns;
     for l in &lambdas {
         for r in &l.refusals {
             reasons.push(format!("{}: {r}", l.lambda));
