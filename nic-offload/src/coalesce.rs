@@ -231,6 +231,50 @@ fn successors(insns: &[Insn], pc: usize) -> Vec<usize> {
     vec![pc + 1]
 }
 
+/// Functions move independently, so each must be self-contained, as the kernel requires of
+/// subprograms: every jump lands inside its own function, and the last slot is an `exit` or an
+/// unconditional jump (no falling into the next function).
+fn check_functions(
+    lambda: &str,
+    insns: &[Insn],
+    bounds: &[(usize, usize)],
+) -> Result<(), CoalesceError> {
+    let malformed = |insn, what| {
+        Err(CoalesceError::Malformed {
+            lambda: lambda.to_owned(),
+            insn,
+            what,
+        })
+    };
+    for &(start, end) in bounds {
+        let mut pc = start;
+        let mut last = start;
+        while pc < end {
+            last = pc;
+            if insns[pc].is_lddw() {
+                if pc + 1 >= end {
+                    return malformed(pc, "an lddw cut off at the end of its function");
+                }
+                pc += 2;
+                continue;
+            }
+            if !insns[pc].is_local_call() {
+                for target in successors(insns, pc) {
+                    if target < start || target > end || (target == end && target != pc + 1) {
+                        return malformed(pc, "a jump out of its function");
+                    }
+                }
+            }
+            pc += 1;
+        }
+        let tail = insns[last];
+        if !(tail.is_exit() || tail.opcode == JA || tail.opcode == op::JA32) {
+            return malformed(last, "a function that falls through into the next");
+        }
+    }
+    Ok(())
+}
+
 /// Coalesces `inputs` into one program.
 pub fn coalesce(inputs: &[CoalesceInput]) -> Result<Coalesced, CoalesceError> {
     if inputs.is_empty() {
@@ -316,6 +360,7 @@ pub fn coalesce(inputs: &[CoalesceInput]) -> Result<Coalesced, CoalesceError> {
             .enumerate()
             .map(|(k, &s)| (s, starts.get(k + 1).copied().unwrap_or(insns.len())))
             .collect();
+        check_functions(&input.name, insns, &bounds)?;
         // Callees before callers: the call graph is acyclic (the kernel refuses recursion),
         // so intern in an order where every callee is done first.
         let mut ids: Vec<Option<usize>> = vec![None; bounds.len()];
@@ -624,6 +669,21 @@ mod tests {
         let entry = out.entries[0];
         assert_eq!(out.insns[entry], Insn::new(JA, 0, 0, 0, 0));
         assert!(matches!(coalesce(&[]), Err(CoalesceError::Empty)));
+        // Code that cannot be moved function by function is refused, not rearranged.
+        let across = "mov %r0, 1\ncall local sub\nja +2\nsub:\nmov %r0, 2\nexit";
+        assert_eq!(
+            coalesce(&[lambda("x", across, 1, None)])
+                .unwrap_err()
+                .to_string(),
+            "lambda `x`: a jump out of its function at instruction 2"
+        );
+        let falls = "call local sub\nmov %r0, 1\nsub:\nmov %r0, 2\nexit";
+        assert_eq!(
+            coalesce(&[lambda("y", falls, 1, None)])
+                .unwrap_err()
+                .to_string(),
+            "lambda `y`: a function that falls through into the next at instruction 1"
+        );
     }
 
     #[test]
