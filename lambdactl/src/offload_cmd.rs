@@ -208,27 +208,9 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "lambda".to_owned());
-        let params = loader::LambdaParams {
-            port: rule.port,
-            lambda_id: rule.lambda_id,
-        };
-        let (image, linked) = loader::link::link_xdp(&bytes, &name, &params)?;
-        let seeds = linked
-            .maps
-            .iter()
-            .map(|m| {
-                image
-                    .seed(&m.name)
-                    .map(|s| s.records().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
-        inputs.push(nic_offload::CoalesceInput {
-            name,
-            linked,
-            rule,
-            seeds,
-        });
+        inputs.push(nic_offload::CoalesceInput::from_object(
+            &bytes, &name, rule,
+        )?);
     }
     let coalesced = nic_offload::coalesce(&inputs)?;
     let program = loader::link::LinkedProgram {

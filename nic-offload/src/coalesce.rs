@@ -52,6 +52,38 @@ pub struct CoalesceInput {
     pub seeds: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
+impl CoalesceInput {
+    /// A lambda object linked for `rule` (its port and lambda id written into its `.rodata`),
+    /// with the seed records it ships for its maps.
+    pub fn from_object(
+        bytes: &[u8],
+        name: &str,
+        rule: MatchRule,
+    ) -> Result<CoalesceInput, loader::link::LinkError> {
+        let params = loader::LambdaParams {
+            port: rule.port,
+            lambda_id: rule.lambda_id,
+        };
+        let (image, linked) = loader::link::link_xdp(bytes, name, &params)?;
+        let seeds = linked
+            .maps
+            .iter()
+            .map(|m| {
+                image
+                    .seed(&m.name)
+                    .map(|s| s.records().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(CoalesceInput {
+            name: name.to_owned(),
+            linked,
+            rule,
+            seeds,
+        })
+    }
+}
+
 /// Sizes before and after, and what each step removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CoalesceReport {

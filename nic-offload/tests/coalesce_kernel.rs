@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use lambda_ebpf::wire::LambdaHeader;
 use loader::frames::UdpFrame;
 use loader::kernel::{load_linked, test_run_ns, test_run_packet, verified_insns};
-use loader::link::{LinkedProgram, link_xdp};
+use loader::link::LinkedProgram;
 use loader::verify::{Limits, verify_linked};
-use loader::{LambdaImage, LambdaParams};
 use nic_offload::{CoalesceInput, MatchRule, coalesce};
 use std::os::fd::AsFd as _;
 use verifier::Backend;
@@ -49,28 +48,7 @@ fn object(name: &str) -> PathBuf {
 /// A sample lambda linked for `rule`, with its seed records.
 fn sample(name: &str, rule: MatchRule) -> CoalesceInput {
     let bytes = std::fs::read(object(name)).unwrap();
-    let params = LambdaParams {
-        port: rule.port,
-        lambda_id: rule.lambda_id,
-    };
-    let (_, linked) = link_xdp(&bytes, name, &params).unwrap();
-    let image = LambdaImage::parse(&bytes, name).unwrap();
-    let seeds = linked
-        .maps
-        .iter()
-        .map(|m| {
-            image
-                .seed(&m.name)
-                .map(|s| s.records().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    CoalesceInput {
-        name: name.to_owned(),
-        linked,
-        rule,
-        seeds,
-    }
+    CoalesceInput::from_object(&bytes, name, rule).unwrap()
 }
 
 /// Generated lambda `i`: marks the frame with its number, and through a helper function that
