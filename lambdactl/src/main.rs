@@ -420,7 +420,8 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
     let model = offload_cmd::nic_model(&args.nic)?;
     if matches!(args.mode, ModeArg::Hw) {
         // The nfp profile is the verification that matters here; it also runs the kernel's.
-        let outcome = offload_cmd::attach_hw(&host, &args, model)?;
+        let outcome =
+            offload_cmd::attach_hw(&host, &args, model, nic_offload::CheckOrder::VerifyFirst)?;
         print_attached(&outcome);
         return Ok(ExitCode::SUCCESS);
     }
@@ -434,7 +435,7 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
         println!("{}", verify::summary(&contract));
     }
     if matches!(args.mode, ModeArg::Auto) {
-        match offload_cmd::attach_hw(&host, &args, model) {
+        match offload_cmd::attach_hw(&host, &args, model, nic_offload::CheckOrder::ProbeFirst) {
             Ok(outcome) => {
                 print_attached(&outcome);
                 return Ok(ExitCode::SUCCESS);

@@ -21,6 +21,7 @@ pub(crate) fn attach_hw(
     host: &Host,
     args: &AttachArgs,
     model: &'static NicModel,
+    order: nic_offload::CheckOrder,
 ) -> Result<Attached, HwAttachError> {
     let outcome = nic_offload::attach_hw(
         host,
@@ -28,6 +29,7 @@ pub(crate) fn attach_hw(
         &args.iface,
         &args.lambda.params(),
         model,
+        order,
     )?;
     println!("{}", crate::verify::summary(&outcome.contract));
     println!("{}", outcome.support);

@@ -67,14 +67,32 @@ pub struct HwOutcome {
     pub contract: verifier::Contract,
 }
 
-/// Verifies `object` for `model`, probes `iface`, then loads and attaches it offloaded.
+/// Which check a hardware attach makes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOrder {
+    /// Our verifier first, so a program the NIC could never run is refused with its reason
+    /// even where there is no NIC (`--mode hw`).
+    VerifyFirst,
+    /// The probe first: it takes a millisecond where the nfp verification of an SDK lambda
+    /// takes a few hundred, so hosts without an offload NIC fall through at once
+    /// (`--mode auto`).
+    ProbeFirst,
+}
+
+/// Verifies `object` for `model` and probes `iface` (in `order`), then loads and attaches it
+/// offloaded.
 pub fn attach_hw(
     host: &Host,
     object: &Path,
     iface: &str,
     params: &LambdaParams,
     model: &'static NicModel,
+    order: CheckOrder,
 ) -> Result<HwOutcome, HwAttachError> {
+    let probed = match order {
+        CheckOrder::ProbeFirst => Some(probe_works(iface)?),
+        CheckOrder::VerifyFirst => None,
+    };
     let bytes = std::fs::read(object).map_err(|source| HwAttachError::Read {
         path: object.to_owned(),
         source,
@@ -83,7 +101,7 @@ pub fn attach_hw(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "lambda".to_owned());
-    let (linked, contract) = match contract_for(&bytes, &name, model) {
+    let (linked, contract) = match contract_for(&bytes, &name, params, model) {
         Ok(ok) => ok,
         Err(e) => {
             return Err(HwAttachError::Refused {
@@ -99,14 +117,24 @@ pub fn attach_hw(
             reasons,
         });
     }
-    let support = probe(iface)?;
-    if !support.works() {
-        return Err(HwAttachError::NoOffload { support });
-    }
+    let support = match probed {
+        Some(support) => support,
+        None => probe_works(iface)?,
+    };
     let attached = host.attach_offloaded(object, iface, params)?;
     Ok(HwOutcome {
         attached,
         support,
         contract,
     })
+}
+
+/// The probe's answer when offload works, else the error that names why not.
+fn probe_works(iface: &str) -> Result<OffloadSupport, HwAttachError> {
+    let support = probe(iface)?;
+    if support.works() {
+        Ok(support)
+    } else {
+        Err(HwAttachError::NoOffload { support })
+    }
 }

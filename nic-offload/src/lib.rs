@@ -13,7 +13,7 @@ pub mod model;
 pub mod plan;
 pub mod probe;
 
-pub use attach::{HwAttachError, HwOutcome, attach_hw};
+pub use attach::{CheckOrder, HwAttachError, HwOutcome, attach_hw};
 pub use coalesce::{CoalesceInput, CoalesceReport, Coalesced, MatchRule, coalesce, pack_cores};
 pub use discover::{InterfaceInfo, discover};
 pub use model::{MODELS, NicModel, model};

@@ -176,12 +176,13 @@ fn map_call_sites(linked: &LinkedProgram) -> usize {
 pub fn contract_for(
     bytes: &[u8],
     name: &str,
+    params: &LambdaParams,
     model: &NicModel,
 ) -> Result<(LinkedProgram, Contract), VerifyError> {
     let mut options = Limits::default().options(Backend::Kernel, 1);
     options.profiles = vec![Backend::Kernel, Backend::Nfp];
     options.nfp_insn_budget = model.insn_budget;
-    verify_object(bytes, name, &LambdaParams::default(), &options)
+    verify_object(bytes, name, params, &options)
 }
 
 /// Plans `objects` (`(name, ELF bytes)`) on `model`.
@@ -191,7 +192,7 @@ pub fn plan(model: &'static NicModel, objects: &[(String, Vec<u8>)]) -> Result<P
     }
     let mut lambdas = Vec::new();
     for (name, bytes) in objects {
-        let (linked, contract) = contract_for(bytes, name, model)?;
+        let (linked, contract) = contract_for(bytes, name, &LambdaParams::default(), model)?;
         let refusals = offload_refusals(model, &linked, &contract);
         let sites = map_call_sites(&linked);
         let cycles = contract
