@@ -1,6 +1,7 @@
 //! NIC offload: what a SmartNIC can run ([`model`]), what an interface is and whether it can
-//! offload at all ([`discover`], [`probe`]), the policy of a hardware attach ([`attach`]) and the
-//! capacity planner ([`plan`]).
+//! offload at all ([`discover`], [`probe`]), the policy of a hardware attach ([`attach`]), the
+//! capacity planner ([`plan`]) and the workload optimizer that coalesces lambdas into one
+//! program without tail calls ([`coalesce`], with its BTF in [`btf`]).
 //!
 //! The loading itself (maps with `map_ifindex`, the program with `prog_ifindex`, the
 //! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.

@@ -153,7 +153,9 @@ impl Host {
                 let mut seeded = 0;
                 match map.kind {
                     LinkedMapKind::GlobalData { .. } => {
-                        kmap.update(&0u32.to_ne_bytes(), &map.initial, UpdateFlags::Any)
+                        let mut value = map.initial.clone();
+                        value.resize(map.value_size as usize, 0);
+                        kmap.update(&0u32.to_ne_bytes(), &value, UpdateFlags::Any)
                             .map_err(|e| failed(&format!("writing {}", map.name), e.to_string()))?;
                     }
                     LinkedMapKind::Declared => {
