@@ -269,6 +269,15 @@ fn plan_fits_a_nic_ready_lambda_and_explains_the_rest() {
         "{stdout}"
     );
 
+    // Not an object: one clear error, not a panic.
+    let text_file = std::env::temp_dir().join(format!("lnic-plan-{}.o", std::process::id()));
+    std::fs::write(&text_file, "not an object\n").unwrap();
+    let out = lambdactl(&["plan", "--nic", "nfp-4000", text_file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&text_file);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.matches("not an ELF file").count(), 1, "{stderr}");
+
     let out = lambdactl(&["plan", "--nic", "connectx", pong.to_str().unwrap()]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());

@@ -43,7 +43,7 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error("no objects to plan")]
     Empty,
