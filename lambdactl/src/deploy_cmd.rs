@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use loader::dispatch::{self, MatchRule};
 use loader::maps::KernelMap;
@@ -28,7 +28,8 @@ pub(crate) struct DeployArgs {
     /// (`port=9000,id=7`, `port=9000`). The exact rule wins over a port's any-id rule.
     #[arg(long = "match", value_name = "RULE")]
     rule: MatchRule,
-    /// XDP mode of the dispatcher, when this deploy installs it.
+    /// XDP mode of the dispatcher, when this deploy installs it (auto: drv, else skb; hw is
+    /// refused, since offload NICs run no tail calls).
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
@@ -78,9 +79,13 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
         );
     }
     let mode = match args.mode {
+        // No offload NIC runs tail calls: auto means drv, else skb, for a dispatcher.
         ModeArg::Auto => AttachMode::Auto,
         ModeArg::Drv => AttachMode::Drv,
         ModeArg::Skb => AttachMode::Skb,
+        ModeArg::Hw => bail!(
+            "--mode hw: the dispatcher tail-calls into the lambdas' slots and offload NICs run no tail calls; `lambdactl coalesce` builds the one-program form a NIC can take"
+        ),
     };
     let deployed = host.deploy(&args.object, &args.iface, &args.name, args.rule, mode)?;
     for note in &deployed.notes {

@@ -21,6 +21,7 @@ mod inspect;
 mod invoke;
 mod logs_cmd;
 mod maps_cmd;
+mod offload_cmd;
 mod serve;
 mod stats_cmd;
 mod test_run;
@@ -121,6 +122,26 @@ enum Command {
     /// its registers and the Rust source line. attach, run and test-run make the same check
     /// before loading (--skip-verify to bypass).
     Verify(verify::VerifyArgs),
+    /// Plan a NIC offload without the NIC: whether a set of lambdas fits a model, how many
+    /// cores one copy of the set takes, and each lambda's worst-case cycles per request.
+    ///
+    /// Uses the verifier's contracts (instructions executed, code size, stack, maps) with the
+    /// nfp profile and the model's limits. Lambdas sharing a core are counted as one coalesced
+    /// program with a dispatch prologue (first-fit by decreasing size). Cycles are
+    /// max instructions executed × the model's cycles per instruction + map call sites × its
+    /// cycles per map call: the instruction bound is sound, the per-instruction costs are
+    /// planning estimates. Exit status 1 when the set does not fit.
+    Plan(offload_cmd::PlanArgs),
+    /// Probe whether an interface can offload XDP programs: its driver and hw-tc-offload
+    /// feature, and the conclusive test — loading a trivial program bound to it (never
+    /// attached, closed at once). Exit status 1 when it cannot.
+    Probe(offload_cmd::ProbeArgs),
+    /// Coalesce lambdas into one program without tail calls (the workload optimizer) and
+    /// report: instruction slots before and after, merged functions, removed code, merged
+    /// maps, what our verifier says (kernel and nfp profiles), and how the lambdas pack into
+    /// the NIC model's cores. Nothing is attached (the dispatcher's `deploy --mode coalesced`
+    /// does that). Exit status 1 when our verifier rejects the coalesced program.
+    Coalesce(offload_cmd::CoalesceArgs),
     /// Show what a lambda object holds, without loading it: programs (with the source line each
     /// starts at), maps, globals, seed records, BTF and line info.
     Inspect {
@@ -168,8 +189,12 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
-    /// Native (driver) mode, falling back to generic mode if the driver refuses.
+    /// hw, then drv, then skb: the first that works, saying why each earlier one fell through.
     Auto,
+    /// Offloaded to the NIC (XDP_FLAGS_HW_MODE): checked first with the verifier's nfp profile
+    /// and the --nic model, then the device is probed; refused before loading anything when
+    /// either says no.
+    Hw,
     /// Native (driver) mode only.
     Drv,
     /// Generic (skb) mode only; works on every interface.
@@ -215,6 +240,9 @@ struct AttachArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
+    /// The NIC model `--mode hw|auto` checks the program against (see `lambdactl plan --help`).
+    #[arg(long, value_name = "MODEL", default_value = "agilio-cx")]
+    nic: String,
     #[command(flatten)]
     lambda: LambdaArgs,
     /// On verifier rejection, print the kernel's whole log instead of its last lines.
@@ -376,6 +404,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach(args) => attach(args),
         Command::Deploy(args) => deploy_cmd::deploy(args),
         Command::Undeploy(args) => deploy_cmd::undeploy(args),
+        Command::Plan(args) => offload_cmd::plan(args),
+        Command::Probe(args) => offload_cmd::probe(args),
+        Command::Coalesce(args) => offload_cmd::coalesce(args),
         Command::Detach { iface } => detach(&iface),
         Command::Upgrade(args) => upgrade::upgrade(args),
         Command::Rollback(args) => upgrade::rollback(args),
@@ -424,9 +455,18 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
     let host = Host::from_env()?;
     let mode = match args.mode {
         ModeArg::Auto => AttachMode::Auto,
+        ModeArg::Hw => AttachMode::Drv,
         ModeArg::Drv => AttachMode::Drv,
         ModeArg::Skb => AttachMode::Skb,
     };
+    let model = offload_cmd::nic_model(&args.nic)?;
+    if matches!(args.mode, ModeArg::Hw) {
+        // The nfp profile is the verification that matters here; it also runs the kernel's.
+        let outcome =
+            offload_cmd::attach_hw(&host, &args, model, nic_offload::CheckOrder::VerifyFirst)?;
+        print_attached(&outcome);
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.skip_verify {
         let contract = verify::check_before_load(
             &args.object,
@@ -436,7 +476,24 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
         )?;
         println!("{}", verify::summary(&contract));
     }
+    if matches!(args.mode, ModeArg::Auto) {
+        match offload_cmd::attach_hw(&host, &args, model, nic_offload::CheckOrder::ProbeFirst) {
+            Ok(outcome) => {
+                print_attached(&outcome);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) if e.falls_through() => {
+                println!("note: hw offload not used, trying drv: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let attached = host.attach(&args.object, &args.iface, mode, &args.lambda.params())?;
+    print_attached(&attached);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_attached(attached: &loader::Attached) {
     for note in &attached.notes {
         println!("note: {note}");
     }
@@ -470,7 +527,6 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
             m.pin.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn detach(iface: &str) -> Result<ExitCode> {

@@ -444,8 +444,10 @@ impl Host {
                 let flags = match used {
                     ModeUsed::Drv => sys::XDP_FLAGS_DRV_MODE,
                     ModeUsed::Skb => sys::XDP_FLAGS_SKB_MODE,
+                    // A dispatcher tail-calls, which no offload NIC runs: never asked for.
+                    ModeUsed::Hw => super::XDP_FLAGS_HW_MODE,
                 };
-                sys::link_create_xdp(prog.as_fd(), ifindex, flags)
+                super::xdp_link_create(prog.as_fd(), ifindex, flags)
             };
             let failed = |used: ModeUsed, e: io::Error| {
                 super::attach_failed(iface, used, e.raw_os_error(), e.to_string())

@@ -108,6 +108,14 @@ pub enum KernelError {
         hint: Option<&'static str>,
     },
 
+    /// A step of a hardware-offload attach failed ([`super::Host::attach_offloaded`]).
+    #[error("offloading to `{iface}` failed while {step}: {reason}")]
+    OffloadFailed {
+        iface: String,
+        step: String,
+        reason: String,
+    },
+
     #[error(
         "attachment on `{iface}` is not a bpf_link (aya fell back to netlink), so it cannot be pinned"
     )]
@@ -161,6 +169,11 @@ pub enum KernelError {
         "the λ-NIC attachment on `{iface}` is not live ({reason}): nothing to upgrade; detach and attach instead"
     )]
     NotLive { iface: String, reason: String },
+
+    #[error(
+        "the lambda on `{iface}` is offloaded to the NIC (hw mode): upgrade and rollback swap programs on the host only; detach and attach --mode hw instead"
+    )]
+    OffloadedUpgrade { iface: String },
 
     #[error("`{iface}` has no previous version to roll back to (it was attached, not upgraded)")]
     NoPreviousVersion { iface: String },

@@ -45,7 +45,9 @@ pub const VERIFIER_LOG_TAIL: usize = 25;
 
 mod deploy;
 mod error;
+mod linked_load;
 mod logs;
+mod offload;
 mod raw_run;
 mod stats;
 pub(crate) mod sys;
@@ -60,9 +62,12 @@ pub use deploy::{
     rule_of_key,
 };
 pub use error::{KernelError, VerifierLog, chain};
+pub use linked_load::{LoadedProgram, load_linked, verified_insns};
 pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
+pub use offload::{XDP_FLAGS_HW_MODE, xdp_link_create};
 pub use raw_run::{
-    KernelValue, RawRunError, load_xdp_named, max_raw_memory, run_raw_in_kernel, with_map_fds,
+    KernelValue, ProgramBtf, RawRunError, load_xdp_bound, load_xdp_named, load_xdp_with,
+    max_raw_memory, run_raw_in_kernel, test_run_ns, test_run_packet, with_map_fds,
 };
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,
@@ -91,6 +96,8 @@ pub enum AttachMode {
 pub enum ModeUsed {
     Drv,
     Skb,
+    /// Offloaded to the NIC (`XDP_FLAGS_HW_MODE`), see [`Host::attach_offloaded`].
+    Hw,
 }
 
 impl ModeUsed {
@@ -98,6 +105,7 @@ impl ModeUsed {
         match self {
             ModeUsed::Drv => "drv",
             ModeUsed::Skb => "skb",
+            ModeUsed::Hw => "hw",
         }
     }
 
@@ -105,6 +113,7 @@ impl ModeUsed {
         match self {
             ModeUsed::Drv => XdpMode::Driver,
             ModeUsed::Skb => XdpMode::Skb,
+            ModeUsed::Hw => XdpMode::Hardware,
         }
     }
 }
@@ -331,24 +340,7 @@ impl Host {
         let dir = self.attachment_dir(iface);
         let link_pin = self.link_pin(iface);
         let record_path = self.record_path(iface);
-        if link_pin.exists() || record_path.exists() || dir.exists() {
-            // A live link on this very interface means attached; anything else is left over
-            // from an interface or namespace that is gone (netns inodes get reused): clear it.
-            let live = match pinned_link_state(&link_pin) {
-                Ok(state) => state.ifindex == ifindex,
-                Err(e) => is_permission(e.raw_os_error()),
-            };
-            if live {
-                return Err(KernelError::AlreadyAttached {
-                    iface: iface.to_owned(),
-                    path: link_pin,
-                });
-            }
-            self.remove_attachment(iface)?;
-            notes.push(format!(
-                "removed a stale attachment of {iface} (its link was gone or defunct) and its map pins"
-            ));
-        }
+        notes.extend(self.clear_stale_attachment(iface, ifindex)?);
         let maps_dir = self.maps_dir(iface);
         fs::create_dir_all(&maps_dir).map_err(io_err("creating", &maps_dir))?;
 
@@ -385,6 +377,35 @@ impl Host {
             drv_fallback,
             notes,
         })
+    }
+
+    /// Refuses when `iface` has a live attachment; clears what is left over from an interface
+    /// or namespace that is gone (netns inodes get reused), and says so.
+    fn clear_stale_attachment(
+        &self,
+        iface: &str,
+        ifindex: u32,
+    ) -> Result<Option<String>, KernelError> {
+        let dir = self.attachment_dir(iface);
+        let link_pin = self.link_pin(iface);
+        let record_path = self.record_path(iface);
+        if !(link_pin.exists() || record_path.exists() || dir.exists()) {
+            return Ok(None);
+        }
+        let live = match pinned_link_state(&link_pin) {
+            Ok(state) => state.ifindex == ifindex,
+            Err(e) => is_permission(e.raw_os_error()),
+        };
+        if live {
+            return Err(KernelError::AlreadyAttached {
+                iface: iface.to_owned(),
+                path: link_pin,
+            });
+        }
+        self.remove_attachment(iface)?;
+        Ok(Some(format!(
+            "removed a stale attachment of {iface} (its link was gone or defunct) and its map pins"
+        )))
     }
 
     fn attach_pinned(

@@ -87,6 +87,13 @@ pub enum RawRunError {
     /// The memory does not fit an XDP test-run packet.
     #[error("{len} bytes of memory do not fit an XDP test-run packet (at most {max} bytes)")]
     MemoryTooLarge { len: usize, max: usize },
+    /// Creating or filling one of the program's maps failed.
+    #[error("map `{map}`: {source}")]
+    Map {
+        map: String,
+        #[source]
+        source: crate::maps::MapError,
+    },
     /// A `bpf()` call failed for another reason.
     #[error("{operation}: {source}")]
     Syscall {
@@ -208,23 +215,56 @@ pub fn with_map_fds(insns: &[Insn], fds: &[OwnedFd]) -> Vec<Insn> {
 
 /// Loads `insns` as an XDP program; on failure, loads it again with a log to say why.
 pub fn load_xdp(insns: &[Insn]) -> Result<OwnedFd, RawRunError> {
-    load_xdp_named(insns, "conformance")
+    load_xdp_bound(insns, 0)
 }
 
-/// [`load_xdp`] with the program name the kernel shows (`bpftool prog`); at most 15 bytes
-/// are kept.
+/// Loads `insns` as an XDP program for hardware offload to the device `prog_ifindex`
+/// (`bpf_attr.prog_ifindex`, which aya 0.14 cannot set): the kernel hands the program to the
+/// driver's offload JIT, and the result can only attach with `XDP_FLAGS_HW_MODE` to that
+/// device. `prog_ifindex` 0 is an ordinary host load. On failure, loads it again with a log to
+/// say why; an offload refusal without a log is [`RawRunError::Syscall`] with the errno.
+pub fn load_xdp_bound(insns: &[Insn], prog_ifindex: u32) -> Result<OwnedFd, RawRunError> {
+    load_xdp_with(insns, prog_ifindex, None)
+}
+
+/// [`load_xdp_bound`] with BTF function information (see [`ProgramBtf`]).
+pub fn load_xdp_with(
+    insns: &[Insn],
+    prog_ifindex: u32,
+    btf: Option<&ProgramBtf>,
+) -> Result<OwnedFd, RawRunError> {
+    load_xdp_full(insns, prog_ifindex, btf, None)
+}
+
+/// An ordinary host load of `insns` under the program name `name` (what `bpftool prog`
+/// shows; at most 15 bytes are kept).
 pub fn load_xdp_named(insns: &[Insn], name: &str) -> Result<OwnedFd, RawRunError> {
+    load_xdp_full(insns, 0, None, Some(name))
+}
+
+fn load_xdp_full(
+    insns: &[Insn],
+    prog_ifindex: u32,
+    btf: Option<&ProgramBtf>,
+    name: Option<&str>,
+) -> Result<OwnedFd, RawRunError> {
     let bytes = encode(insns);
-    let mut prog_name = [0u8; 16];
-    let keep = name.len().min(15);
-    prog_name[..keep].copy_from_slice(&name.as_bytes()[..keep]);
-    let prog_load = |code: &[u8], log: Option<&mut [u8]>| prog_load(code, log, prog_name);
-    let first = match prog_load(&bytes, None) {
+    let btf_fd = match btf {
+        Some(btf) => Some(btf_load(&btf.blob)?),
+        None => None,
+    };
+    let func = btf
+        .zip(btf_fd.as_ref())
+        .map(|(b, fd)| (fd, b.func_info.as_slice()));
+    let prog_load = |code: &[u8], log: Option<&mut [u8]>, ifindex: u32| {
+        prog_load_full(code, log, ifindex, func, name)
+    };
+    let first = match prog_load(&bytes, None, prog_ifindex) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
     let mut log = vec![0u8; LOG_SIZE];
-    if let Ok(fd) = prog_load(&bytes, Some(&mut log)) {
+    if let Ok(fd) = prog_load(&bytes, Some(&mut log), prog_ifindex) {
         // Loaded the second time round: nothing to report.
         return Ok(fd);
     }
@@ -295,6 +335,24 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+}
+
+/// BTF for a program that exists only as instructions: the raw BTF blob (header, types,
+/// strings) and one `(insn_off, type_id)` record per function, sorted, the first at 0. With
+/// it, functions whose BTF `FUNC` has global linkage are verified once, on their own, instead
+/// of at every call site.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramBtf {
+    pub blob: Vec<u8>,
+    pub func_info: Vec<[u32; 2]>,
 }
 
 /// `union bpf_attr` for BPF_PROG_TEST_RUN.
@@ -340,7 +398,61 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     }
 }
 
-fn prog_load(code: &[u8], log: Option<&mut [u8]>, name: [u8; 16]) -> io::Result<OwnedFd> {
+/// BPF_BTF_LOAD: the BTF object's file descriptor, or the kernel's reason in its log.
+fn btf_load(blob: &[u8]) -> Result<OwnedFd, RawRunError> {
+    const BPF_BTF_LOAD: libc::c_long = 18;
+    #[repr(C)]
+    struct BtfLoadAttr {
+        btf: u64,
+        btf_log_buf: u64,
+        btf_size: u32,
+        btf_log_size: u32,
+        btf_log_level: u32,
+    }
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = BtfLoadAttr {
+        btf: blob.as_ptr() as u64,
+        btf_log_buf: log.as_mut_ptr() as u64,
+        btf_size: blob.len() as u32,
+        btf_log_size: log.len() as u32,
+        btf_log_level: 1,
+    };
+    // SAFETY: the blob and the log buffer outlive the call, with the sizes given.
+    match unsafe { bpf(BPF_BTF_LOAD, &mut attr) } {
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(source) if source.raw_os_error() == Some(libc::EPERM) => {
+            Err(RawRunError::PermissionDenied {
+                operation: "loading BTF",
+                source,
+            })
+        }
+        Err(errno) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(RawRunError::VerifierRejected {
+                errno,
+                log: format!("BTF: {}", String::from_utf8_lossy(&log[..end]).trim()),
+            })
+        }
+    }
+}
+
+fn prog_load_full(
+    code: &[u8],
+    log: Option<&mut [u8]>,
+    prog_ifindex: u32,
+    func: Option<(&OwnedFd, &[[u32; 2]])>,
+    name: Option<&str>,
+) -> io::Result<OwnedFd> {
+    // Names show in `bpftool prog`: a device-bound load is the offload probe or an offload.
+    let label: &[u8] = match name {
+        Some(name) => name.as_bytes(),
+        None if prog_ifindex == 0 => b"conformance",
+        None => b"lnic_offload",
+    };
+    let keep = label.len().min(15);
+    let mut name = [0u8; 16];
+    name[..keep].copy_from_slice(&label[..keep]);
     let (log_level, log_size, log_buf) = match log {
         Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
         None => (0, 0, 0),
@@ -356,8 +468,16 @@ fn prog_load(code: &[u8], log: Option<&mut [u8]>, name: [u8; 16]) -> io::Result<
         kern_version: 0,
         prog_flags: 0,
         prog_name: name,
-        prog_ifindex: 0,
+        prog_ifindex,
         expected_attach_type: BPF_XDP,
+        prog_btf_fd: func.map_or(0, |(fd, _)| fd.as_raw_fd() as u32),
+        func_info_rec_size: if func.is_some() { 8 } else { 0 },
+        func_info: func.map_or(0, |(_, info)| info.as_ptr() as u64),
+        func_info_cnt: func.map_or(0, |(_, info)| info.len() as u32),
+        line_info_rec_size: 0,
+        line_info: 0,
+        line_info_cnt: 0,
+        attach_btf_id: 0,
     };
     // SAFETY: the instructions, license and log buffer outlive the call, and the sizes given
     // are theirs.
@@ -367,13 +487,49 @@ fn prog_load(code: &[u8], log: Option<&mut [u8]>, name: [u8; 16]) -> io::Result<
 }
 
 fn test_run(prog: &OwnedFd, packet: &[u8]) -> Result<u32, RawRunError> {
+    test_run_into(prog, packet, &mut []).map(|(retval, _, _)| retval)
+}
+
+/// Runs the loaded XDP program `prog` once on `packet`: the kernel-measured time of the run
+/// in nanoseconds (it includes the kernel's fixed per-run timing cost).
+pub fn test_run_ns(prog: std::os::fd::BorrowedFd<'_>, packet: &[u8]) -> Result<u32, RawRunError> {
+    // SAFETY: as in `test_run_packet`: borrowed, never closed.
+    let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(prog.as_raw_fd()) });
+    test_run_into(&owned, packet, &mut []).map(|(_, _, ns)| ns)
+}
+
+/// Runs the loaded XDP program `prog` once on `packet` (BPF_PROG_TEST_RUN): its return value
+/// (the XDP action) and the packet as the program left it.
+pub fn test_run_packet(
+    prog: std::os::fd::BorrowedFd<'_>,
+    packet: &[u8],
+) -> Result<(u32, Vec<u8>), RawRunError> {
+    // A program may grow the packet into the headroom and tailroom; a page holds any result.
+    let mut out = vec![0u8; page_size().max(packet.len() + XDP_HEADROOM + XDP_TAILROOM)];
+    // SAFETY: the fd is borrowed for the call only; `OwnedFd` is needed by the shared code,
+    // which never closes it (ManuallyDrop).
+    let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(prog.as_raw_fd()) });
+    let (retval, len, _) = test_run_into(&owned, packet, &mut out)?;
+    out.truncate(len);
+    Ok((retval, out))
+}
+
+fn test_run_into(
+    prog: &OwnedFd,
+    packet: &[u8],
+    out: &mut [u8],
+) -> Result<(u32, usize, u32), RawRunError> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         retval: 0,
         data_size_in: packet.len() as u32,
-        data_size_out: 0,
+        data_size_out: out.len() as u32,
         data_in: packet.as_ptr() as u64,
-        data_out: 0,
+        data_out: if out.is_empty() {
+            0
+        } else {
+            out.as_mut_ptr() as u64
+        },
         repeat: 1,
         duration: 0,
         ctx_size_in: 0,
@@ -385,9 +541,10 @@ fn test_run(prog: &OwnedFd, packet: &[u8]) -> Result<u32, RawRunError> {
         batch_size: 0,
         _pad: 0,
     };
-    // SAFETY: the packet outlives the call and only is read; no output buffers are given.
+    // SAFETY: the packet outlives the call and only is read; the output buffer, when given,
+    // is `data_size_out` bytes that we own.
     match unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) } {
-        Ok(_) => Ok(attr.retval),
+        Ok(_) => Ok((attr.retval, attr.data_size_out as usize, attr.duration)),
         Err(source) if source.raw_os_error() == Some(libc::EPERM) => {
             Err(RawRunError::PermissionDenied {
                 operation: "test-running a program",

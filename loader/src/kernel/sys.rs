@@ -87,7 +87,7 @@ pub(super) struct LinkState {
 /// # Safety
 /// `attr` must be a valid `bpf_attr` prefix for `cmd`, and every pointer in it must point at
 /// memory that is valid for what the command reads or writes.
-pub(super) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+pub(crate) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
     // SAFETY: the caller guarantees `attr` fits `cmd`; its size goes with it.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>() as u32) };
     if rc < 0 {
@@ -244,13 +244,15 @@ pub(crate) struct MapCreateParams {
     pub(crate) map_flags: u32,
     /// NUL-padded; the kernel accepts `[A-Za-z0-9_.]`, at most 15 bytes.
     pub(crate) name: [u8; 16],
+    /// Non-zero: create the map on this device for hardware offload (`bpf_attr.map_ifindex`).
+    pub(crate) map_ifindex: u32,
 }
 
 /// `BPF_MAP_CREATE` without BTF: a new map's file descriptor.
 pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd as _, OwnedFd};
 
-    // The prefix of `bpf_attr` up to `map_name`; the kernel zero-fills the rest.
+    // The prefix of `bpf_attr` up to `map_ifindex`; the kernel zero-fills the rest.
     #[repr(C)]
     struct MapCreateAttr {
         map_type: u32,
@@ -261,6 +263,7 @@ pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd
         inner_map_fd: u32,
         numa_node: u32,
         map_name: [u8; 16],
+        map_ifindex: u32,
     }
     let attr = MapCreateAttr {
         map_type: p.map_type,
@@ -271,6 +274,7 @@ pub(crate) fn map_create(p: &MapCreateParams) -> io::Result<std::os::fd::OwnedFd
         inner_map_fd: 0,
         numa_node: 0,
         map_name: p.name,
+        map_ifindex: p.map_ifindex,
     };
     // SAFETY: a plain attribute block without pointers.
     let fd = unsafe { bpf_syscall(BPF_MAP_CREATE, &attr) }?;
@@ -385,6 +389,23 @@ pub(crate) fn map_info(fd: BorrowedFd<'_>) -> io::Result<aya_obj::generated::bpf
     Ok(info)
 }
 
+/// Freezes a map against writes from user space (BPF_MAP_FREEZE): with `BPF_F_RDONLY_PROG`
+/// the kernel's verifier then treats its contents as constants, as aya does for `.rodata`.
+pub(crate) fn map_freeze(fd: BorrowedFd<'_>) -> io::Result<()> {
+    const BPF_MAP_FREEZE: libc::c_long = 22;
+
+    #[repr(C)]
+    struct FreezeAttr {
+        map_fd: u32,
+    }
+    let attr = FreezeAttr {
+        map_fd: fd.as_raw_fd() as u32,
+    };
+    // SAFETY: a plain attribute block without pointers.
+    unsafe { bpf_syscall(BPF_MAP_FREEZE, &attr) }?;
+    Ok(())
+}
+
 /// Pins a BPF object at `path` on a bpffs (BPF_OBJ_PIN).
 pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     const BPF_OBJ_PIN: libc::c_long = 6;
@@ -479,40 +500,6 @@ pub(crate) fn program_run_info(id: u32) -> io::Result<ProgramRunInfo> {
 /// `XDP_FLAGS_SKB_MODE` / `XDP_FLAGS_DRV_MODE` from the UAPI's `if_link.h`.
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-
-/// Attaches the XDP program `prog` to interface `ifindex` with a new bpf_link
-/// (BPF_LINK_CREATE). The link lives as long as its fd or a pin of it.
-pub(crate) fn link_create_xdp(
-    prog: BorrowedFd<'_>,
-    ifindex: u32,
-    flags: u32,
-) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    const BPF_XDP: u32 = 37;
-
-    #[repr(C)]
-    struct LinkCreateAttr {
-        prog_fd: u32,
-        target_ifindex: u32,
-        attach_type: u32,
-        flags: u32,
-        // The union that follows in the kernel's struct; zero for XDP.
-        _rest: [u64; 4],
-    }
-
-    let attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags,
-        _rest: [0; 4],
-    };
-    // SAFETY: attr is a valid bpf_attr prefix for BPF_LINK_CREATE.
-    let fd = unsafe { bpf_syscall(BPF_LINK_CREATE, &attr) }?;
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 /// The kernel's id of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD).
 pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {

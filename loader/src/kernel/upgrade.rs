@@ -398,6 +398,13 @@ impl Host {
             iface: iface.to_owned(),
             reason,
         };
+        if record.mode == super::ModeUsed::Hw {
+            // The swap loads the new version on the host (aya cannot bind it to the device),
+            // which an offloaded link cannot take.
+            return Err(KernelError::OffloadedUpgrade {
+                iface: iface.to_owned(),
+            });
+        }
         let index = ifindex(iface)?;
         match pinned_link_state(&record.link_pin) {
             Err(e) if is_permission(e.raw_os_error()) => {
@@ -653,5 +660,40 @@ mod tests {
             "lambda_id":null,"maps":[],"attached_at":0}"#;
         let record: AttachmentRecord = serde_json::from_str(json).unwrap();
         assert_eq!(record.previous, None);
+    }
+
+    #[test]
+    fn offloaded_attachments_are_not_upgraded_or_rolled_back() {
+        let dir = std::env::temp_dir().join(format!("lnic-hw-upgrade-{}", std::process::id()));
+        let host = Host {
+            bpffs: dir.join("bpffs"),
+            state_dir: dir.join("state"),
+            netns_inode: 1,
+        };
+        let record = AttachmentRecord {
+            iface: "nfp0".into(),
+            ifindex: 9,
+            netns_inode: 1,
+            mode: super::super::ModeUsed::Hw,
+            object: "/x/pong.o".into(),
+            lambda: "pong".into(),
+            program: "pong".into(),
+            program_id: 1,
+            link_id: 2,
+            link_pin: host.link_pin("nfp0"),
+            port: 9000,
+            lambda_id: None,
+            maps: vec![],
+            attached_at: 0,
+            previous: None,
+        };
+        super::super::write_record(&host.record_path("nfp0"), &record).unwrap();
+        let err = host.rollback("nfp0").unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(err, KernelError::OffloadedUpgrade { .. }), "{err}");
+        assert!(
+            err.to_string().contains("detach and attach --mode hw"),
+            "{err}"
+        );
     }
 }

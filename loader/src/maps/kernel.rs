@@ -68,7 +68,15 @@ impl KernelMap {
     /// kernel's name is `spec.name` cut to 15 bytes with characters it refuses replaced by
     /// `_`; [`MapAccess::spec`] keeps `spec` as given. Needs CAP_BPF (or root).
     pub fn create(spec: &MapSpec) -> Result<KernelMap, MapError> {
+        KernelMap::create_bound(spec, 0)
+    }
+
+    /// Like [`KernelMap::create`], but on the device `map_ifindex` for hardware offload
+    /// (`bpf_attr.map_ifindex`; 0 is an ordinary host map). The map then lives in the NIC's
+    /// memory and only programs offloaded to that device can use it.
+    pub fn create_bound(spec: &MapSpec, map_ifindex: u32) -> Result<KernelMap, MapError> {
         let params = sys::MapCreateParams {
+            map_ifindex,
             map_type: spec.map_type.raw(),
             key_size: spec.key_size,
             value_size: spec.value_size,
@@ -94,6 +102,11 @@ impl KernelMap {
     /// other processes find it.
     pub fn pin(&self, path: impl AsRef<Path>) -> Result<(), MapError> {
         sys::obj_pin(self.fd(), path.as_ref()).map_err(|e| kernel_err("BPF_OBJ_PIN", &e))
+    }
+
+    /// The map's file descriptor, owned (to keep the map alive beyond this value).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     /// The map's file descriptor.

@@ -1,0 +1,320 @@
+//! `lambdactl plan`, `lambdactl probe` and the hardware step of `attach --mode hw|auto`: thin
+//! over the `nic-offload` crate.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result, anyhow};
+use clap::Args;
+use loader::{Attached, Host};
+use nic_offload::{HwAttachError, NicModel, OffloadSupport};
+
+use crate::AttachArgs;
+
+/// The model called `name`, or an error listing the known ones.
+pub(crate) fn nic_model(name: &str) -> Result<&'static NicModel> {
+    nic_offload::model(name)
+        .ok_or_else(|| anyhow!("unknown NIC model `{name}` (known: {})", NicModel::names()))
+}
+
+/// `attach --mode hw`, and the first step of `--mode auto`.
+pub(crate) fn attach_hw(
+    host: &Host,
+    args: &AttachArgs,
+    model: &'static NicModel,
+    order: nic_offload::CheckOrder,
+) -> Result<Attached, HwAttachError> {
+    let outcome = nic_offload::attach_hw(
+        host,
+        &args.object,
+        &args.iface,
+        &args.lambda.params(),
+        model,
+        order,
+    )?;
+    println!("{}", crate::verify::summary(&outcome.contract));
+    println!("{}", outcome.support);
+    Ok(outcome.attached)
+}
+
+#[derive(Args)]
+pub(crate) struct PlanArgs {
+    /// The NIC model: nfp-4000 (60 cores) or agilio-cx (48 cores).
+    #[arg(long, value_name = "MODEL")]
+    nic: String,
+    /// The lambda objects to place on the NIC together.
+    #[arg(required = true)]
+    objects: Vec<PathBuf>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn plan(args: PlanArgs) -> Result<ExitCode> {
+    let model = nic_model(&args.nic)?;
+    let mut objects = Vec::new();
+    for path in &args.objects {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "lambda".to_owned());
+        objects.push((name, bytes));
+    }
+    let plan = nic_offload::plan(model, &objects)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        println!(
+            "{} ({} cores, {} instructions per core, {} MHz)",
+            model.description, model.cores, model.insn_budget, model.clock_mhz
+        );
+        println!(
+            "{:<20} {:>6} {:>10} {:>6} {:>9} {:>8} {:>12} {:>9}  offload",
+            "lambda", "insns", "max exec", "stack", "map B", "entries", "worst cycles", "worst ns"
+        );
+        for l in &plan.lambdas {
+            let status = if l.refusals.is_empty() {
+                format!("core {}", l.core.map_or("-".into(), |c| c.to_string()))
+            } else {
+                "refused".to_owned()
+            };
+            println!(
+                "{:<20} {:>6} {:>10} {:>6} {:>9} {:>8} {:>12} {:>9}  {status}",
+                l.lambda,
+                l.insn_slots,
+                l.max_insns_executed,
+                l.max_stack_bytes,
+                l.map_bytes,
+                l.map_entries,
+                l.worst_case_cycles,
+                l.worst_case_ns
+            );
+        }
+        println!(
+            "cores needed for one copy: {} of {} (instructions per core: {:?})",
+            plan.cores_needed, plan.cores_available, plan.core_insns
+        );
+        if plan.fits {
+            println!("fits: yes");
+        } else {
+            println!("fits: no");
+            for r in &plan.reasons {
+                println!("  {r}");
+            }
+        }
+    }
+    Ok(if plan.fits {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Args)]
+pub(crate) struct ProbeArgs {
+    /// The interface to probe.
+    #[arg(long, value_name = "IF")]
+    iface: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn probe(args: ProbeArgs) -> Result<ExitCode> {
+    let info = nic_offload::discover(&args.iface)?;
+    let answer = nic_offload::probe(&args.iface)?;
+    if args.json {
+        let json = serde_json::json!({ "interface": info, "probe": answer });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!(
+            "{} (ifindex {}): driver {}, hw-tc-offload {}",
+            info.iface,
+            info.ifindex,
+            info.driver,
+            match info.tc_offload {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "not reported",
+            }
+        );
+        println!("{answer}");
+    }
+    Ok(match answer {
+        OffloadSupport::Works { .. } => ExitCode::SUCCESS,
+        OffloadSupport::Unsupported { .. } => ExitCode::FAILURE,
+    })
+}
+
+#[derive(Args)]
+pub(crate) struct CoalesceArgs {
+    /// The lambdas, each `OBJECT[@PORT[/ID]]`: the object, the UDP port it serves (default
+    /// 9000) and the lambda id (default: any). One object may appear with several rules.
+    #[arg(required = true, value_name = "OBJECT[@PORT[/ID]]")]
+    lambdas: Vec<String>,
+    /// The NIC model to pack cores for and to judge with the verifier's nfp profile.
+    #[arg(long, value_name = "MODEL", default_value = "agilio-cx")]
+    nic: String,
+    /// Also load the coalesced program into the kernel (needs root) and report what its
+    /// verifier processed against its one-million-instruction limit.
+    #[arg(long)]
+    kernel: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `OBJECT[@PORT[/ID]]`.
+fn parse_lambda_spec(spec: &str) -> Result<(PathBuf, nic_offload::MatchRule)> {
+    let (path, rule) = match spec.rsplit_once('@') {
+        Some((path, rule)) => (path, Some(rule)),
+        None => (spec, None),
+    };
+    let mut port = lambda_ebpf::wire::DEFAULT_PORT;
+    let mut lambda_id = None;
+    if let Some(rule) = rule {
+        let (p, id) = match rule.split_once('/') {
+            Some((p, id)) => (p, Some(id)),
+            None => (rule, None),
+        };
+        port = p
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| anyhow!("`{spec}`: `{p}` is not a UDP port (1-65535)"))?;
+        if let Some(id) = id {
+            lambda_id = Some(
+                id.parse()
+                    .map_err(|_| anyhow!("`{spec}`: `{id}` is not a lambda id (0-4294967295)"))?,
+            );
+        }
+    }
+    Ok((
+        PathBuf::from(path),
+        nic_offload::MatchRule { port, lambda_id },
+    ))
+}
+
+pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
+    use loader::verify::{Limits, verify_linked};
+    use verifier::Backend;
+
+    let model = nic_model(&args.nic)?;
+    let mut inputs = Vec::new();
+    for spec in &args.lambdas {
+        let (path, rule) = parse_lambda_spec(spec)?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "lambda".to_owned());
+        inputs.push(nic_offload::CoalesceInput::from_object(
+            &bytes, &name, rule,
+        )?);
+    }
+    let coalesced = nic_offload::coalesce(&inputs)?;
+    let program = loader::link::LinkedProgram {
+        lambda: "coalesced".into(),
+        program: "coalesced".into(),
+        section: "xdp".into(),
+        insns: coalesced.insns.clone(),
+        maps: coalesced.maps.clone(),
+        lines: vec![],
+    };
+    let mut options = Limits::default().options(Backend::Kernel, 1);
+    options.profiles = vec![Backend::Kernel, Backend::Nfp];
+    options.nfp_insn_budget = model.insn_budget;
+    let verified = verify_linked(&program, &options);
+    let sizes: Vec<usize> = inputs.iter().map(|x| x.linked.insns.len()).collect();
+    let packing = nic_offload::pack_cores(model, &sizes);
+    let cores_needed = packing.core_insns.len();
+    let cores = packing.core_of;
+    let kernel = if args.kernel {
+        let loaded = loader::kernel::load_linked(
+            &coalesced.insns,
+            &coalesced.maps,
+            &coalesced.seeds,
+            Some(&coalesced.btf),
+        )?;
+        Some(loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(
+            &loaded.prog,
+        ))?)
+    } else {
+        None
+    };
+    let (eligible, refused, contract_err) = match &verified {
+        Ok(c) => (
+            c.eligible.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            c.refused
+                .iter()
+                .map(|(b, r)| format!("{}: {r}", b.name()))
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => (vec![], vec![], Some(e.to_string())),
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "report": coalesced.report,
+            "nic": model.name,
+            "eligible": eligible,
+            "refused": refused,
+            "rejected": contract_err,
+            "max_insns_executed": verified.as_ref().ok().map(|c| c.max_insns_executed),
+            "cores": cores,
+            "cores_needed": cores_needed,
+            "kernel_verified_insns": kernel,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        let r = &coalesced.report;
+        println!(
+            "coalesced {} lambdas: {} instruction slots as separate programs, {} as one ({} of dispatch)",
+            r.lambdas, r.insns_before, r.insns_after, r.dispatch_insns
+        );
+        println!(
+            "  {} of {} functions merged, {} unreachable slots removed, maps {} -> {}",
+            r.functions_merged,
+            r.functions_before,
+            r.unreachable_removed,
+            r.maps_before,
+            r.maps_after
+        );
+        match &verified {
+            Ok(c) => {
+                println!(
+                    "  verified: at most {} instructions per run; eligible: {}",
+                    c.max_insns_executed,
+                    eligible.join(", ")
+                );
+                for r in &refused {
+                    println!("  refused by {r}");
+                }
+            }
+            Err(e) => println!("  rejected by the λ-NIC verifier: {e}"),
+        }
+        if let Some(n) = kernel {
+            println!("  kernel verifier: loaded, {n} instructions processed (limit 1000000)");
+        }
+        println!(
+            "  {}: {} core{} for one copy ({} per core)",
+            model.name,
+            cores_needed,
+            if cores_needed == 1 { "" } else { "s" },
+            model.insn_budget
+        );
+        for (input, core) in inputs.iter().zip(&cores) {
+            match core {
+                Some(c) => println!("    {} -> core {c}", input.name),
+                None => println!("    {} does not fit one core", input.name),
+            }
+        }
+    }
+    Ok(if verified.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,349 @@
+//! NIC offload without a NIC: `attach --mode hw` on a veth fails naming the missing capability
+//! and leaves nothing loaded, pinned or recorded; `--mode auto` falls back to drv and says why;
+//! `probe` and `plan` answer from the command line. The kernel tests build their veth in
+//! namespaces of their own (see `common::NetnsPair`).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use common::{NetnsPair, kernel_tests_enabled, lambda_object, lambdactl, run_ok};
+
+/// Ids of the loaded programs named `name` (`bpftool prog show -j`).
+fn programs_named(name: &str) -> Vec<u64> {
+    let json = run_ok("bpftool", &["prog", "show", "-j"]);
+    let progs: serde_json::Value = serde_json::from_str(&json).expect("bpftool JSON");
+    progs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(name)))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// Ids of loaded programs bound to a device (offloaded or device-bound): bpftool shows `dev`.
+fn device_bound_programs() -> Vec<u64> {
+    let json = run_ok("bpftool", &["prog", "show", "-j"]);
+    let progs: serde_json::Value = serde_json::from_str(&json).expect("bpftool JSON");
+    progs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|p| p.get("dev").is_some())
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// The pin directory and the state record `lambdactl` would use for `iface` in `ns`.
+fn attachment_paths(ns: &str, iface: &str) -> (PathBuf, PathBuf) {
+    let inode = std::fs::metadata(format!("/run/netns/{ns}"))
+        .expect("netns file")
+        .ino();
+    (
+        Path::new("/sys/fs/bpf/lnic")
+            .join(inode.to_string())
+            .join(iface),
+        Path::new("/run/lnic")
+            .join(inode.to_string())
+            .join(format!("{iface}.json")),
+    )
+}
+
+fn assert_nothing_left(pair: &NetnsPair, before_offload: &[u64]) {
+    let (pins, record) = attachment_paths(&pair.server_ns, &pair.server_if);
+    assert!(!pins.exists(), "{} left behind", pins.display());
+    assert!(!record.exists(), "{} left behind", record.display());
+    assert!(!pair.server_xdp_attached(), "an XDP program is attached");
+    let new: Vec<u64> = programs_named("lnic_offload")
+        .into_iter()
+        .filter(|id| !before_offload.contains(id))
+        .collect();
+    assert!(new.is_empty(), "offload programs left loaded: {new:?}");
+    assert!(
+        device_bound_programs().is_empty(),
+        "device-bound programs loaded"
+    );
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const NO_OFFLOAD: &str = "driver veth has no BPF offload (its ndo_bpf does not support \
+                          BPF_OFFLOAD_VERIFIER_PREP / XDP_SETUP_PROG_HW)";
+
+#[test]
+fn hw_attach_on_veth_names_the_missing_capability_and_leaves_nothing_behind() {
+    if !kernel_tests_enabled("hw_attach_on_veth_names_the_missing_capability") {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let before = programs_named("lnic_offload");
+    let ns = pair.server_ns.as_str();
+    let iface = pair.server_if.as_str();
+
+    // A program the nfp profile accepts gets as far as the probe, which names the capability.
+    let pong = lambda_object("baseline-raw-pong");
+    let out = lambdactl(&[
+        "-n",
+        ns,
+        "attach",
+        pong.to_str().unwrap(),
+        "--iface",
+        iface,
+        "--mode",
+        "hw",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "hw attach on veth succeeded: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("{iface} cannot offload: {NO_OFFLOAD}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("prog_ifindex"), "{stderr}");
+    assert_nothing_left(&pair, &before);
+
+    // A program the nfp profile refuses is refused before anything is loaded, with the reason.
+    let server = lambda_object("static-server");
+    let out = lambdactl(&[
+        "-n",
+        ns,
+        "attach",
+        server.to_str().unwrap(),
+        "--iface",
+        iface,
+        "--mode",
+        "hw",
+        "--nic",
+        "nfp-4000",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refused for nfp-4000 offload before loading anything"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the NFP offloads only array and hash maps"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("map OBJECTS has 1496-byte elements"),
+        "{stderr}"
+    );
+    assert_nothing_left(&pair, &before);
+}
+
+#[test]
+fn offloaded_load_on_veth_fails_in_the_kernel_and_is_undone() {
+    if !kernel_tests_enabled("offloaded_load_on_veth_fails_in_the_kernel_and_is_undone") {
+        return;
+    }
+    // Past the probe: the loader's own device-bound load, as after a probe that said yes.
+    let pair = NetnsPair::create();
+    let before = programs_named("lnic_offload");
+    let object = lambda_object("baseline-raw-pong");
+    let iface = pair.server_if.clone();
+    let result = NetnsPair::within(&pair.server_ns, || {
+        let host = loader::Host::from_env().unwrap();
+        host.attach_offloaded(&object, &iface, &loader::LambdaParams::default())
+            .map(|a| a.record.mode)
+    });
+    match result {
+        Err(loader::KernelError::OffloadFailed { step, reason, .. }) => {
+            assert_eq!(step, "loading the program for the device");
+            assert!(reason.contains("Invalid argument"), "{reason}");
+        }
+        other => panic!("expected an offload failure, got {other:?}"),
+    }
+    assert_nothing_left(&pair, &before);
+}
+
+#[test]
+fn auto_falls_back_to_drv_and_says_why() {
+    if !kernel_tests_enabled("auto_falls_back_to_drv_and_says_why") {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let pong = lambda_object("baseline-raw-pong");
+    let out = lambdactl(&[
+        "-n",
+        &pair.server_ns,
+        "attach",
+        pong.to_str().unwrap(),
+        "--iface",
+        &pair.server_if,
+        "--mode",
+        "auto",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "note: hw offload not used, trying drv: {} cannot offload: {NO_OFFLOAD}",
+            pair.server_if
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("in drv mode"), "{stdout}");
+    assert!(pair.server_xdp_attached());
+    let (_, record) = attachment_paths(&pair.server_ns, &pair.server_if);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(json["mode"], "drv");
+    lambdactl(&["-n", &pair.server_ns, "detach", "--iface", &pair.server_if]);
+    assert!(!pair.server_xdp_attached());
+}
+
+#[test]
+fn probe_answers_no_on_veth_with_the_driver() {
+    if !kernel_tests_enabled("probe_answers_no_on_veth_with_the_driver") {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let out = lambdactl(&[
+        "-n",
+        &pair.server_ns,
+        "probe",
+        "--iface",
+        &pair.server_if,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["interface"]["driver"], "veth");
+    assert_eq!(json["interface"]["tc_offload"], false);
+    assert_eq!(json["probe"]["offload"], "unsupported");
+    assert_eq!(json["probe"]["capability"], NO_OFFLOAD);
+}
+
+#[test]
+fn plan_fits_a_nic_ready_lambda_and_explains_the_rest() {
+    // No root needed: the planner only verifies objects.
+    let pong = lambda_object("baseline-raw-pong");
+    let server = lambda_object("static-server");
+    let out = lambdactl(&[
+        "plan",
+        "--nic",
+        "nfp-4000",
+        pong.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["fits"], true);
+    assert_eq!(plan["cores_needed"], 1);
+    let lambda = &plan["lambdas"][0];
+    assert_eq!(lambda["core"], 0);
+    // 288 executed instructions + the dispatch (34 fixed + 5 for its rule), 2 cycles each,
+    // no map calls, at 800 MHz.
+    assert_eq!(lambda["max_insns_executed"], 288);
+    assert_eq!(lambda["worst_case_cycles"], (288 + 39) * 2);
+    assert_eq!(lambda["worst_case_ns"], (288 + 39) * 2 * 1000 / 800);
+    assert_eq!(plan["core_insns"], serde_json::json!([34 + 5 + 288]));
+
+    let out = lambdactl(&[
+        "plan",
+        "--nic",
+        "agilio-cx",
+        pong.to_str().unwrap(),
+        server.to_str().unwrap(),
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("fits: no"), "{stdout}");
+    assert!(
+        stdout.contains("static-server: map OBJECTS has 1496-byte elements"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cores needed for one copy: 1 of 48"),
+        "{stdout}"
+    );
+
+    // Not an object: one clear error, not a panic.
+    let text_file = std::env::temp_dir().join(format!("lnic-plan-{}.o", std::process::id()));
+    std::fs::write(&text_file, "not an object\n").unwrap();
+    let out = lambdactl(&["plan", "--nic", "nfp-4000", text_file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&text_file);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.matches("not an ELF file").count(), 1, "{stderr}");
+
+    let out = lambdactl(&["plan", "--nic", "connectx", pong.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unknown NIC model `connectx` (known: nfp-4000, agilio-cx)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn coalesce_reports_sizes_verdicts_and_cores() {
+    let server = lambda_object("static-server");
+    let counter = lambda_object("counter");
+    let pong = lambda_object("baseline-raw-pong");
+    let spec = |p: &Path, rule: &str| format!("{}{rule}", p.display());
+    let mut args = vec![
+        "coalesce".to_owned(),
+        spec(&server, "@9000"),
+        spec(&counter, "@9001/8"),
+        "--json".to_owned(),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        args.push("--kernel".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lambdactl(&args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let report = &json["report"];
+    assert_eq!(report["lambdas"], 2);
+    let before = report["insns_before"].as_u64().unwrap();
+    let after = report["insns_after"].as_u64().unwrap();
+    let dispatch = report["dispatch_insns"].as_u64().unwrap();
+    // Shared SDK functions are merged: less than the sum plus the dispatch.
+    assert!(
+        report["functions_merged"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(after < before + dispatch, "{report}");
+    assert_eq!(json["eligible"], serde_json::json!(["kernel"]));
+    assert!(
+        json["refused"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("instructions exceed the NFP budget of 2800"),
+        "{json}"
+    );
+    // About 1,700 slots each: one per 2,800-instruction core.
+    assert_eq!(json["cores_needed"], 2);
+    assert_eq!(json["cores"], serde_json::json!([1, 0]));
+    if root {
+        let processed = json["kernel_verified_insns"].as_u64().unwrap();
+        assert!(processed > 0 && processed <= 1_000_000, "{json}");
+    }
+
+    // A NIC-ready lambda coalesces into a program the nfp profile accepts.
+    let out = lambdactl(&["coalesce", &spec(&pong, "@9000"), "--nic", "nfp-4000"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("eligible: kernel, nfp"), "{stdout}");
+    assert!(stdout.contains("nfp-4000: 1 core for one copy"), "{stdout}");
+
+    let out = lambdactl(&["coalesce", &spec(&pong, "@0")]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("is not a UDP port (1-65535)"));
+}

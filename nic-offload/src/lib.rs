@@ -1,0 +1,22 @@
+//! NIC offload: what a SmartNIC can run ([`model`]), what an interface is and whether it can
+//! offload at all ([`discover`], [`probe`]), the policy of a hardware attach ([`attach`]), the
+//! capacity planner ([`plan`]) and the workload optimizer that coalesces lambdas into one
+//! program without tail calls ([`coalesce`], with its BTF in [`btf`]).
+//!
+//! The loading itself (maps with `map_ifindex`, the program with `prog_ifindex`, the
+//! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.
+
+pub mod attach;
+pub mod btf;
+pub mod coalesce;
+pub mod discover;
+pub mod model;
+pub mod plan;
+pub mod probe;
+
+pub use attach::{CheckOrder, HwAttachError, HwOutcome, attach_hw};
+pub use coalesce::{CoalesceInput, CoalesceReport, Coalesced, MatchRule, coalesce, pack_cores};
+pub use discover::{InterfaceInfo, discover};
+pub use model::{MODELS, NicModel, model};
+pub use plan::{LambdaPlan, Plan, PlanError, plan};
+pub use probe::{OffloadSupport, probe};
