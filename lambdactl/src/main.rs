@@ -14,6 +14,7 @@ use lambda_ebpf::wire::{self, LambdaHeader};
 use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 
 mod conformance;
+mod gateway_cmd;
 mod inspect;
 mod invoke;
 mod logs_cmd;
@@ -141,6 +142,15 @@ enum Command {
     /// whichever `lambdactl logs` reads it first. The ring holds 64 KiB (about 430 lines); while
     /// it is full, new lines are dropped.
     Logs(logs_cmd::LogsArgs),
+    /// Serve the OpenFaaS gateway API over HTTP: deploy lambdas with POST /system/functions
+    /// (faas-cli works), call them with POST|GET /function/NAME.
+    ///
+    /// Functions run on XDP (veth pairs in network namespaces the gateway creates and removes,
+    /// needs root) or in the VM (`lambdactl run` children on loopback ports). The deployment's
+    /// `image` is a lambda object path or a built sample's name; the annotations
+    /// lambda-nic.backend (drv|skb|vm), lambda-nic.iface and lambda-nic.match (port=P,id=N)
+    /// choose where and how it is served. /system/* needs basic auth unless --no-auth.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -348,6 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Maps(args) => maps_cmd::run(args),
         Command::Stats(args) => stats_cmd::run(args),
         Command::Logs(args) => logs_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run(args),
     }
 }
 

@@ -1,0 +1,672 @@
+//! Where functions run. A backend deploys a lambda object under a name and returns the
+//! [`Endpoint`] its requests go to; `update` swaps in a new object without a failed call, and
+//! `remove` takes it away. Both backends drive the `lambdactl` binary as child processes, the
+//! same commands an operator would type.
+//!
+//! Until the dispatcher serves many lambdas on one interface, each function has a port of its
+//! own (`vm`) or a veth pair of its own (`drv`/`skb`); the dispatcher replaces that inside
+//! [`XdpBackend`] without touching the gateway.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{BufRead as _, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::invoke::Endpoint;
+
+/// A backend kind, as named in the `lambda-nic.backend` annotation and `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BackendKind {
+    /// XDP in native (driver) mode.
+    Drv,
+    /// XDP in generic (skb) mode.
+    Skb,
+    /// `lambdactl run`: the userspace VM.
+    Vm,
+}
+
+impl BackendKind {
+    pub fn parse(text: &str) -> Option<BackendKind> {
+        match text {
+            "drv" => Some(BackendKind::Drv),
+            "skb" => Some(BackendKind::Skb),
+            "vm" => Some(BackendKind::Vm),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Drv => "drv",
+            BackendKind::Skb => "skb",
+            BackendKind::Vm => "vm",
+        }
+    }
+
+    pub fn is_xdp(self) -> bool {
+        self != BackendKind::Vm
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to deploy: the function's name, its object and the match it serves.
+#[derive(Clone, Debug)]
+pub struct DeploySpec {
+    pub name: String,
+    pub object: PathBuf,
+    pub kind: BackendKind,
+    /// UDP port to serve (default: 9000 on XDP, a free one in the VM).
+    pub port: Option<u16>,
+    /// The lambda id its requests carry (and the only one it answers).
+    pub lambda_id: u32,
+    /// `lambda-nic.iface`: the name of the server-side interface (XDP backends).
+    pub iface: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {output}")]
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("lambdactl run for `{name}` did not start serving: {detail}")]
+    NotServing { name: String, detail: String },
+    #[error("function `{name}` is not deployed on this backend")]
+    Unknown { name: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A place functions run. Methods block (they run child processes): call them from a
+/// blocking thread.
+pub trait FunctionBackend: Send + Sync {
+    fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError>;
+    /// Replaces the function's object; calls keep being answered throughout.
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError>;
+    fn remove(&self, name: &str) -> Result<(), BackendError>;
+    /// Removes everything this backend made (children, namespaces). Idempotent.
+    fn shutdown(&self);
+    /// Whether an update keeps the function's map state.
+    fn keeps_state_on_update(&self) -> bool;
+}
+
+/// Runs a command to completion; its output becomes the error when it fails.
+fn run(program: &Path, args: &[&str]) -> Result<String, BackendError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BackendError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        let mut output = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.trim().is_empty() {
+            output.push_str(" | ");
+            output.push_str(stdout.trim());
+        }
+        return Err(BackendError::Command {
+            command: format!("{} {}", program.display(), args.join(" ")),
+            status: out.status.to_string(),
+            output,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn path_str(path: &Path) -> Result<&str, BackendError> {
+    path.to_str()
+        .ok_or_else(|| BackendError::Unsupported(format!("non-UTF-8 path {}", path.display())))
+}
+
+// ---------------------------------------------------------------------------------------------
+// vm
+
+/// One `lambdactl run` child per function on a loopback port.
+pub struct VmBackend {
+    lambdactl: PathBuf,
+    workers: usize,
+    children: Mutex<HashMap<String, Child>>,
+}
+
+impl VmBackend {
+    pub fn new(lambdactl: PathBuf, workers: usize) -> VmBackend {
+        VmBackend {
+            lambdactl,
+            workers: workers.max(1),
+            children: Mutex::default(),
+        }
+    }
+
+    /// Starts `lambdactl run` with rbpf's JIT, or with the interpreter when the JIT refuses
+    /// the program (it lacks atomics, for one).
+    fn start(&self, spec: &DeploySpec) -> Result<(Child, Endpoint), BackendError> {
+        match self.start_engine(spec, true) {
+            Err(BackendError::NotServing { detail, .. }) if detail.contains("jit") => {
+                self.start_engine(spec, false)
+            }
+            other => other,
+        }
+    }
+
+    /// Starts `lambdactl run` and waits for its "serving … on udp ADDR" line.
+    fn start_engine(
+        &self,
+        spec: &DeploySpec,
+        jit: bool,
+    ) -> Result<(Child, Endpoint), BackendError> {
+        let listen = format!("127.0.0.1:{}", spec.port.unwrap_or(0));
+        let lambda_id = spec.lambda_id.to_string();
+        let workers = self.workers.to_string();
+        let object = path_str(&spec.object)?;
+        let mut args = vec![
+            "run",
+            object,
+            "--listen",
+            &listen,
+            "--lambda-id",
+            &lambda_id,
+            "--workers",
+            &workers,
+        ];
+        if jit {
+            args.push("--jit");
+        }
+        let mut child = Command::new(&self.lambdactl)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| BackendError::Spawn {
+                program: self.lambdactl.display().to_string(),
+                source,
+            })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let not_serving = |child: &mut Child, detail: String| {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            let _ = child.wait();
+            BackendError::NotServing {
+                name: spec.name.clone(),
+                detail: format!("{detail} {}", stderr.trim()),
+            }
+        };
+        let first = match lines.next() {
+            Some(Ok(line)) => line,
+            _ => return Err(not_serving(&mut child, "it exited:".into())),
+        };
+        let Some(addr) = first
+            .split(" on udp ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+        else {
+            return Err(not_serving(
+                &mut child,
+                format!("unexpected output {first:?}"),
+            ));
+        };
+        // The rest of its stdout (contract, control socket, counts on stop) is drained so the
+        // child never blocks on a full pipe; its stderr (lambda faults) goes to ours.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        if let Some(stderr) = child.stderr.take() {
+            let name = spec.name.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("gateway: {name}: {line}");
+                }
+            });
+        }
+        Ok((
+            child,
+            Endpoint {
+                addr,
+                lambda_id: spec.lambda_id,
+            },
+        ))
+    }
+}
+
+/// Stops a `lambdactl run` child the way Ctrl-C does (it prints its counts and removes its
+/// control socket), by its PID, and reaps it.
+fn stop_child(mut child: Child) {
+    // SAFETY: signalling a child we started and have not reaped, so the PID is still ours.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// How long an old VM keeps serving after an update switched its endpoint: calls already sent
+/// to it are answered, and their retransmissions go to the new one.
+const VM_DRAIN: Duration = Duration::from_millis(500);
+
+impl FunctionBackend for VmBackend {
+    fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let (child, endpoint) = self.start(spec)?;
+        if let Some(old) = self
+            .children
+            .lock()
+            .expect("children")
+            .insert(spec.name.clone(), child)
+        {
+            stop_child(old);
+        }
+        Ok(endpoint)
+    }
+
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        // With a fixed port the new child could not bind beside the old one.
+        let mut fresh = spec.clone();
+        fresh.port = None;
+        let (child, endpoint) = self.start(&fresh)?;
+        let old = self
+            .children
+            .lock()
+            .expect("children")
+            .insert(spec.name.clone(), child);
+        if let Some(old) = old {
+            // The caller switches the endpoint when this returns; the old VM drains meanwhile.
+            std::thread::spawn(move || {
+                std::thread::sleep(VM_DRAIN);
+                stop_child(old);
+            });
+        }
+        Ok(endpoint)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), BackendError> {
+        let child = self.children.lock().expect("children").remove(name);
+        match child {
+            Some(child) => {
+                stop_child(child);
+                Ok(())
+            }
+            None => Err(BackendError::Unknown { name: name.into() }),
+        }
+    }
+
+    fn shutdown(&self) {
+        let children: Vec<Child> = self
+            .children
+            .lock()
+            .map(|mut c| c.drain().map(|(_, child)| child).collect())
+            .unwrap_or_default();
+        for child in children {
+            stop_child(child);
+        }
+    }
+
+    fn keeps_state_on_update(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for VmBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// drv / skb
+
+/// XDP on veth pairs between two network namespaces the gateway creates: the lambdas' ends in
+/// `<prefix>-s`, the peers in `<prefix>-c`, where the gateway's invocation sockets live. One
+/// pair and one /24 (10.216.N.0) per function until the dispatcher lands.
+pub struct XdpBackend {
+    lambdactl: PathBuf,
+    /// `static-server.o`, given to each peer in drv mode (it passes everything but port 1):
+    /// native-mode `XDP_TX` on veth needs an XDP program on the peer.
+    peer_helper: Option<PathBuf>,
+    pub server_ns: String,
+    pub client_ns: String,
+    state: Mutex<XdpState>,
+}
+
+#[derive(Default)]
+struct XdpState {
+    functions: HashMap<String, XdpFunction>,
+    /// Slots (subnet numbers) in use.
+    used: Vec<bool>,
+    shut_down: bool,
+}
+
+struct XdpFunction {
+    slot: usize,
+    server_if: String,
+    client_if: String,
+    mode: BackendKind,
+}
+
+/// Subnets 10.216.1.0/24 … 10.216.250.0/24.
+const SLOTS: usize = 250;
+
+fn ip(args: &[&str]) -> Result<String, BackendError> {
+    run(Path::new("ip"), args)
+}
+
+impl XdpBackend {
+    /// Creates the two namespaces (named after this process, so gateways never collide).
+    pub fn new(
+        lambdactl: PathBuf,
+        peer_helper: Option<PathBuf>,
+    ) -> Result<XdpBackend, BackendError> {
+        let prefix = format!("lnic-gw-{}", std::process::id());
+        let backend = XdpBackend {
+            lambdactl,
+            peer_helper,
+            server_ns: format!("{prefix}-s"),
+            client_ns: format!("{prefix}-c"),
+            state: Mutex::new(XdpState {
+                used: vec![false; SLOTS],
+                ..XdpState::default()
+            }),
+        };
+        for ns in [&backend.server_ns, &backend.client_ns] {
+            // A namespace left by a killed gateway with the same PID would make `add` fail.
+            let _ = ip(&["netns", "del", ns]);
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(backend)
+    }
+
+    /// Binds `count` UDP sockets inside the client namespace; they stay there after this
+    /// thread leaves it.
+    pub fn client_sockets(&self, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+        let ns = self.client_ns.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+            // SAFETY: setns on this short-lived thread only, with an fd we hold open.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            (0..count.max(1))
+                .map(|_| UdpSocket::bind("0.0.0.0:0"))
+                .collect()
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the netns thread panicked"))?
+    }
+
+    fn lambdactl_in(&self, ns: &str, args: &[&str]) -> Result<String, BackendError> {
+        let mut full = vec!["-n", ns];
+        full.extend_from_slice(args);
+        run(&self.lambdactl, &full)
+    }
+
+    fn mode_arg(kind: BackendKind) -> &'static str {
+        if kind == BackendKind::Drv {
+            "drv"
+        } else {
+            "skb"
+        }
+    }
+
+    /// Makes the veth pair for `slot`, addresses it and brings it up.
+    fn make_pair(&self, slot: usize, server_if: &str, client_if: &str) -> Result<(), BackendError> {
+        ip(&[
+            "link",
+            "add",
+            server_if,
+            "netns",
+            &self.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            client_if,
+            "netns",
+            &self.client_ns,
+        ])?;
+        for (ns, dev, host) in [
+            (&self.server_ns, server_if, 1),
+            (&self.client_ns, client_if, 2),
+        ] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.216.{slot}.{host}/24"),
+                "dev",
+                dev,
+            ])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        // The gateway's datagrams leave the client end with a correct UDP checksum in software
+        // instead of CHECKSUM_PARTIAL, which an XDP lambda would see unfinished.
+        run(
+            Path::new("ip"),
+            &[
+                "netns",
+                "exec",
+                &self.client_ns,
+                "ethtool",
+                "-K",
+                client_if,
+                "tx",
+                "off",
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn teardown(&self, f: &XdpFunction) {
+        let _ = self.lambdactl_in(&self.server_ns, &["detach", "--iface", &f.server_if]);
+        if f.mode == BackendKind::Drv {
+            let _ = self.lambdactl_in(&self.client_ns, &["detach", "--iface", &f.client_if]);
+        }
+        // Deleting one end deletes the pair.
+        let _ = ip(&["-n", &self.server_ns, "link", "del", &f.server_if]);
+    }
+}
+
+impl FunctionBackend for XdpBackend {
+    fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let slot = {
+            let mut state = self.state.lock().expect("xdp state");
+            if state.shut_down {
+                return Err(BackendError::Unsupported("the backend is shut down".into()));
+            }
+            if state.functions.contains_key(&spec.name) {
+                return Err(BackendError::Unsupported(format!(
+                    "`{}` is already deployed",
+                    spec.name
+                )));
+            }
+            let Some(free) = state.used.iter().position(|u| !u) else {
+                return Err(BackendError::Unsupported(format!(
+                    "no free subnet: at most {SLOTS} functions on XDP until the dispatcher lands"
+                )));
+            };
+            state.used[free] = true;
+            free + 1
+        };
+        let pid = std::process::id() % 100_000;
+        // ≤ 15 bytes: "g" + pid (≤ 5) + s|c + slot (≤ 3).
+        let server_if = spec
+            .iface
+            .clone()
+            .unwrap_or_else(|| format!("g{pid}s{slot}"));
+        let client_if = format!("g{pid}c{slot}");
+        let function = XdpFunction {
+            slot,
+            server_if,
+            client_if,
+            mode: spec.kind,
+        };
+        let port = spec
+            .port
+            .unwrap_or(lambda_ebpf::wire::DEFAULT_PORT)
+            .to_string();
+        let lambda_id = spec.lambda_id.to_string();
+        let result = (|| {
+            self.make_pair(slot, &function.server_if, &function.client_if)?;
+            if spec.kind == BackendKind::Drv {
+                let helper = self.peer_helper.as_deref().ok_or_else(|| {
+                    BackendError::Unsupported(
+                        "drv mode on veth needs static-server.o for the peer; use skb".into(),
+                    )
+                })?;
+                self.lambdactl_in(
+                    &self.client_ns,
+                    &[
+                        "attach",
+                        path_str(helper)?,
+                        "--iface",
+                        &function.client_if,
+                        "--mode",
+                        "drv",
+                        "--port",
+                        "1",
+                    ],
+                )?;
+            }
+            self.lambdactl_in(
+                &self.server_ns,
+                &[
+                    "attach",
+                    path_str(&spec.object)?,
+                    "--iface",
+                    &function.server_if,
+                    "--mode",
+                    Self::mode_arg(spec.kind),
+                    "--port",
+                    &port,
+                    "--lambda-id",
+                    &lambda_id,
+                ],
+            )?;
+            Ok(())
+        })();
+        let mut state = self.state.lock().expect("xdp state");
+        if let Err(e) = result {
+            self.teardown(&function);
+            state.used[slot - 1] = false;
+            return Err(e);
+        }
+        state.functions.insert(spec.name.clone(), function);
+        Ok(Endpoint {
+            addr: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(10, 216, slot as u8, 1),
+                port.parse().expect("a port we formatted"),
+            )),
+            lambda_id: spec.lambda_id,
+        })
+    }
+
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let (server_if, slot) = {
+            let state = self.state.lock().expect("xdp state");
+            let f = state
+                .functions
+                .get(&spec.name)
+                .ok_or_else(|| BackendError::Unknown {
+                    name: spec.name.clone(),
+                })?;
+            (f.server_if.clone(), f.slot)
+        };
+        // `upgrade` keeps the pinned maps and swaps the program on the pinned link atomically.
+        let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
+        let port_text = port.to_string();
+        let lambda_id = spec.lambda_id.to_string();
+        self.lambdactl_in(
+            &self.server_ns,
+            &[
+                "upgrade",
+                path_str(&spec.object)?,
+                "--iface",
+                &server_if,
+                "--port",
+                &port_text,
+                "--lambda-id",
+                &lambda_id,
+            ],
+        )?;
+        Ok(Endpoint {
+            addr: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(10, 216, slot as u8, 1),
+                port,
+            )),
+            lambda_id: spec.lambda_id,
+        })
+    }
+
+    fn remove(&self, name: &str) -> Result<(), BackendError> {
+        let f = {
+            let mut state = self.state.lock().expect("xdp state");
+            let f = state
+                .functions
+                .remove(name)
+                .ok_or_else(|| BackendError::Unknown { name: name.into() })?;
+            state.used[f.slot - 1] = false;
+            f
+        };
+        self.teardown(&f);
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        let functions: Vec<XdpFunction> = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            if state.shut_down {
+                return;
+            }
+            state.shut_down = true;
+            state.functions.drain().map(|(_, f)| f).collect()
+        };
+        for f in &functions {
+            self.teardown(f);
+        }
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+
+    fn keeps_state_on_update(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for XdpBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
