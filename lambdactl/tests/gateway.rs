@@ -37,6 +37,10 @@ impl Drop for TempDir {
 
 impl GatewayProcess {
     fn start(backend: &str, tag: &str) -> GatewayProcess {
+        GatewayProcess::start_with(backend, tag, &[])
+    }
+
+    fn start_with(backend: &str, tag: &str, extra: &[&str]) -> GatewayProcess {
         // Built samples must exist (cargo xtask build-ebpf); this asserts it with a hint.
         lambda_object("static-server");
         let dir = std::env::temp_dir().join(format!("lnic-gw-test-{}-{tag}", std::process::id()));
@@ -57,6 +61,7 @@ impl GatewayProcess {
                 "--max-body",
                 &MAX_BODY.to_string(),
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -533,6 +538,68 @@ fn malformed(backend: &str) {
     assert_eq!(http(addr, "GET", "/healthz", None, b"").status, 200);
     let ok = http(addr, "POST", "/function/echo", None, b"still here");
     assert_eq!((ok.status, ok.text().as_str()), (200, "STILL HERE"));
+}
+
+/// The PIDs of the gateway's `lambdactl run` children serving `object`.
+fn vm_children(gateway: u32, object: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{gateway}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(" run ") && cmdline.contains(object) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_function_that_stopped_answering_is_a_504_and_can_be_removed() {
+    let mut gw = GatewayProcess::start_with("vm", "silent", &["--timeout-ms", "200"]);
+    let addr = gw.addr;
+    faas_deploy(addr, "echo", "echo");
+    assert_eq!(
+        http(addr, "POST", "/function/echo", None, b"hi").status,
+        200
+    );
+    let children = vm_children(gw.child.id(), "echo.o");
+    assert_eq!(children.len(), 1, "one lambdactl run serves echo");
+    // The VM dies under the gateway (the lambda's process, which this test started through
+    // the gateway): calls time out, once retransmitted.
+    // SAFETY: killing a process of this test's own process tree, by its PID.
+    unsafe {
+        libc::kill(children[0] as libc::pid_t, libc::SIGKILL);
+    }
+    let started = Instant::now();
+    let silent = http(addr, "POST", "/function/echo", None, b"anyone?");
+    assert_eq!(silent.status, 504, "{}", silent.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "two tries of 200 ms"
+    );
+    let metrics = http(addr, "GET", "/metrics", None, b"").text();
+    assert!(
+        metrics
+            .contains("gateway_function_invocation_total{code=\"504\",function_name=\"echo\"} 1")
+    );
+    let removed = http(
+        addr,
+        "DELETE",
+        "/system/functions",
+        Some(&basic()),
+        br#"{"functionName":"echo"}"#,
+    );
+    assert_eq!(removed.status, 202, "{}", removed.text());
+    assert!(gw.alive());
 }
 
 #[test]
