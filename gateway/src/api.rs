@@ -102,6 +102,9 @@ struct Function {
     endpoint: RwLock<Endpoint>,
     replicas: AtomicU32,
     created_at: String,
+    /// Calls hold it shared; an update's handover holds it exclusively, so no call is in
+    /// flight while state moves and calls that arrive meanwhile wait (none fails).
+    gate: tokio::sync::RwLock<()>,
 }
 
 /// Everything the handlers share.
@@ -368,6 +371,7 @@ impl State {
             endpoint: RwLock::new(endpoint),
             replicas: AtomicU32::new(1),
             created_at: now_rfc3339(),
+            gate: tokio::sync::RwLock::new(()),
         };
         self.functions
             .write()
@@ -405,9 +409,18 @@ impl State {
             endpoint: RwLock::new(endpoint),
             replicas: AtomicU32::new(old.replicas.load(Ordering::Relaxed)),
             created_at: old.created_at.clone(),
+            gate: tokio::sync::RwLock::new(()),
         };
-        // Calls already in flight hold the old record; their retransmission looks the function
-        // up again and reaches the new endpoint.
+        // Wait for the calls in flight, hold new ones, move the state, switch, let them go:
+        // the held calls look the function up again and reach the new version.
+        let _held = old.gate.write().await;
+        let backend = self.backend(spec.kind).expect("checked in plan");
+        tokio::task::block_in_place(|| backend.handover(&spec.name)).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("updating {}: {e}", spec.name),
+            )
+        })?;
         *old.endpoint.write().expect("endpoint") = endpoint;
         self.functions
             .write()
@@ -787,6 +800,8 @@ async fn invoke(
         path.into_bytes()
     };
     let started = Instant::now();
+    // Held for the call: an update's handover waits for it (see `Function::gate`).
+    let _open = function.gate.read().await;
     let locate = || {
         state
             .function(&name)

@@ -13,6 +13,7 @@ use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -98,8 +99,16 @@ pub enum BackendError {
 /// blocking thread.
 pub trait FunctionBackend: Send + Sync {
     fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError>;
-    /// Replaces the function's object; calls keep being answered throughout.
+    /// Replaces the function's object; calls keep being answered throughout. The returned
+    /// endpoint takes over after [`FunctionBackend::handover`].
     fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError>;
+    /// Completes an update while the gateway holds the function's calls (none in flight, new
+    /// ones waiting): moves state the new version does not share by itself. On error the new
+    /// version is dropped and the old one keeps serving.
+    fn handover(&self, name: &str) -> Result<(), BackendError> {
+        let _ = name;
+        Ok(())
+    }
     fn remove(&self, name: &str) -> Result<(), BackendError>;
     /// Removes everything this backend made (children, namespaces). Idempotent.
     fn shutdown(&self);
@@ -145,7 +154,15 @@ fn path_str(path: &Path) -> Result<&str, BackendError> {
 pub struct VmBackend {
     lambdactl: PathBuf,
     workers: usize,
-    children: Mutex<HashMap<String, Child>>,
+    children: Mutex<HashMap<String, VmChild>>,
+    /// New versions started by `update`, waiting for `handover`.
+    pending: Mutex<HashMap<String, VmChild>>,
+}
+
+/// A `lambdactl run` child and its control socket (where its maps are reached).
+struct VmChild {
+    child: Child,
+    control: Option<PathBuf>,
 }
 
 impl VmBackend {
@@ -154,12 +171,13 @@ impl VmBackend {
             lambdactl,
             workers: workers.max(1),
             children: Mutex::default(),
+            pending: Mutex::default(),
         }
     }
 
     /// Starts `lambdactl run` with rbpf's JIT, or with the interpreter when the JIT refuses
     /// the program (it lacks atomics, for one).
-    fn start(&self, spec: &DeploySpec) -> Result<(Child, Endpoint), BackendError> {
+    fn start(&self, spec: &DeploySpec) -> Result<(VmChild, Endpoint), BackendError> {
         match self.start_engine(spec, true) {
             Err(BackendError::NotServing { detail, .. }) if detail.contains("jit") => {
                 self.start_engine(spec, false)
@@ -173,7 +191,7 @@ impl VmBackend {
         &self,
         spec: &DeploySpec,
         jit: bool,
-    ) -> Result<(Child, Endpoint), BackendError> {
+    ) -> Result<(VmChild, Endpoint), BackendError> {
         let listen = format!("127.0.0.1:{}", spec.port.unwrap_or(0));
         let lambda_id = spec.lambda_id.to_string();
         let workers = self.workers.to_string();
@@ -230,8 +248,19 @@ impl VmBackend {
                 format!("unexpected output {first:?}"),
             ));
         };
-        // The rest of its stdout (contract, control socket, counts on stop) is drained so the
-        // child never blocks on a full pipe; its stderr (lambda faults) goes to ours.
+        // Then the contract and seeds, then where its control socket is.
+        let mut control = None;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(path) = line.strip_prefix("control socket ") {
+                control = Some(PathBuf::from(path.trim()));
+                break;
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        // The rest of its stdout (counts on stop) is drained so the child never blocks on a
+        // full pipe; its stderr (lambda faults) goes to ours.
         std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         if let Some(stderr) = child.stderr.take() {
             let name = spec.name.clone();
@@ -242,7 +271,7 @@ impl VmBackend {
             });
         }
         Ok((
-            child,
+            VmChild { child, control },
             Endpoint {
                 addr,
                 lambda_id: spec.lambda_id,
@@ -251,9 +280,89 @@ impl VmBackend {
     }
 }
 
+/// Asks a control socket one JSON-line request.
+fn control_call(
+    stream: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
+    request: serde_json::Value,
+) -> Result<serde_json::Value, BackendError> {
+    use std::io::Write as _;
+    let failed = |e: String| BackendError::Unsupported(format!("VM control socket: {e}"));
+    let mut line = request.to_string();
+    line.push('\n');
+    stream
+        .get_mut()
+        .write_all(line.as_bytes())
+        .map_err(|e| failed(e.to_string()))?;
+    let mut answer = String::new();
+    stream
+        .read_line(&mut answer)
+        .map_err(|e| failed(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|e| failed(format!("bad answer: {e}")))?;
+    if let Some(error) = value.get("error") {
+        return Err(failed(error.to_string()));
+    }
+    Ok(value)
+}
+
+fn connect(path: &Path) -> Result<BufReader<std::os::unix::net::UnixStream>, BackendError> {
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        BackendError::Unsupported(format!("VM control socket {}: {e}", path.display()))
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    Ok(BufReader::new(stream))
+}
+
+/// Copies every map the two versions share by name, type and sizes from `old` to `new`, as
+/// `lambdactl upgrade` keeps pinned maps; ring buffers (logs) start empty. Returns how many
+/// maps were copied.
+fn copy_state(old: &Path, new: &Path) -> Result<usize, BackendError> {
+    let mut from = connect(old)?;
+    let mut to = connect(new)?;
+    let maps = |s: &mut BufReader<std::os::unix::net::UnixStream>| {
+        control_call(s, serde_json::json!({ "op": "maps" }))
+            .map(|v| v["maps"].as_array().cloned().unwrap_or_default())
+    };
+    let old_maps = maps(&mut from)?;
+    let new_maps = maps(&mut to)?;
+    let mut copied = 0;
+    for m in &old_maps {
+        let kind = m["type"].as_str().unwrap_or("");
+        if kind.contains("ringbuf") || kind.contains("prog") || kind.contains("perf") {
+            continue;
+        }
+        let same = new_maps.iter().any(|n| {
+            n["name"] == m["name"]
+                && n["type"] == m["type"]
+                && n["key_size"] == m["key_size"]
+                && n["value_size"] == m["value_size"]
+                && n["max_entries"].as_u64() >= m["max_entries"].as_u64()
+        });
+        if !same {
+            continue;
+        }
+        let name = &m["name"];
+        let entries = control_call(
+            &mut from,
+            serde_json::json!({ "op": "entries", "map": name }),
+        )?;
+        for entry in entries["entries"].as_array().into_iter().flatten() {
+            control_call(
+                &mut to,
+                serde_json::json!({
+                    "op": "update", "map": name, "key": entry[0], "value": entry[1], "flags": 0,
+                }),
+            )?;
+        }
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 /// Stops a `lambdactl run` child the way Ctrl-C does (it prints its counts and removes its
 /// control socket), by its PID, and reaps it.
-fn stop_child(mut child: Child) {
+fn stop_child(child: VmChild) {
+    let mut child = child.child;
     // SAFETY: signalling a child we started and have not reaped, so the PID is still ours.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
@@ -268,8 +377,8 @@ fn stop_child(mut child: Child) {
     let _ = child.wait();
 }
 
-/// How long an old VM keeps serving after an update switched its endpoint: calls already sent
-/// to it are answered, and their retransmissions go to the new one.
+/// How long an old VM lives on after the handover (no call can reach it then: the gateway
+/// held every call while the state moved; this only covers a stray late datagram).
 const VM_DRAIN: Duration = Duration::from_millis(500);
 
 impl FunctionBackend for VmBackend {
@@ -290,20 +399,60 @@ impl FunctionBackend for VmBackend {
         // With a fixed port the new child could not bind beside the old one.
         let mut fresh = spec.clone();
         fresh.port = None;
+        if !self
+            .children
+            .lock()
+            .expect("children")
+            .contains_key(&spec.name)
+        {
+            return Err(BackendError::Unknown {
+                name: spec.name.clone(),
+            });
+        }
         let (child, endpoint) = self.start(&fresh)?;
+        if let Some(stale) = self
+            .pending
+            .lock()
+            .expect("pending")
+            .insert(spec.name.clone(), child)
+        {
+            stop_child(stale);
+        }
+        Ok(endpoint)
+    }
+
+    fn handover(&self, name: &str) -> Result<(), BackendError> {
+        let Some(new) = self.pending.lock().expect("pending").remove(name) else {
+            return Err(BackendError::Unknown { name: name.into() });
+        };
+        let old_control = self
+            .children
+            .lock()
+            .expect("children")
+            .get(name)
+            .and_then(|c| c.control.clone());
+        let copied = match (old_control, &new.control) {
+            (Some(old), Some(fresh)) => copy_state(&old, fresh),
+            _ => Err(BackendError::Unsupported(
+                "a VM without a control socket: its state cannot move".into(),
+            )),
+        };
+        if let Err(e) = copied {
+            stop_child(new);
+            return Err(e);
+        }
         let old = self
             .children
             .lock()
             .expect("children")
-            .insert(spec.name.clone(), child);
+            .insert(name.to_owned(), new);
         if let Some(old) = old {
-            // The caller switches the endpoint when this returns; the old VM drains meanwhile.
             std::thread::spawn(move || {
                 std::thread::sleep(VM_DRAIN);
                 stop_child(old);
             });
         }
-        Ok(endpoint)
+        Ok(())
     }
 
     fn remove(&self, name: &str) -> Result<(), BackendError> {
@@ -318,18 +467,21 @@ impl FunctionBackend for VmBackend {
     }
 
     fn shutdown(&self) {
-        let children: Vec<Child> = self
+        let mut children: Vec<VmChild> = self
             .children
             .lock()
             .map(|mut c| c.drain().map(|(_, child)| child).collect())
             .unwrap_or_default();
+        if let Ok(mut pending) = self.pending.lock() {
+            children.extend(pending.drain().map(|(_, child)| child));
+        }
         for child in children {
             stop_child(child);
         }
     }
 
     fn keeps_state_on_update(&self) -> bool {
-        false
+        true
     }
 }
 
