@@ -244,7 +244,7 @@ impl State {
             requests: None,
             read_only_root_filesystem: None,
         };
-        self.deploy(deployment, false)
+        self.deploy(deployment)
             .await
             .map(|_| ())
             .map_err(|e| e.message)
@@ -345,11 +345,7 @@ impl State {
         })
     }
 
-    async fn deploy(
-        &self,
-        deployment: FunctionDeployment,
-        _update: bool,
-    ) -> Result<StatusCode, ApiError> {
+    async fn deploy(&self, deployment: FunctionDeployment) -> Result<StatusCode, ApiError> {
         let _control = self.control.lock().await;
         if self.function(&deployment.service).is_some() {
             return Err(ApiError::new(
@@ -689,7 +685,7 @@ async fn get_function(state: Shared, Path(name): Path<String>) -> Result<Respons
 
 async fn deploy_function(state: Shared, body: Bytes) -> Result<StatusCode, ApiError> {
     let deployment: FunctionDeployment = parse_json(&body)?;
-    state.deploy(deployment, false).await
+    state.deploy(deployment).await
 }
 
 async fn update_function(state: Shared, body: Bytes) -> Result<StatusCode, ApiError> {
