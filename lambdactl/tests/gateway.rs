@@ -407,6 +407,72 @@ fn put_under_load(backend: &str) -> (u64, Vec<String>) {
     (total, lasts)
 }
 
+/// Calls static-server from 4 threads while another function is deployed and removed 4 times;
+/// no call may fail.
+fn churn(backend: &str) {
+    let gw = GatewayProcess::start(backend, &format!("churn-{backend}"));
+    let addr = gw.addr;
+    faas_deploy(addr, "static-server", "static-server");
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let a = http(addr, "POST", "/function/static-server", None, b"index.html");
+                    if a.status == 200 && a.text().contains("Hello") {
+                        ok += 1;
+                    } else {
+                        failed.push(format!("{} {}", a.status, a.text()));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let auth = basic();
+    for round in 0..4 {
+        faas_deploy(addr, "echo", "echo");
+        let a = http(
+            addr,
+            "POST",
+            "/function/echo",
+            None,
+            format!("round {round}").as_bytes(),
+        );
+        assert_eq!((a.status, a.text()), (200, format!("ROUND {round}")));
+        let removed = http(
+            addr,
+            "DELETE",
+            "/system/functions",
+            Some(&auth),
+            br#"{"functionName":"echo"}"#,
+        );
+        assert_eq!(removed.status, 202, "{}", removed.text());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (ok, failed) = w.join().unwrap();
+        assert!(failed.is_empty(), "failed calls: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 0, "calls ran during the churn");
+}
+
+#[test]
+fn serving_goes_on_while_functions_come_and_go_on_vm() {
+    churn("vm");
+}
+
+#[test]
+fn serving_goes_on_while_functions_come_and_go_on_xdp() {
+    if kernel_tests_enabled("serving_goes_on_while_functions_come_and_go_on_xdp") {
+        churn("drv");
+    }
+}
+
 fn malformed(backend: &str) {
     let mut gw = GatewayProcess::start(backend, &format!("bad-{backend}"));
     let addr = gw.addr;
