@@ -451,10 +451,13 @@ impl State {
             }
         })
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("deploying {}: {e}", spec.name),
-            )
+            // A lambda the verifier or the loader refuses is the request's fault.
+            let status = if e.is_refusal() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            ApiError::new(status, format!("deploying {}: {e}", spec.name))
         })
     }
 

@@ -87,12 +87,25 @@ pub enum BackendError {
         status: String,
         output: String,
     },
+    /// `lambdactl attach|upgrade` refused the object (our verifier, the kernel's, a bad ELF).
+    #[error("the lambda was refused: {output}")]
+    Refused { output: String },
     #[error("lambdactl run for `{name}` did not start serving: {detail}")]
     NotServing { name: String, detail: String },
     #[error("function `{name}` is not deployed on this backend")]
     Unknown { name: String },
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl BackendError {
+    /// Whether the lambda object itself is at fault (a client error), not this host.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Refused { .. } | BackendError::NotServing { .. }
+        )
+    }
 }
 
 /// A place functions run. Methods block (they run child processes): call them from a
@@ -578,7 +591,10 @@ impl XdpBackend {
     fn lambdactl_in(&self, ns: &str, args: &[&str]) -> Result<String, BackendError> {
         let mut full = vec!["-n", ns];
         full.extend_from_slice(args);
-        run(&self.lambdactl, &full)
+        run(&self.lambdactl, &full).map_err(|e| match e {
+            BackendError::Command { output, .. } => BackendError::Refused { output },
+            other => other,
+        })
     }
 
     fn mode_arg(kind: BackendKind) -> &'static str {

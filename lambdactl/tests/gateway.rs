@@ -350,6 +350,22 @@ fn lifecycle(backend: &str) {
     assert_eq!(again.status, 404);
     let list = http(addr, "GET", "/system/functions", Some(&auth), b"");
     assert_eq!(list.text(), "[]");
+
+    // A lambda our verifier refuses is the client's error, with the verifier's reason.
+    let rejected = workspace_root().join("target/lambdas/rejected/unchecked-packet-read.o");
+    if rejected.is_file() {
+        let refused = http(
+            addr,
+            "POST",
+            "/system/functions",
+            Some(&auth),
+            &deployment("bad", rejected.to_str().unwrap()),
+        );
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert!(refused.text().contains("verifier"), "{}", refused.text());
+        let list = http(addr, "GET", "/system/functions", Some(&auth), b"");
+        assert_eq!(list.text(), "[]", "a refused deploy leaves nothing behind");
+    }
 }
 
 /// Calls `counter` from several threads while it is upgraded to `counter-v2`; no call may
