@@ -222,16 +222,16 @@ impl VmBackend {
         if jit {
             args.push("--jit");
         }
-        let mut child = Command::new(&self.lambdactl)
+        let mut command = Command::new(&self.lambdactl);
+        command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| BackendError::Spawn {
-                program: self.lambdactl.display().to_string(),
-                source,
-            })?;
+            .stderr(Stdio::piped());
+        let mut child = spawn_tied(command).map_err(|source| BackendError::Spawn {
+            program: self.lambdactl.display().to_string(),
+            source,
+        })?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let not_serving = |child: &mut Child, detail: String| {
@@ -291,6 +291,47 @@ impl VmBackend {
             },
         ))
     }
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Starts `command` so that it gets SIGTERM when the gateway dies, even by SIGKILL
+/// (`PR_SET_PDEATHSIG`). The signal follows the *thread* that forked, so every such child is
+/// forked by one thread that lives as long as the process, never by a pool thread that may
+/// retire while the child runs.
+fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    static SPAWNER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("gateway-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("starting the spawner thread");
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner")
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
 /// Asks a control socket one JSON-line request.

@@ -685,6 +685,32 @@ fn a_function_that_stopped_answering_is_a_504_and_can_be_removed() {
 }
 
 #[test]
+fn a_killed_gateway_leaves_no_vm_behind() {
+    let mut gw = GatewayProcess::start("vm", "killed");
+    faas_deploy(gw.addr, "echo", "echo");
+    let children = vm_children(gw.child.id(), "echo.o");
+    assert_eq!(children.len(), 1);
+    gw.child.kill().unwrap(); // SIGKILL: no cleanup of its own
+    gw.child.wait().unwrap();
+    // The child was started with PR_SET_PDEATHSIG: it gets SIGTERM and stops by itself.
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| {
+            s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(children[0]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        gone(children[0]),
+        "lambdactl run {} outlived its gateway",
+        children[0]
+    );
+}
+
+#[test]
 fn faas_cli_lifecycle_on_vm() {
     lifecycle("vm");
 }
