@@ -125,8 +125,6 @@ pub trait FunctionBackend: Send + Sync {
     fn remove(&self, name: &str) -> Result<(), BackendError>;
     /// Removes everything this backend made (children, namespaces). Idempotent.
     fn shutdown(&self);
-    /// Whether an update keeps the function's map state.
-    fn keeps_state_on_update(&self) -> bool;
 }
 
 /// Runs a command to completion; its output becomes the error when it fails.
@@ -533,10 +531,6 @@ impl FunctionBackend for VmBackend {
             stop_child(child);
         }
     }
-
-    fn keeps_state_on_update(&self) -> bool {
-        true
-    }
 }
 
 impl Drop for VmBackend {
@@ -867,10 +861,6 @@ impl FunctionBackend for XdpBackend {
         for ns in [&self.server_ns, &self.client_ns] {
             let _ = ip(&["netns", "del", ns]);
         }
-    }
-
-    fn keeps_state_on_update(&self) -> bool {
-        true
     }
 }
 
