@@ -16,6 +16,7 @@ use loader::{AttachMode, Host, KernelError, LambdaParams, Liveness};
 mod baseline;
 mod conformance;
 mod deploy_cmd;
+mod gateway_cmd;
 mod image;
 mod inspect;
 mod invoke;
@@ -185,6 +186,15 @@ enum Command {
     /// `memcached` forwards `get <key>` / `set <key> <value>` to a memcached server over UDP;
     /// `grayscale` converts each image fragment as the grayscale lambda does. Runs until killed.
     Baseline(baseline::BaselineArgs),
+    /// Serve the OpenFaaS gateway API over HTTP: deploy lambdas with POST /system/functions
+    /// (faas-cli works), call them with POST|GET /function/NAME.
+    ///
+    /// Functions run on XDP (veth pairs in network namespaces the gateway creates and removes,
+    /// needs root) or in the VM (`lambdactl run` children on loopback ports). The deployment's
+    /// `image` is a lambda object path or a built sample's name; the annotations
+    /// lambda-nic.backend (drv|skb|vm), lambda-nic.iface and lambda-nic.match (port=P,id=N)
+    /// choose where and how it is served. /system/* needs basic auth unless --no-auth.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -421,6 +431,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stats(args) => stats_cmd::run(args),
         Command::Logs(args) => logs_cmd::run(args),
         Command::Baseline(args) => baseline::run(args),
+        Command::Gateway(args) => gateway_cmd::run(args),
     }
 }
 

@@ -4,10 +4,12 @@
 //! bpf-linker built against the toolchain's own libLLVM); this is the one place that knows it.
 
 mod bench;
+mod bench_gateway;
 mod bench_verifier;
 mod bench_vm;
 mod bench_workloads;
 mod demo;
+mod gateway;
 mod netns;
 mod toolchain;
 
@@ -33,16 +35,20 @@ enum Task {
     /// The whole test suite: build the lambdas, check formatting and clippy, run every test.
     /// Kernel tests need root; they skip with a reason without it, except under CI=true.
     Test,
-    /// The main job: serve the static-server and invoke it, showing the answer and the
-    /// round-trip latency. Default: the userspace VM on loopback (no root, no NIC);
-    /// `--backend xdp`: kernel XDP on a veth pair in network namespaces (root).
+    /// The main job: the OpenFaaS-compatible gateway with the samples deployed on the best
+    /// backend this machine allows (XDP when root, else the userspace VM), called over HTTP
+    /// with curl. `--udp`: the λ protocol directly, with `lambdactl invoke` and latency figures.
     Demo {
-        /// Requests to send for the latency figures.
+        /// Skip the gateway: serve the static-server and invoke it over UDP (`--backend vm`
+        /// or `xdp`), showing the answer and the round-trip latency.
+        #[arg(long)]
+        udp: bool,
+        /// Requests to send for the latency figures (`--udp`).
         #[arg(long, default_value_t = 10_000)]
         count: u32,
-        /// `vm`: the userspace VM on loopback (no root, no NIC); `xdp`: kernel XDP on a veth
-        /// pair in network namespaces (root).
-        #[arg(long, default_value = "vm", value_parser = ["vm", "xdp"])]
+        /// The gateway's backend: `auto` (XDP when root, else vm), `drv`, `skb`, `vm`. With
+        /// `--udp`: `vm` (default) or `xdp`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "drv", "skb", "vm", "xdp"])]
         backend: String,
         /// XDP mode to attach in (`--backend xdp`).
         #[arg(long, default_value = "drv")]
@@ -104,6 +110,21 @@ enum BenchSuite {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// HTTP load with wrk against the static-server behind `lambdactl gateway`: XDP (drv,
+    /// root) and the VM in one run (and the native baseline once this build has it):
+    /// requests/s, p50/p99, and zero errors and timeouts required. Writes
+    /// target/bench/gateway-<commit>.json.
+    Gateway {
+        /// Seconds of load per backend.
+        #[arg(long, default_value_t = 30)]
+        duration: u32,
+        /// Open HTTP connections.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// wrk threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+    },
     /// Our verifier against the kernel's: verification time per program and per instruction
     /// for the sample lambdas, the XDP verifier cases and the bpf_conformance programs, beside
     /// the kernel's BPF_PROG_LOAD time, and ns per instruction on straight-line programs of
@@ -130,15 +151,18 @@ fn main() -> Result<()> {
         }
         Task::Test => test(&root)?,
         Task::Demo {
+            udp,
             count,
             backend,
             mode,
         } => {
             build_ebpf(&root)?;
-            if backend == "vm" {
-                demo::run_vm(&root, count)?;
-            } else {
-                demo::run(&root, count, &mode)?;
+            match (udp, backend.as_str()) {
+                (false, "xdp") => bail!("--backend xdp is for --udp; the gateway takes drv or skb"),
+                (false, backend) => demo::run_gateway(&root, backend)?,
+                (true, "vm" | "auto") => demo::run_vm(&root, count)?,
+                (true, "xdp") => demo::run(&root, count, &mode)?,
+                (true, other) => bail!("--udp takes --backend vm or xdp, not {other}"),
             }
         }
         Task::Bench {
@@ -187,6 +211,22 @@ fn main() -> Result<()> {
                 rtt_rounds,
             };
             bench_vm::vm(&root, &options)?;
+        }
+        Task::Bench {
+            suite:
+                BenchSuite::Gateway {
+                    duration,
+                    connections,
+                    threads,
+                },
+        } => {
+            build_ebpf(&root)?;
+            let options = bench_gateway::GatewayOptions {
+                duration,
+                connections,
+                threads,
+            };
+            bench_gateway::gateway(&root, &options)?;
         }
         Task::Bench {
             suite:

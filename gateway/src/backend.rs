@@ -1,0 +1,871 @@
+//! Where functions run. A backend deploys a lambda object under a name and returns the
+//! [`Endpoint`] its requests go to; `update` swaps in a new object without a failed call, and
+//! `remove` takes it away. Both backends drive the `lambdactl` binary as child processes, the
+//! same commands an operator would type.
+//!
+//! Until the dispatcher serves many lambdas on one interface, each function has a port of its
+//! own (`vm`) or a veth pair of its own (`drv`/`skb`); the dispatcher replaces that inside
+//! [`XdpBackend`] without touching the gateway.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{BufRead as _, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::invoke::Endpoint;
+
+/// A backend kind, as named in the `lambda-nic.backend` annotation and `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BackendKind {
+    /// XDP in native (driver) mode.
+    Drv,
+    /// XDP in generic (skb) mode.
+    Skb,
+    /// `lambdactl run`: the userspace VM.
+    Vm,
+}
+
+impl BackendKind {
+    pub fn parse(text: &str) -> Option<BackendKind> {
+        match text {
+            "drv" => Some(BackendKind::Drv),
+            "skb" => Some(BackendKind::Skb),
+            "vm" => Some(BackendKind::Vm),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Drv => "drv",
+            BackendKind::Skb => "skb",
+            BackendKind::Vm => "vm",
+        }
+    }
+
+    pub fn is_xdp(self) -> bool {
+        self != BackendKind::Vm
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to deploy: the function's name, its object and the match it serves.
+#[derive(Clone, Debug)]
+pub struct DeploySpec {
+    pub name: String,
+    pub object: PathBuf,
+    pub kind: BackendKind,
+    /// UDP port to serve (default: 9000 on XDP, a free one in the VM).
+    pub port: Option<u16>,
+    /// The lambda id its requests carry (and the only one it answers).
+    pub lambda_id: u32,
+    /// `lambda-nic.iface`: the name of the server-side interface (XDP backends).
+    pub iface: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {output}")]
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
+    /// `lambdactl attach|upgrade` refused the object (our verifier, the kernel's, a bad ELF).
+    #[error("the lambda was refused: {output}")]
+    Refused { output: String },
+    #[error("lambdactl run for `{name}` did not start serving: {detail}")]
+    NotServing { name: String, detail: String },
+    #[error("function `{name}` is not deployed on this backend")]
+    Unknown { name: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl BackendError {
+    /// Whether the lambda object itself is at fault (a client error), not this host.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Refused { .. } | BackendError::NotServing { .. }
+        )
+    }
+}
+
+/// A place functions run. Methods block (they run child processes): call them from a
+/// blocking thread.
+pub trait FunctionBackend: Send + Sync {
+    fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError>;
+    /// Replaces the function's object; calls keep being answered throughout. The returned
+    /// endpoint takes over after [`FunctionBackend::handover`].
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError>;
+    /// Completes an update while the gateway holds the function's calls (none in flight, new
+    /// ones waiting): moves state the new version does not share by itself. On error the new
+    /// version is dropped and the old one keeps serving.
+    fn handover(&self, name: &str) -> Result<(), BackendError> {
+        let _ = name;
+        Ok(())
+    }
+    fn remove(&self, name: &str) -> Result<(), BackendError>;
+    /// Removes everything this backend made (children, namespaces). Idempotent.
+    fn shutdown(&self);
+}
+
+/// Runs a command to completion; its output becomes the error when it fails.
+fn run(program: &Path, args: &[&str]) -> Result<String, BackendError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BackendError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        let mut output = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.trim().is_empty() {
+            output.push_str(" | ");
+            output.push_str(stdout.trim());
+        }
+        return Err(BackendError::Command {
+            command: format!("{} {}", program.display(), args.join(" ")),
+            status: out.status.to_string(),
+            output,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn path_str(path: &Path) -> Result<&str, BackendError> {
+    path.to_str()
+        .ok_or_else(|| BackendError::Unsupported(format!("non-UTF-8 path {}", path.display())))
+}
+
+// ---------------------------------------------------------------------------------------------
+// vm
+
+/// One `lambdactl run` child per function on a loopback port.
+pub struct VmBackend {
+    lambdactl: PathBuf,
+    workers: usize,
+    children: Mutex<HashMap<String, VmChild>>,
+    /// New versions started by `update`, waiting for `handover`.
+    pending: Mutex<HashMap<String, VmChild>>,
+}
+
+/// A `lambdactl run` child and its control socket (where its maps are reached).
+struct VmChild {
+    child: Child,
+    control: Option<PathBuf>,
+}
+
+impl VmBackend {
+    pub fn new(lambdactl: PathBuf, workers: usize) -> VmBackend {
+        VmBackend {
+            lambdactl,
+            workers: workers.max(1),
+            children: Mutex::default(),
+            pending: Mutex::default(),
+        }
+    }
+
+    /// Starts `lambdactl run` with rbpf's JIT, or with the interpreter when the JIT refuses
+    /// the program (it lacks atomics, for one).
+    fn start(&self, spec: &DeploySpec) -> Result<(VmChild, Endpoint), BackendError> {
+        match self.start_engine(spec, true) {
+            Err(BackendError::NotServing { detail, .. }) if detail.contains("jit") => {
+                self.start_engine(spec, false)
+            }
+            other => other,
+        }
+    }
+
+    /// Starts `lambdactl run` and waits for its "serving … on udp ADDR" line.
+    fn start_engine(
+        &self,
+        spec: &DeploySpec,
+        jit: bool,
+    ) -> Result<(VmChild, Endpoint), BackendError> {
+        let listen = format!("127.0.0.1:{}", spec.port.unwrap_or(0));
+        let lambda_id = spec.lambda_id.to_string();
+        let workers = self.workers.to_string();
+        let object = path_str(&spec.object)?;
+        let mut args = vec![
+            "run",
+            object,
+            "--listen",
+            &listen,
+            "--lambda-id",
+            &lambda_id,
+            "--workers",
+            &workers,
+        ];
+        if jit {
+            args.push("--jit");
+        }
+        let mut command = Command::new(&self.lambdactl);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn_tied(command).map_err(|source| BackendError::Spawn {
+            program: self.lambdactl.display().to_string(),
+            source,
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let not_serving = |child: &mut Child, detail: String| {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            let _ = child.wait();
+            BackendError::NotServing {
+                name: spec.name.clone(),
+                detail: format!("{detail} {}", stderr.trim()),
+            }
+        };
+        let first = match lines.next() {
+            Some(Ok(line)) => line,
+            _ => return Err(not_serving(&mut child, "it exited:".into())),
+        };
+        let Some(addr) = first
+            .split(" on udp ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+        else {
+            return Err(not_serving(
+                &mut child,
+                format!("unexpected output {first:?}"),
+            ));
+        };
+        // Then the contract and seeds, then where its control socket is.
+        let mut control = None;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(path) = line.strip_prefix("control socket ") {
+                control = Some(PathBuf::from(path.trim()));
+                break;
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        // The rest of its stdout (counts on stop) is drained so the child never blocks on a
+        // full pipe; its stderr (lambda faults) goes to ours.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        if let Some(stderr) = child.stderr.take() {
+            let name = spec.name.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("gateway: {name}: {line}");
+                }
+            });
+        }
+        Ok((
+            VmChild { child, control },
+            Endpoint {
+                addr,
+                lambda_id: spec.lambda_id,
+            },
+        ))
+    }
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Starts `command` so that it gets SIGTERM when the gateway dies, even by SIGKILL
+/// (`PR_SET_PDEATHSIG`). The signal follows the *thread* that forked, so every such child is
+/// forked by one thread that lives as long as the process, never by a pool thread that may
+/// retire while the child runs.
+fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    static SPAWNER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("gateway-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("starting the spawner thread");
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner")
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// Asks a control socket one JSON-line request.
+fn control_call(
+    stream: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
+    request: serde_json::Value,
+) -> Result<serde_json::Value, BackendError> {
+    use std::io::Write as _;
+    let failed = |e: String| BackendError::Unsupported(format!("VM control socket: {e}"));
+    let mut line = request.to_string();
+    line.push('\n');
+    stream
+        .get_mut()
+        .write_all(line.as_bytes())
+        .map_err(|e| failed(e.to_string()))?;
+    let mut answer = String::new();
+    stream
+        .read_line(&mut answer)
+        .map_err(|e| failed(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|e| failed(format!("bad answer: {e}")))?;
+    if let Some(error) = value.get("error") {
+        return Err(failed(error.to_string()));
+    }
+    Ok(value)
+}
+
+fn connect(path: &Path) -> Result<BufReader<std::os::unix::net::UnixStream>, BackendError> {
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        BackendError::Unsupported(format!("VM control socket {}: {e}", path.display()))
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    Ok(BufReader::new(stream))
+}
+
+/// Copies every map the two versions share by name, type and sizes from `old` to `new`, as
+/// `lambdactl upgrade` keeps pinned maps; ring buffers (logs) start empty. Returns how many
+/// maps were copied.
+fn copy_state(old: &Path, new: &Path) -> Result<usize, BackendError> {
+    let mut from = connect(old)?;
+    let mut to = connect(new)?;
+    let maps = |s: &mut BufReader<std::os::unix::net::UnixStream>| {
+        control_call(s, serde_json::json!({ "op": "maps" }))
+            .map(|v| v["maps"].as_array().cloned().unwrap_or_default())
+    };
+    let old_maps = maps(&mut from)?;
+    let new_maps = maps(&mut to)?;
+    let mut copied = 0;
+    for m in &old_maps {
+        let kind = m["type"].as_str().unwrap_or("");
+        if kind.contains("ringbuf") || kind.contains("prog") || kind.contains("perf") {
+            continue;
+        }
+        let same = new_maps.iter().any(|n| {
+            n["name"] == m["name"]
+                && n["type"] == m["type"]
+                && n["key_size"] == m["key_size"]
+                && n["value_size"] == m["value_size"]
+                && n["max_entries"].as_u64() >= m["max_entries"].as_u64()
+        });
+        if !same {
+            continue;
+        }
+        let name = &m["name"];
+        let entries = control_call(
+            &mut from,
+            serde_json::json!({ "op": "entries", "map": name }),
+        )?;
+        for entry in entries["entries"].as_array().into_iter().flatten() {
+            control_call(
+                &mut to,
+                serde_json::json!({
+                    "op": "update", "map": name, "key": entry[0], "value": entry[1], "flags": 0,
+                }),
+            )?;
+        }
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Stops a `lambdactl run` child the way Ctrl-C does (it prints its counts and removes its
+/// control socket), by its PID, and reaps it.
+fn stop_child(child: VmChild) {
+    let mut child = child.child;
+    // SAFETY: signalling a child we started and have not reaped, so the PID is still ours.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// How long an old VM lives on after the handover (no call can reach it then: the gateway
+/// held every call while the state moved; this only covers a stray late datagram).
+const VM_DRAIN: Duration = Duration::from_millis(500);
+
+impl FunctionBackend for VmBackend {
+    fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let (child, endpoint) = self.start(spec)?;
+        if let Some(old) = self
+            .children
+            .lock()
+            .expect("children")
+            .insert(spec.name.clone(), child)
+        {
+            stop_child(old);
+        }
+        Ok(endpoint)
+    }
+
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        // With a fixed port the new child could not bind beside the old one.
+        let mut fresh = spec.clone();
+        fresh.port = None;
+        if !self
+            .children
+            .lock()
+            .expect("children")
+            .contains_key(&spec.name)
+        {
+            return Err(BackendError::Unknown {
+                name: spec.name.clone(),
+            });
+        }
+        let (child, endpoint) = self.start(&fresh)?;
+        if let Some(stale) = self
+            .pending
+            .lock()
+            .expect("pending")
+            .insert(spec.name.clone(), child)
+        {
+            stop_child(stale);
+        }
+        Ok(endpoint)
+    }
+
+    fn handover(&self, name: &str) -> Result<(), BackendError> {
+        let Some(new) = self.pending.lock().expect("pending").remove(name) else {
+            return Err(BackendError::Unknown { name: name.into() });
+        };
+        let old_control = self
+            .children
+            .lock()
+            .expect("children")
+            .get(name)
+            .and_then(|c| c.control.clone());
+        let copied = match (old_control, &new.control) {
+            (Some(old), Some(fresh)) => copy_state(&old, fresh),
+            _ => Err(BackendError::Unsupported(
+                "a VM without a control socket: its state cannot move".into(),
+            )),
+        };
+        if let Err(e) = copied {
+            stop_child(new);
+            return Err(e);
+        }
+        let old = self
+            .children
+            .lock()
+            .expect("children")
+            .insert(name.to_owned(), new);
+        if let Some(old) = old {
+            std::thread::spawn(move || {
+                std::thread::sleep(VM_DRAIN);
+                stop_child(old);
+            });
+        }
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), BackendError> {
+        let child = self.children.lock().expect("children").remove(name);
+        match child {
+            Some(child) => {
+                stop_child(child);
+                Ok(())
+            }
+            None => Err(BackendError::Unknown { name: name.into() }),
+        }
+    }
+
+    fn shutdown(&self) {
+        let mut children: Vec<VmChild> = self
+            .children
+            .lock()
+            .map(|mut c| c.drain().map(|(_, child)| child).collect())
+            .unwrap_or_default();
+        if let Ok(mut pending) = self.pending.lock() {
+            children.extend(pending.drain().map(|(_, child)| child));
+        }
+        for child in children {
+            stop_child(child);
+        }
+    }
+}
+
+impl Drop for VmBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// drv / skb
+
+/// XDP on veth pairs between two network namespaces the gateway creates: the lambdas' ends in
+/// `<prefix>-s`, the peers in `<prefix>-c`, where the gateway's invocation sockets live. One
+/// pair and one /24 (10.216.N.0) per function until the dispatcher lands.
+pub struct XdpBackend {
+    lambdactl: PathBuf,
+    /// `static-server.o`, given to each peer in drv mode (it passes everything but port 1):
+    /// native-mode `XDP_TX` on veth needs an XDP program on the peer.
+    peer_helper: Option<PathBuf>,
+    pub server_ns: String,
+    pub client_ns: String,
+    state: Mutex<XdpState>,
+}
+
+#[derive(Default)]
+struct XdpState {
+    functions: HashMap<String, XdpFunction>,
+    /// Slots (subnet numbers) in use.
+    used: Vec<bool>,
+    shut_down: bool,
+}
+
+struct XdpFunction {
+    slot: usize,
+    server_if: String,
+    client_if: String,
+    mode: BackendKind,
+}
+
+/// Subnets 10.216.1.0/24 … 10.216.250.0/24.
+const SLOTS: usize = 250;
+
+fn ip(args: &[&str]) -> Result<String, BackendError> {
+    run(Path::new("ip"), args)
+}
+
+impl XdpBackend {
+    /// Creates the two namespaces (named after this process, so gateways never collide).
+    pub fn new(
+        lambdactl: PathBuf,
+        peer_helper: Option<PathBuf>,
+    ) -> Result<XdpBackend, BackendError> {
+        let prefix = format!("lnic-gw-{}", std::process::id());
+        let backend = XdpBackend {
+            lambdactl,
+            peer_helper,
+            server_ns: format!("{prefix}-s"),
+            client_ns: format!("{prefix}-c"),
+            state: Mutex::new(XdpState {
+                used: vec![false; SLOTS],
+                ..XdpState::default()
+            }),
+        };
+        for ns in [&backend.server_ns, &backend.client_ns] {
+            // A namespace left by a killed gateway with the same PID would make `add` fail.
+            let _ = ip(&["netns", "del", ns]);
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(backend)
+    }
+
+    /// Binds `count` UDP sockets inside the client namespace; they stay there after this
+    /// thread leaves it.
+    pub fn client_sockets(&self, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+        let ns = self.client_ns.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+            // SAFETY: setns on this short-lived thread only, with an fd we hold open.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            (0..count.max(1))
+                .map(|_| UdpSocket::bind("0.0.0.0:0"))
+                .collect()
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the netns thread panicked"))?
+    }
+
+    fn lambdactl_in(&self, ns: &str, args: &[&str]) -> Result<String, BackendError> {
+        let mut full = vec!["-n", ns];
+        full.extend_from_slice(args);
+        run(&self.lambdactl, &full).map_err(|e| match e {
+            BackendError::Command { output, .. } => BackendError::Refused { output },
+            other => other,
+        })
+    }
+
+    fn mode_arg(kind: BackendKind) -> &'static str {
+        if kind == BackendKind::Drv {
+            "drv"
+        } else {
+            "skb"
+        }
+    }
+
+    /// Makes the veth pair for `slot`, addresses it and brings it up.
+    fn make_pair(&self, slot: usize, server_if: &str, client_if: &str) -> Result<(), BackendError> {
+        ip(&[
+            "link",
+            "add",
+            server_if,
+            "netns",
+            &self.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            client_if,
+            "netns",
+            &self.client_ns,
+        ])?;
+        for (ns, dev, host) in [
+            (&self.server_ns, server_if, 1),
+            (&self.client_ns, client_if, 2),
+        ] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.216.{slot}.{host}/24"),
+                "dev",
+                dev,
+            ])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        // The gateway's datagrams leave the client end with a correct UDP checksum in software
+        // instead of CHECKSUM_PARTIAL, which an XDP lambda would see unfinished.
+        run(
+            Path::new("ip"),
+            &[
+                "netns",
+                "exec",
+                &self.client_ns,
+                "ethtool",
+                "-K",
+                client_if,
+                "tx",
+                "off",
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn teardown(&self, f: &XdpFunction) {
+        let _ = self.lambdactl_in(&self.server_ns, &["detach", "--iface", &f.server_if]);
+        if f.mode == BackendKind::Drv {
+            let _ = self.lambdactl_in(&self.client_ns, &["detach", "--iface", &f.client_if]);
+        }
+        // Deleting one end deletes the pair.
+        let _ = ip(&["-n", &self.server_ns, "link", "del", &f.server_if]);
+    }
+}
+
+impl FunctionBackend for XdpBackend {
+    fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let slot = {
+            let mut state = self.state.lock().expect("xdp state");
+            if state.shut_down {
+                return Err(BackendError::Unsupported("the backend is shut down".into()));
+            }
+            if state.functions.contains_key(&spec.name) {
+                return Err(BackendError::Unsupported(format!(
+                    "`{}` is already deployed",
+                    spec.name
+                )));
+            }
+            let Some(free) = state.used.iter().position(|u| !u) else {
+                return Err(BackendError::Unsupported(format!(
+                    "no free subnet: at most {SLOTS} functions on XDP until the dispatcher lands"
+                )));
+            };
+            state.used[free] = true;
+            free + 1
+        };
+        let pid = std::process::id() % 100_000;
+        // ≤ 15 bytes: "g" + pid (≤ 5) + s|c + slot (≤ 3).
+        let server_if = spec
+            .iface
+            .clone()
+            .unwrap_or_else(|| format!("g{pid}s{slot}"));
+        let client_if = format!("g{pid}c{slot}");
+        let function = XdpFunction {
+            slot,
+            server_if,
+            client_if,
+            mode: spec.kind,
+        };
+        let port = spec
+            .port
+            .unwrap_or(lambda_ebpf::wire::DEFAULT_PORT)
+            .to_string();
+        let lambda_id = spec.lambda_id.to_string();
+        let result = (|| {
+            self.make_pair(slot, &function.server_if, &function.client_if)?;
+            if spec.kind == BackendKind::Drv {
+                let helper = self.peer_helper.as_deref().ok_or_else(|| {
+                    BackendError::Unsupported(
+                        "drv mode on veth needs static-server.o for the peer; use skb".into(),
+                    )
+                })?;
+                self.lambdactl_in(
+                    &self.client_ns,
+                    &[
+                        "attach",
+                        path_str(helper)?,
+                        "--iface",
+                        &function.client_if,
+                        "--mode",
+                        "drv",
+                        "--port",
+                        "1",
+                    ],
+                )?;
+            }
+            self.lambdactl_in(
+                &self.server_ns,
+                &[
+                    "attach",
+                    path_str(&spec.object)?,
+                    "--iface",
+                    &function.server_if,
+                    "--mode",
+                    Self::mode_arg(spec.kind),
+                    "--port",
+                    &port,
+                    "--lambda-id",
+                    &lambda_id,
+                ],
+            )?;
+            Ok(())
+        })();
+        let mut state = self.state.lock().expect("xdp state");
+        if let Err(e) = result {
+            self.teardown(&function);
+            state.used[slot - 1] = false;
+            return Err(e);
+        }
+        state.functions.insert(spec.name.clone(), function);
+        Ok(Endpoint {
+            addr: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(10, 216, slot as u8, 1),
+                port.parse().expect("a port we formatted"),
+            )),
+            lambda_id: spec.lambda_id,
+        })
+    }
+
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let (server_if, slot) = {
+            let state = self.state.lock().expect("xdp state");
+            let f = state
+                .functions
+                .get(&spec.name)
+                .ok_or_else(|| BackendError::Unknown {
+                    name: spec.name.clone(),
+                })?;
+            (f.server_if.clone(), f.slot)
+        };
+        // `upgrade` keeps the pinned maps and swaps the program on the pinned link atomically.
+        let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
+        let port_text = port.to_string();
+        let lambda_id = spec.lambda_id.to_string();
+        self.lambdactl_in(
+            &self.server_ns,
+            &[
+                "upgrade",
+                path_str(&spec.object)?,
+                "--iface",
+                &server_if,
+                "--port",
+                &port_text,
+                "--lambda-id",
+                &lambda_id,
+            ],
+        )?;
+        Ok(Endpoint {
+            addr: SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(10, 216, slot as u8, 1),
+                port,
+            )),
+            lambda_id: spec.lambda_id,
+        })
+    }
+
+    fn remove(&self, name: &str) -> Result<(), BackendError> {
+        let f = {
+            let mut state = self.state.lock().expect("xdp state");
+            let f = state
+                .functions
+                .remove(name)
+                .ok_or_else(|| BackendError::Unknown { name: name.into() })?;
+            state.used[f.slot - 1] = false;
+            f
+        };
+        self.teardown(&f);
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        let functions: Vec<XdpFunction> = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            if state.shut_down {
+                return;
+            }
+            state.shut_down = true;
+            state.functions.drain().map(|(_, f)| f).collect()
+        };
+        for f in &functions {
+            self.teardown(f);
+        }
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+impl Drop for XdpBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
