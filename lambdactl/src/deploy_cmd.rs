@@ -181,10 +181,9 @@ pub(crate) fn deployed_json(host: &Host) -> Result<Vec<serde_json::Value>> {
             Ok(()) => serde_json::json!({ "state": "live", "detail": null }),
             Err(reason) => serde_json::json!({ "state": "stale", "detail": reason }),
         };
-        v["dispatcher_mode"] = host
-            .dispatcher(&d.record.iface)
-            .map(|r| r.mode.to_string())
-            .into();
+        let dispatcher = host.dispatcher(&d.record.iface);
+        v["dispatcher_mode"] = dispatcher.as_ref().map(|r| r.mode.to_string()).into();
+        v["dispatcher_program_id"] = dispatcher.as_ref().map(|r| r.program_id).into();
         items.push(v);
     }
     Ok(items)

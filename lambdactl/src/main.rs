@@ -109,11 +109,13 @@ enum Command {
     /// records, and the kernel runs it on the packet. Prints the XDP action, the time per run,
     /// the output packet, and the decoded λ response if there is one.
     TestRun(TestRunArgs),
-    /// Serve a lambda from this process with the userspace VM: no root, no XDP.
+    /// Serve lambdas from this process with the userspace VM: no root, no XDP.
     ///
-    /// Receives λ datagrams on a UDP socket, wraps each in the Ethernet/IP/UDP headers the
-    /// lambda expects, runs it in the VM (several worker threads, one per-CPU map copy each),
-    /// and sends the answer when the lambda returns XDP_TX. Ctrl-C stops it and prints counts.
+    /// Receives λ datagrams on a UDP socket, picks the lambda by the same match rules as
+    /// `deploy` (`a.o@id=7 b.o`: the exact id first, else the any-id lambda), wraps each in
+    /// the Ethernet/IP/UDP headers the lambda expects, runs it in the VM (several worker
+    /// threads, one per-CPU map copy each), and sends the answer when the lambda returns
+    /// XDP_TX. Ctrl-C stops it and prints counts.
     Run(RunArgs),
     /// Prove a lambda safe and bounded with the λ-NIC verifier, and print its contract.
     ///
@@ -304,8 +306,11 @@ struct InvokeArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The lambda object.
-    object: PathBuf,
+    /// The lambda objects, each `PATH` (every lambda id) or `PATH@id=N` (one id): several
+    /// lambdas behind the same match rules as `deploy` uses, routed by the λ lambda id; the
+    /// exact rule wins over an any-id one.
+    #[arg(required = true, value_name = "OBJECT[@id=N]")]
+    objects: Vec<String>,
     /// UDP address to serve on, e.g. 127.0.0.1:9000 or [::]:9000 (port 0 picks a free one; the
     /// lambda is told the bound port).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -313,7 +318,7 @@ struct RunArgs {
     /// Use rbpf's JIT instead of the interpreter.
     #[arg(long)]
     jit: bool,
-    /// Answer only this lambda id (default: any).
+    /// With one lambda: answer only this lambda id (default: any; same as OBJECT@id=ID).
     #[arg(long, value_name = "ID")]
     lambda_id: Option<u32>,
     /// Worker threads (default: one per CPU).

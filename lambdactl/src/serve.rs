@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use lambda_ebpf::wire::LambdaHeader;
 use loader::XdpAction;
+use loader::dispatch::MatchRule;
 use loader::frames::UdpFrame;
 use loader::vm::{Engine, VmOptions, VmProgram, Worker, memory::MAX_PACKET};
 
@@ -61,6 +63,46 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// One lambda of a `run`: its object, the rule that routes datagrams to it, and the program.
+struct Served {
+    object: std::path::PathBuf,
+    rule: MatchRule,
+    program: Arc<VmProgram>,
+}
+
+/// `PATH`, `PATH@id=N` or `PATH@port=P,id=N|any`: an object and its match rule. The port, when
+/// given, must be the one served (`port`): a VM process serves one UDP socket.
+fn parse_lambda(
+    text: &str,
+    port: u16,
+    default_id: Option<u32>,
+) -> Result<(std::path::PathBuf, MatchRule)> {
+    let Some((path, rule_text)) = text.rsplit_once('@') else {
+        return Ok((
+            text.into(),
+            MatchRule {
+                port,
+                lambda_id: default_id,
+            },
+        ));
+    };
+    let with_port = if rule_text.contains("port=") {
+        rule_text.to_owned()
+    } else {
+        format!("port={port},{rule_text}")
+    };
+    let rule: MatchRule = with_port
+        .parse()
+        .with_context(|| format!("`{text}`: bad match rule `{rule_text}`"))?;
+    if rule.port != port {
+        bail!(
+            "`{text}`: this process serves UDP port {port} only, not {}",
+            rule.port
+        );
+    }
+    Ok((path.into(), rule))
+}
+
 pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     // First of all, so a Ctrl-C during loading is not lost (a background job may start with
     // SIGINT ignored).
@@ -69,12 +111,12 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let bytes = std::fs::read(&args.object)
-        .with_context(|| format!("cannot read {}", args.object.display()))?;
-    let name = args.object.file_stem().map_or_else(
-        || args.object.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
+    if args.objects.len() > 1 && args.control.is_some() {
+        bail!("--control names one socket: with several lambdas, each opens its own default one");
+    }
+    if args.objects.len() > 1 && args.lambda_id.is_some() {
+        bail!("--lambda-id is for one lambda: give each of several its rule, e.g. a.o@id=7");
+    }
     let socket = UdpSocket::bind(args.listen)
         .with_context(|| format!("cannot listen on UDP {}", args.listen))?;
     let local = socket.local_addr()?;
@@ -89,20 +131,48 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         Engine::Interpreter
     };
-    let options = VmOptions {
-        engine,
-        verify: !args.skip_verify,
-        limits: args.limits.limits(),
-        budget: args.budget,
-        workers,
-        params: loader::LambdaParams {
-            port: local.port(),
-            lambda_id: args.lambda_id,
-        },
-    };
-    let program = Arc::new(
-        VmProgram::load(&bytes, &name, &options).map_err(|e| anyhow::anyhow!("VM backend: {e}"))?,
-    );
+    let mut served: Vec<Served> = Vec::with_capacity(args.objects.len());
+    for text in &args.objects {
+        let (object, rule) = parse_lambda(text, local.port(), args.lambda_id)?;
+        if let Some(other) = served.iter().find(|s| s.rule == rule) {
+            bail!(
+                "match rule {rule} of {} is already held by {}",
+                object.display(),
+                other.program.name
+            );
+        }
+        let bytes =
+            std::fs::read(&object).with_context(|| format!("cannot read {}", object.display()))?;
+        let stem = object.file_stem().map_or_else(
+            || object.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        // Two copies of one object get distinct names (their maps and control sockets).
+        let mut name = stem.clone();
+        let mut n = 2;
+        while served.iter().any(|s| s.program.name == name) {
+            name = format!("{stem}-{n}");
+            n += 1;
+        }
+        let options = VmOptions {
+            engine,
+            verify: !args.skip_verify,
+            limits: args.limits.limits(),
+            budget: args.budget,
+            workers,
+            params: rule.params(),
+        };
+        let program = Arc::new(
+            VmProgram::load(&bytes, &name, &options)
+                .map_err(|e| anyhow::anyhow!("VM backend: {name}: {e}"))?,
+        );
+        served.push(Served {
+            object,
+            rule,
+            program,
+        });
+    }
+    let rules: Arc<Vec<MatchRule>> = Arc::new(served.iter().map(|s| s.rule).collect());
 
     socket.set_read_timeout(Some(POLL))?;
     let counters = Arc::new(Counters::default());
@@ -111,21 +181,28 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     // reports whether it is ready before the server says it is serving.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for cpu in 0..workers {
-        let program = Arc::clone(&program);
+        let programs: Vec<Arc<VmProgram>> = served.iter().map(|s| Arc::clone(&s.program)).collect();
+        let rules = Arc::clone(&rules);
         let socket = socket.try_clone()?;
         let counters = Arc::clone(&counters);
         let ready = ready_tx.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("lambda-{cpu}"))
-                .spawn(move || match Worker::new(program, cpu) {
-                    Ok(worker) => {
-                        let _ = ready.send(Ok(()));
-                        serve(worker, &socket, local, &counters)
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e.to_string()));
-                        Ok(())
+                .spawn(move || {
+                    let built: Result<Vec<Worker>, _> = programs
+                        .into_iter()
+                        .map(|program| Worker::new(program, cpu))
+                        .collect();
+                    match built {
+                        Ok(workers) => {
+                            let _ = ready.send(Ok(()));
+                            serve(workers, &rules, &socket, local, &counters)
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e.to_string()));
+                            Ok(())
+                        }
                     }
                 })?,
         );
@@ -141,46 +218,61 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
             Err(_) => bail!("a worker thread ended before it was ready"),
         }
     }
-    println!(
-        "serving {name} on udp {local} with {workers} worker{} ({engine}{}), lambda id {}",
-        if workers == 1 { "" } else { "s" },
-        if engine == Engine::Interpreter {
-            format!(", budget {} instructions per run", args.budget)
-        } else {
-            String::new()
-        },
-        args.lambda_id
-            .map_or_else(|| "any".to_owned(), |id| id.to_string()),
-    );
-    if let Some(contract) = &program.contract {
-        println!("{}", crate::verify::summary(contract));
-    }
-    for (map, n) in &program.seeded {
+    for s in &served {
         println!(
-            "seeded {map} ({n} record{})",
-            if *n == 1 { "" } else { "s" }
+            "serving {} on udp {local} with {workers} worker{} ({engine}{}), lambda id {}",
+            s.program.name,
+            if workers == 1 { "" } else { "s" },
+            if engine == Engine::Interpreter {
+                format!(", budget {} instructions per run", args.budget)
+            } else {
+                String::new()
+            },
+            s.rule
+                .lambda_id
+                .map_or_else(|| "any".to_owned(), |id| id.to_string()),
         );
+        if let Some(contract) = &s.program.contract {
+            println!("{}", crate::verify::summary(contract));
+        }
+        for (map, n) in &s.program.seeded {
+            println!(
+                "seeded {map} ({n} record{})",
+                if *n == 1 { "" } else { "s" }
+            );
+        }
     }
     // After the workers are ready, so a client never sees a half-loaded lambda; dropped (and
-    // the socket removed) when this function returns, after the workers stopped.
-    let control = {
+    // the sockets removed) when this function returns, after the workers stopped.
+    let mut controls = Vec::new();
+    for s in &served {
         let counters = Arc::clone(&counters);
-        crate::vm_control::ControlSocket::start(
+        let control = crate::vm_control::ControlSocket::start(
             args.control.as_deref(),
-            Arc::clone(&program),
-            std::path::absolute(&args.object).unwrap_or_else(|_| args.object.clone()),
+            Arc::clone(&s.program),
+            std::path::absolute(&s.object).unwrap_or_else(|_| s.object.clone()),
             Box::new(move || counters.to_json()),
             &STOP,
-        )
-    };
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            STOP.store(true, Ordering::SeqCst);
-            return Err(e);
+        );
+        match control {
+            Ok(c) => {
+                if served.len() == 1 {
+                    println!("control socket {}", c.path().display());
+                } else {
+                    println!(
+                        "control socket of {}: {}",
+                        s.program.name,
+                        c.path().display()
+                    );
+                }
+                controls.push(c);
+            }
+            Err(e) => {
+                STOP.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
         }
-    };
-    println!("control socket {}", control.path().display());
+    }
     println!("Ctrl-C stops");
     use std::io::Write as _;
     std::io::stdout().flush()?;
@@ -193,6 +285,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
             Err(_) => failed = Some(io::Error::other("a worker thread panicked")),
         }
     }
+    drop(controls);
     let c = &*counters;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(
@@ -206,7 +299,9 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         get(&c.faults),
         get(&c.send_errors)
     );
-    print_sdk_counts(&program);
+    for s in &served {
+        print_sdk_counts(&s.program);
+    }
     if let Some(e) = failed {
         bail!("a worker failed: {e}");
     }
@@ -247,9 +342,11 @@ fn print_sdk_counts(program: &VmProgram) {
     }
 }
 
-/// One worker's loop: receive, wrap, run, answer.
+/// One worker's loop: receive, pick the lambda by the match rules (as the dispatcher does),
+/// wrap, run, answer.
 fn serve(
-    mut worker: Worker,
+    mut workers: Vec<Worker>,
+    rules: &[MatchRule],
     socket: &UdpSocket,
     local: SocketAddr,
     counters: &Counters,
@@ -272,6 +369,16 @@ fn serve(
             Err(e) => return Err(e),
         };
         counters.received.fetch_add(1, Ordering::Relaxed);
+        let lambda_id = LambdaHeader::decode(&buf[..len])
+            .ok()
+            .map(|h| h.lambda_id());
+        let Some(worker) = MatchRule::select(rules.iter().zip(0..), local.port(), lambda_id)
+            .and_then(|at: usize| workers.get_mut(at))
+        else {
+            // No rule: what the dispatcher passes to the host stack; nobody else listens here.
+            counters.passed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
         let frame = UdpFrame {
             src_mac: CLIENT_MAC,
             dst_mac: SERVER_MAC,

@@ -4,6 +4,7 @@
 //! bpf-linker built against the toolchain's own libLLVM); this is the one place that knows it.
 
 mod bench;
+mod bench_density;
 mod bench_gateway;
 mod bench_verifier;
 mod bench_vm;
@@ -97,6 +98,27 @@ enum BenchSuite {
         #[arg(long, default_value_t = 3)]
         rtt_rounds: u32,
     },
+    /// match+lambda density: N whoami lambdas behind one dispatcher vs one attached alone, in
+    /// one run: round trip p50/p99 of lambda #1 and #N (ratios to the lambda alone), deploy
+    /// and undeploy rates, kernel memory per lambda (memlock) vs the RSS of one `lambdactl
+    /// run` per lambda. Root. Writes target/bench/density-<commit>.json.
+    Density {
+        /// Lambdas to deploy.
+        #[arg(long, default_value_t = 1000)]
+        lambdas: u32,
+        /// Requests per round-trip measurement.
+        #[arg(long, default_value_t = 5000)]
+        count: u32,
+        /// Rounds (the three measurements interleaved, medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Parallel `lambdactl deploy` processes.
+        #[arg(long, default_value_t = 2)]
+        parallel: u32,
+        /// `lambdactl run` processes whose RSS is sampled.
+        #[arg(long, default_value_t = 5)]
+        vm_processes: u32,
+    },
     /// The paper's workloads on every backend: p50/p99 round trip of static-server, memcached
     /// GET and memcached SET (and GET with the lambda's hot-key cache on) through XDP drv, XDP
     /// skb, the VM JIT and the native baseline (`lambdactl baseline`), with ratios to the
@@ -184,6 +206,27 @@ fn main() -> Result<()> {
                 test_run_rounds,
             };
             bench::spine(&root, &options)?;
+        }
+        Task::Bench {
+            suite:
+                BenchSuite::Density {
+                    lambdas,
+                    count,
+                    rounds,
+                    parallel,
+                    vm_processes,
+                },
+        } => {
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench_density::DensityOptions {
+                lambdas,
+                count,
+                rounds,
+                parallel,
+                vm_processes,
+            };
+            bench_density::density(&root, &options)?;
         }
         Task::Bench {
             suite: BenchSuite::Workloads { count, rounds },

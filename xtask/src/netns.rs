@@ -151,6 +151,9 @@ impl Drop for VethPair {
                 (&self.client, &self.client_if),
             ] {
                 let _ = Command::new(&self.lambdactl)
+                    .args(["-n", ns, "undeploy", "--all"])
+                    .output();
+                let _ = Command::new(&self.lambdactl)
                     .args(["-n", ns, "detach", "--iface", dev])
                     .output();
             }
