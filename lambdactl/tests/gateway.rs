@@ -230,8 +230,10 @@ fn lifecycle(backend: &str) {
     let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
     assert_eq!(info["provider"]["provider"], "lambda-nic");
 
-    // grayscale is not in this branch yet: echo stands in as the second function.
     faas_deploy(addr, "static-server", "static-server");
+    faas_deploy(addr, "grayscale", "grayscale");
+    // echo shows fragments split and reassembled (a grayscale body spans fragments only on
+    // its own 474-pixel boundaries, which `lambdactl invoke --image` keeps).
     faas_deploy(addr, "echo", lambda_object("echo").to_str().unwrap());
 
     // faas-cli list
@@ -244,7 +246,7 @@ fn lifecycle(backend: &str) {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["echo", "static-server"]);
+    assert_eq!(names, ["echo", "grayscale", "static-server"]);
     assert_eq!(list[0]["availableReplicas"], 1);
     assert_eq!(list[0]["invocationCount"], 0);
 
@@ -270,6 +272,21 @@ fn lifecycle(backend: &str) {
     assert_eq!(missing.status, 404, "NOT_FOUND maps to 404");
     let bad = http(addr, "POST", "/function/static-server", None, &[b'x'; 65]);
     assert_eq!(bad.status, 400, "BAD_REQUEST maps to 400");
+
+    // A 10 × 5 image in one fragment: width and height, then RGB; the answer echoes the
+    // dimensions, then one gray byte per pixel (Y = (77 R + 150 G + 29 B + 128) >> 8).
+    let mut image = vec![0, 10, 0, 5];
+    let pixels: Vec<[u8; 3]> = (0..50u32)
+        .map(|i| [(i * 5) as u8, (255 - i * 3) as u8, (i * 11 % 256) as u8])
+        .collect();
+    image.extend(pixels.iter().flatten());
+    let gray = http(addr, "POST", "/function/grayscale", None, &image);
+    assert_eq!(gray.status, 200, "{}", gray.text());
+    let mut expected = vec![0, 10, 0, 5];
+    expected.extend(pixels.iter().map(|[r, g, b]| {
+        ((77 * u32::from(*r) + 150 * u32::from(*g) + 29 * u32::from(*b) + 128) >> 8) as u8
+    }));
+    assert_eq!(gray.body, expected);
 
     // A body of several fragments: echo upper-cases the first 64 bytes of each one.
     let body: Vec<u8> = (0..5000u32).map(|i| b'a' + (i * 7 % 26) as u8).collect();
@@ -321,7 +338,7 @@ fn lifecycle(backend: &str) {
     assert!(metrics.contains("gateway_service_count{function_name=\"echo\"} 3"));
 
     // faas-cli remove
-    for name in ["static-server", "echo"] {
+    for name in ["static-server", "grayscale", "echo"] {
         let body = format!("{{\"functionName\":\"{name}\"}}");
         let removed = http(
             addr,

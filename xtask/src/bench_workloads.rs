@@ -1,7 +1,8 @@
 //! `cargo xtask bench workloads`: the paper's workloads on every backend, from one run.
 //!
 //! For each workload (static-server `index.html`; memcached GET of a stored 100-byte value and
-//! SET of one; the same GET with the lambda's hot-key cache on) and each server — the lambda in XDP `drv` and `skb` mode, the lambda in the VM
+//! SET of one; the same GET with the lambda's hot-key cache on; grayscale of one full
+//! fragment, 474 pixels) and each server — the lambda in XDP `drv` and `skb` mode, the lambda in the VM
 //! (`lambdactl run --jit`), and the native baseline (`lambdactl baseline`) — p50/p99 round trip
 //! of `lambdactl invoke --count N` over a veth pair between two fresh network namespaces, and
 //! the ratios to the baseline. memcached runs in the client namespace (the lambda's `XDP_TX`
@@ -37,7 +38,7 @@ struct Workload {
     /// The lambda object's name and the `lambdactl baseline` workload.
     lambda: &'static str,
     /// The request body.
-    body: fn() -> String,
+    body: fn() -> Vec<u8>,
     /// A request sent once before warming up (e.g. storing the value a GET reads).
     prepare: Option<fn() -> String>,
     /// memcached: turn the lambda's hot-key cache on (the baseline has none).
@@ -51,32 +52,47 @@ fn value() -> String {
     "v".repeat(100)
 }
 
-const WORKLOADS: [Workload; 4] = [
+/// One whole grayscale fragment: a 474 × 1 image (the most pixels one fragment carries), its
+/// width and height (big-endian u16) then the RGB bytes.
+fn gray_fragment() -> Vec<u8> {
+    let mut body = vec![0x01, 0xda, 0x00, 0x01];
+    body.extend((0..474u32 * 3).map(|i| (i * 7 % 251) as u8));
+    body
+}
+
+const WORKLOADS: [Workload; 5] = [
     Workload {
         name: "static-server",
         lambda: "static-server",
-        body: || "index.html".to_owned(),
+        body: || b"index.html".to_vec(),
         prepare: None,
         cache: false,
     },
     Workload {
         name: "memcached GET",
         lambda: "memcached",
-        body: || format!("get {BENCH_KEY}"),
+        body: || format!("get {BENCH_KEY}").into_bytes(),
         prepare: Some(|| format!("set {BENCH_KEY} {}", value())),
         cache: false,
     },
     Workload {
         name: "memcached GET, lambda cache",
         lambda: "memcached",
-        body: || format!("get {BENCH_KEY}"),
+        body: || format!("get {BENCH_KEY}").into_bytes(),
         prepare: Some(|| format!("set {BENCH_KEY} {}", value())),
         cache: true,
     },
     Workload {
         name: "memcached SET",
         lambda: "memcached",
-        body: || format!("set {BENCH_KEY} {}", value()),
+        body: || format!("set {BENCH_KEY} {}", value()).into_bytes(),
+        prepare: None,
+        cache: false,
+    },
+    Workload {
+        name: "grayscale, one fragment",
+        lambda: "grayscale",
+        body: gray_fragment,
         prepare: None,
         cache: false,
     },
@@ -323,7 +339,12 @@ fn measure(
     }
     let target = format!("{SERVER_ADDR}:9000");
     // `invoke` exits non-zero unless every answer is OK: a wrong answer fails the bench.
-    let invoke = |body: &str, n: u32| {
+    // Bodies go through a file: the grayscale body is binary.
+    let body_file =
+        std::env::temp_dir().join(format!("lnic-bench-wl-{}-{tag}.body", std::process::id()));
+    let body_path = body_file.to_str().context("non-UTF-8 path")?.to_owned();
+    let invoke = |body: &[u8], n: u32| {
+        std::fs::write(&body_file, body)?;
         pair.lambdactl_in(
             &pair.client,
             &[
@@ -331,19 +352,21 @@ fn measure(
                 &target,
                 "--lambda",
                 "1",
-                "--body",
-                body,
+                "--body-file",
+                &body_path,
                 "--count",
                 &n.to_string(),
             ],
         )
     };
     if let Some(prepare) = workload.prepare {
-        invoke(&prepare(), 1).context("preparing")?;
+        invoke(prepare().as_bytes(), 1).context("preparing")?;
     }
     let body = (workload.body)();
     invoke(&body, WARMUP).context("warm-up invocations")?;
-    let out = invoke(&body, count)?;
+    let out = invoke(&body, count);
+    let _ = std::fs::remove_file(&body_file);
+    let out = out?;
     drop(served);
     drop(memcached);
     let stats = parse_round_trip(&out)
