@@ -112,6 +112,8 @@ pub struct State {
     config: Config,
     default_kind: BackendKind,
     vm: VmBackend,
+    /// `lambdactl baseline` children: the native column (`lambda-nic.backend: native`).
+    native: VmBackend,
     xdp: Option<XdpBackend>,
     local_invoker: Invoker,
     xdp_invoker: Option<Invoker>,
@@ -178,6 +180,7 @@ impl State {
                 .map_err(GatewayError::Sockets)?;
         Ok(State {
             vm: VmBackend::new(config.lambdactl.clone(), config.vm_workers),
+            native: VmBackend::native(config.lambdactl.clone()),
             config,
             default_kind,
             xdp,
@@ -195,10 +198,12 @@ impl State {
     }
 
     fn backend(&self, kind: BackendKind) -> Option<&dyn FunctionBackend> {
-        if kind.is_xdp() {
-            self.xdp.as_ref().map(|b| b as &dyn FunctionBackend)
-        } else {
-            Some(&self.vm)
+        match kind {
+            BackendKind::Drv | BackendKind::Skb => {
+                self.xdp.as_ref().map(|b| b as &dyn FunctionBackend)
+            }
+            BackendKind::Vm => Some(&self.vm),
+            BackendKind::Native => Some(&self.native),
         }
     }
 
@@ -256,6 +261,7 @@ impl State {
         let _ = tokio::task::spawn_blocking(move || {
             state.functions.write().expect("functions").clear();
             state.vm.shutdown();
+            state.native.shutdown();
             if let Some(xdp) = &state.xdp {
                 xdp.shutdown();
             }
@@ -299,7 +305,7 @@ impl State {
             None => self.default_kind,
             Some(text) => BackendKind::parse(text).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "annotation {ANNOTATION_BACKEND}: `{text}` is not one of drv, skb, vm"
+                    "annotation {ANNOTATION_BACKEND}: `{text}` is not one of drv, skb, vm, native"
                 ))
             })?,
         };

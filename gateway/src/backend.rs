@@ -28,6 +28,9 @@ pub enum BackendKind {
     Skb,
     /// `lambdactl run`: the userspace VM.
     Vm,
+    /// `lambdactl baseline`: the workload as a plain native UDP server (static-server,
+    /// memcached, grayscale), the benchmarks' bare-metal column behind the same gateway.
+    Native,
 }
 
 impl BackendKind {
@@ -36,6 +39,7 @@ impl BackendKind {
             "drv" => Some(BackendKind::Drv),
             "skb" => Some(BackendKind::Skb),
             "vm" => Some(BackendKind::Vm),
+            "native" => Some(BackendKind::Native),
             _ => None,
         }
     }
@@ -45,11 +49,12 @@ impl BackendKind {
             BackendKind::Drv => "drv",
             BackendKind::Skb => "skb",
             BackendKind::Vm => "vm",
+            BackendKind::Native => "native",
         }
     }
 
     pub fn is_xdp(self) -> bool {
-        self != BackendKind::Vm
+        matches!(self, BackendKind::Drv | BackendKind::Skb)
     }
 }
 
@@ -96,6 +101,10 @@ pub enum BackendError {
     Unknown { name: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "no native baseline for `{workload}`: the native backend serves static-server, memcached and grayscale"
+    )]
+    NoBaseline { workload: String },
 }
 
 impl BackendError {
@@ -103,7 +112,9 @@ impl BackendError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            BackendError::Refused { .. } | BackendError::NotServing { .. }
+            BackendError::Refused { .. }
+                | BackendError::NotServing { .. }
+                | BackendError::NoBaseline { .. }
         )
     }
 }
@@ -165,10 +176,15 @@ fn path_str(path: &Path) -> Result<&str, BackendError> {
 pub struct VmBackend {
     lambdactl: PathBuf,
     workers: usize,
+    /// Serve each function's native baseline (`lambdactl baseline`) instead of its lambda.
+    native: bool,
     children: Mutex<HashMap<String, VmChild>>,
     /// New versions started by `update`, waiting for `handover`.
     pending: Mutex<HashMap<String, VmChild>>,
 }
+
+/// The workloads `lambdactl baseline` serves, by their lambda's object name.
+const NATIVE_WORKLOADS: [&str; 3] = ["static-server", "memcached", "grayscale"];
 
 /// A `lambdactl run` child and its control socket (where its maps are reached).
 struct VmChild {
@@ -181,14 +197,27 @@ impl VmBackend {
         VmBackend {
             lambdactl,
             workers: workers.max(1),
+            native: false,
             children: Mutex::default(),
             pending: Mutex::default(),
         }
     }
 
+    /// The same process management for `lambdactl baseline` children: a function's object
+    /// names its workload (`static-server.o` → `lambdactl baseline static-server`). They keep
+    /// no state the gateway could move, so an update of one starts afresh.
+    pub fn native(lambdactl: PathBuf) -> VmBackend {
+        let mut backend = VmBackend::new(lambdactl, 1);
+        backend.native = true;
+        backend
+    }
+
     /// Starts `lambdactl run` with rbpf's JIT, or with the interpreter when the JIT refuses
     /// the program (it lacks atomics, for one).
     fn start(&self, spec: &DeploySpec) -> Result<(VmChild, Endpoint), BackendError> {
+        if self.native {
+            return self.start_engine(spec, false);
+        }
         match self.start_engine(spec, true) {
             Err(BackendError::NotServing { detail, .. }) if detail.contains("jit") => {
                 self.start_engine(spec, false)
@@ -207,19 +236,34 @@ impl VmBackend {
         let lambda_id = spec.lambda_id.to_string();
         let workers = self.workers.to_string();
         let object = path_str(&spec.object)?;
-        let mut args = vec![
-            "run",
-            object,
-            "--listen",
-            &listen,
-            "--lambda-id",
-            &lambda_id,
-            "--workers",
-            &workers,
-        ];
-        if jit {
-            args.push("--jit");
-        }
+        let workload = spec
+            .object
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let args = if self.native {
+            if !NATIVE_WORKLOADS.contains(&workload) {
+                return Err(BackendError::NoBaseline {
+                    workload: workload.to_owned(),
+                });
+            }
+            vec!["baseline", workload, "--listen", &listen]
+        } else {
+            let mut args = vec![
+                "run",
+                object,
+                "--listen",
+                &listen,
+                "--lambda-id",
+                &lambda_id,
+                "--workers",
+                &workers,
+            ];
+            if jit {
+                args.push("--jit");
+            }
+            args
+        };
         let mut command = Command::new(&self.lambdactl);
         command
             .args(&args)
@@ -259,9 +303,14 @@ impl VmBackend {
                 format!("unexpected output {first:?}"),
             ));
         };
-        // Then the contract and seeds, then where its control socket is.
+        // Then the contract and seeds, then where its control socket is (a baseline has
+        // none and prints nothing more).
         let mut control = None;
-        for line in lines.by_ref().map_while(Result::ok) {
+        for line in lines
+            .by_ref()
+            .map_while(Result::ok)
+            .take_while(|_| !self.native)
+        {
             if let Some(path) = line.strip_prefix("control socket ") {
                 control = Some(PathBuf::from(path.trim()));
                 break;
@@ -484,6 +533,7 @@ impl FunctionBackend for VmBackend {
             .get(name)
             .and_then(|c| c.control.clone());
         let copied = match (old_control, &new.control) {
+            _ if self.native => Ok(0),
             (Some(old), Some(fresh)) => copy_state(&old, fresh),
             _ => Err(BackendError::Unsupported(
                 "a VM without a control socket: its state cannot move".into(),

@@ -23,6 +23,9 @@ enum BackendArg {
     Skb,
     /// `lambdactl run` children on loopback ports: no root needed.
     Vm,
+    /// `lambdactl baseline` children on loopback ports: each workload as a plain native UDP
+    /// server (static-server, memcached, grayscale), the benchmarks' bare-metal column.
+    Native,
 }
 
 #[derive(Args)]
@@ -98,6 +101,7 @@ pub(crate) fn run(args: GatewayArgs) -> Result<ExitCode> {
         BackendArg::Drv => BackendChoice::Fixed(BackendKind::Drv),
         BackendArg::Skb => BackendChoice::Fixed(BackendKind::Skb),
         BackendArg::Vm => BackendChoice::Fixed(BackendKind::Vm),
+        BackendArg::Native => BackendChoice::Fixed(BackendKind::Native),
     };
     config.credentials = credentials;
     config.call_timeout = std::time::Duration::from_millis(args.timeout_ms);

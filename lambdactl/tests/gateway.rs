@@ -786,3 +786,39 @@ fn malformed_requests_get_4xx_on_xdp() {
         malformed("drv");
     }
 }
+
+#[test]
+fn the_native_backend_serves_the_baselines_behind_the_same_api() {
+    let gw = GatewayProcess::start("native", "native");
+    let addr = gw.addr;
+    faas_deploy(addr, "static-server", "static-server");
+    let page = http(addr, "POST", "/function/static-server", None, b"index.html");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.text().contains("Hello from a lambda"),
+        "{}",
+        page.text()
+    );
+    let missing = http(
+        addr,
+        "GET",
+        "/function/static-server/nothing.html",
+        None,
+        b"",
+    );
+    assert_eq!(missing.status, 404);
+    // A lambda with no native twin is the request's fault, with the reason.
+    let refused = http(
+        addr,
+        "POST",
+        "/system/functions",
+        Some(&basic()),
+        &deployment("echo", "echo"),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("no native baseline"),
+        "{}",
+        refused.text()
+    );
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask bench gateway`: HTTP load with `wrk` (64 connections, 30 s by default) against
 //! the static-server behind `lambdactl gateway`, once per backend in one run: XDP (drv, root),
-//! the VM, and the native baseline when this build has one. Every column must finish with
+//! the VM, and the native baseline (`--backend native`: `lambdactl baseline static-server`
+//! children). Every column must finish with
 //! zero socket errors, zero timeouts and zero non-2xx answers; the report gives requests/s and
 //! the p50/p99 latency wrk measured. The same data goes to `target/bench/gateway-<commit>.json`.
 
@@ -52,6 +53,8 @@ pub fn gateway(root: &Path, opts: &GatewayOptions) -> Result<()> {
         println!("note: not root: the XDP column is skipped");
     }
     backends.push("vm");
+    // The native baseline (`lambdactl baseline static-server`) behind the same gateway.
+    backends.push("native");
 
     let mut rows = Vec::new();
     for backend in backends {
@@ -125,16 +128,6 @@ pub fn gateway(root: &Path, opts: &GatewayOptions) -> Result<()> {
         rows.push((backend, figures, gateway_non_200));
     }
 
-    // The native baseline (`lambdactl baseline static-server`) is being written beside this
-    // bench; its column joins here when the binary has the subcommand.
-    let has_baseline = Command::new(&lambdactl)
-        .args(["baseline", "--help"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_baseline {
-        println!("note: `lambdactl baseline` is not in this build: no native baseline column");
-    }
-
     println!();
     println!("| gateway backend | requests/s | p50 | p99 | errors | timeouts | non-2xx |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -157,7 +150,6 @@ pub fn gateway(root: &Path, opts: &GatewayOptions) -> Result<()> {
         "duration_s": opts.duration,
         "connections": opts.connections,
         "threads": opts.threads,
-        "baseline": if has_baseline { "not wired yet" } else { "absent" },
         "rows": rows.iter().map(|(b, f, g)| json!({
             "backend": b, "requests": f.requests, "requests_per_sec": f.requests_per_sec,
             "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "socket_errors": f.socket_errors,

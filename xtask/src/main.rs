@@ -133,7 +133,7 @@ enum BenchSuite {
         rounds: u32,
     },
     /// HTTP load with wrk against the static-server behind `lambdactl gateway`: XDP (drv,
-    /// root) and the VM in one run (and the native baseline once this build has it):
+    /// root), the VM and the native baseline (`lambdactl baseline`) in one run:
     /// requests/s, p50/p99, and zero errors and timeouts required. Writes
     /// target/bench/gateway-<commit>.json.
     Gateway {
