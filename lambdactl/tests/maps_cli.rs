@@ -204,7 +204,7 @@ fn maps_dump_set_and_del_change_what_requests_get() {
     let err = maps_err(&pair, &["dump", "static-server/NOPE"]);
     assert!(err.contains("its maps: OBJECTS"), "{err}");
     let err = maps_err(&pair, &["dump", "no-such-lambda/OBJECTS"]);
-    assert!(err.contains("attached: static-server on"), "{err}");
+    assert!(err.contains("there are: static-server on"), "{err}");
     let err = maps_err(&pair, &["dump", "static-server"]);
     assert!(err.contains("LAMBDA/MAP"), "{err}");
 
