@@ -306,11 +306,13 @@ impl VmBackend {
         // Then the contract and seeds, then where its control socket is (a baseline has
         // none and prints nothing more).
         let mut control = None;
-        for line in lines
-            .by_ref()
-            .map_while(Result::ok)
-            .take_while(|_| !self.native)
-        {
+        // (Checked before reading: a read would wait for a line that never comes.)
+        let more = if self.native {
+            None
+        } else {
+            Some(lines.by_ref())
+        };
+        for line in more.into_iter().flatten().map_while(Result::ok) {
             if let Some(path) = line.strip_prefix("control socket ") {
                 control = Some(PathBuf::from(path.trim()));
                 break;
