@@ -52,13 +52,17 @@ pub struct StatsArgs {
     json: bool,
     /// The lambda served by a `lambdactl run` process instead: its control socket, or
     /// `vm:<name>` to find it.
-    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["iface", "watch"])]
+    /// (With --watch: what each interval added, from the VM's own counters.)
+    #[arg(long, value_name = "SOCKET", conflicts_with = "iface")]
     vm: Option<String>,
 }
 
 pub fn run(args: StatsArgs) -> Result<ExitCode> {
     if let Some(spec) = &args.vm {
-        return vm_stats(spec, args.json);
+        return match args.watch {
+            None => vm_stats(spec, args.json),
+            Some(secs) => vm_watch(spec, args.json, secs, args.count),
+        };
     }
     let host = Host::from_env()?;
     match args.watch {
@@ -101,6 +105,12 @@ fn vm_stats(spec: &str, json: bool) -> Result<ExitCode> {
         answer["pid"],
         client.path().display()
     );
+    print_vm_counts(&answer);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The datagram counters and the SDK's counts of a VM `stats` answer (totals or deltas).
+fn print_vm_counts(answer: &Value) {
     if let Some(counters) = answer["counters"].as_object() {
         let cells: Vec<String> = counters
             .iter()
@@ -130,6 +140,77 @@ fn vm_stats(spec: &str, json: bool) -> Result<ExitCode> {
             );
         }
         None => println!("  lambda counts: none (the lambda keeps no SDK counters)"),
+    }
+}
+
+/// `now - before` for every counter (numbers anywhere in the answer's objects); other values
+/// are `now`'s.
+fn counter_delta(now: &Value, before: &Value) -> Value {
+    match (now, before) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_u64(), b.as_u64()) {
+            (Some(a), Some(b)) => json!(a.saturating_sub(b)),
+            _ => now.clone(),
+        },
+        (Value::Object(a), Value::Object(b)) => Value::Object(
+            a.iter()
+                .map(|(k, v)| {
+                    let d = b.get(k).map_or_else(|| v.clone(), |w| counter_delta(v, w));
+                    (k.clone(), d)
+                })
+                .collect(),
+        ),
+        _ => now.clone(),
+    }
+}
+
+/// `stats --vm S --watch`: the totals, then what each interval added, from the control socket.
+fn vm_watch(spec: &str, json: bool, secs: f64, count: Option<u64>) -> Result<ExitCode> {
+    if !(secs.is_finite() && secs >= 0.01) {
+        bail!("--watch interval must be at least 0.01 seconds, not {secs}");
+    }
+    let interval = Duration::from_secs_f64(secs);
+    let client = crate::vm_control::Client::connect(spec)?;
+    let mut previous = client.request(&json!({ "op": "stats" }))?;
+    let lambda = previous["lambda"].as_str().unwrap_or("?").to_owned();
+    if json {
+        println!("{}", json!({ "elapsed_s": 0.0, "totals": previous }));
+    } else {
+        println!(
+            "{lambda} (lambdactl run, pid {}), totals so far:",
+            previous["pid"]
+        );
+        print_vm_counts(&previous);
+    }
+    std::io::stdout().flush()?;
+    let started = Instant::now();
+    let mut reports = 0u64;
+    while count.is_none_or(|n| reports < n) {
+        let at = Instant::now();
+        std::thread::sleep(interval);
+        let now = client.request(&json!({ "op": "stats" }))?;
+        let took = at.elapsed().as_secs_f64();
+        let delta = counter_delta(&now, &previous);
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "elapsed_s": started.elapsed().as_secs_f64(),
+                    "interval_s": took,
+                    "added": delta,
+                })
+            );
+        } else {
+            let invocations = delta["sdk"]["invocations"].as_u64().unwrap_or(0);
+            println!(
+                "{lambda}, +{:.1} s: {:.0} invocations/s",
+                started.elapsed().as_secs_f64(),
+                invocations as f64 / took
+            );
+            print_vm_counts(&delta);
+        }
+        std::io::stdout().flush()?;
+        previous = now;
+        reports += 1;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -400,3 +400,37 @@ fn logs_vm_prints_and_consumes_the_ring_buffer() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `stats --vm --watch` prints the totals, then what each interval added: requests sent
+/// during an interval show up in that interval's delta, not in the totals before it.
+#[test]
+fn stats_vm_watch_reports_what_each_interval_added() {
+    let dir = std::env::temp_dir().join(format!("lnic-vm-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ctl.sock");
+    let sock_arg = sock.to_str().unwrap();
+    let mut server = Server::start(&["--control", sock_arg]);
+    assert_eq!(control_path(&mut server), sock_arg);
+    let before = client(server.port, "index.html", 5);
+    assert_eq!(before["ok"], 5, "{before}");
+
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_lambdactl"))
+        .args([
+            "stats", "--vm", sock_arg, "--watch", "2", "--count", "1", "--json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("stats --watch");
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let totals: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(totals["totals"]["sdk"]["invocations"], 5, "{totals}");
+    // Within the 2-second interval that has just begun.
+    let during = client(server.port, "index.html", 7);
+    assert_eq!(during["ok"], 7, "{during}");
+    let added: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(added["added"]["sdk"]["invocations"], 7, "{added}");
+    assert_eq!(added["added"]["counters"]["answered"], 7, "{added}");
+    assert!(watch.wait().unwrap().success());
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
