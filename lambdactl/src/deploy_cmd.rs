@@ -19,19 +19,28 @@ pub(crate) struct DeployArgs {
     /// to run behind the dispatcher: it is loaded with the rule's port and lambda id.
     object: PathBuf,
     /// The interface whose dispatcher serves it (installed by the first deploy).
-    #[arg(long, value_name = "IF")]
-    iface: String,
+    #[arg(long, value_name = "IF", required_unless_present = "replace")]
+    iface: Option<String>,
     /// The lambda's name: its pins, its maps (`maps dump NAME/MAP`) and `undeploy NAME`.
     #[arg(long, value_name = "NAME")]
     name: String,
     /// Which packets reach it: UDP destination port, and one λ lambda id or any
     /// (`port=9000,id=7`, `port=9000`). The exact rule wins over a port's any-id rule.
-    #[arg(long = "match", value_name = "RULE")]
-    rule: MatchRule,
-    /// XDP mode of the dispatcher, when this deploy installs it (auto: drv, else skb; hw is
-    /// refused, since offload NICs run no tail calls).
-    #[arg(long, value_enum, default_value = "auto")]
-    mode: ModeArg,
+    #[arg(
+        long = "match",
+        value_name = "RULE",
+        required_unless_present = "replace"
+    )]
+    rule: Option<MatchRule>,
+    /// Replace the deployed lambda NAME by this object, keeping its maps (each shared map
+    /// must have the same type, key and value size and at least as many entries) and its
+    /// rule: the new program takes over its slot in one atomic update, with no request lost.
+    #[arg(long, conflicts_with_all = ["iface", "rule", "mode"])]
+    replace: bool,
+    /// XDP mode of the dispatcher, when this deploy installs it (auto, the default: drv, else
+    /// skb; hw is refused, since offload NICs run no tail calls).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
     #[arg(long)]
     skip_verify: bool,
@@ -55,10 +64,25 @@ pub(crate) struct UndeployArgs {
 pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
     let host = Host::from_env()?;
     loader::kernel::check_lambda_name(&args.name)?;
+    let rule = match (args.rule, args.replace) {
+        (Some(rule), _) => rule,
+        (None, _) => {
+            host.deploy_records()?
+                .into_iter()
+                .find(|r| r.name == args.name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no lambda named `{}` is deployed: nothing to replace",
+                        args.name
+                    )
+                })?
+                .rule
+        }
+    };
     if !args.skip_verify {
         let contract = verify::check_before_load(
             &args.object,
-            &args.rule.params(),
+            &rule.params(),
             verifier::Backend::Kernel,
             &args.limits,
         )?;
@@ -78,7 +102,29 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
             verify::summary(&contract)
         );
     }
-    let mode = match args.mode {
+    if args.replace {
+        let replaced = host.redeploy(&args.name, &args.object)?;
+        let r = &replaced.record;
+        println!(
+            "replaced {} on {} ({}): program id {} now in slot {}",
+            r.name, r.iface, r.rule, r.program_id, r.slot
+        );
+        for m in &r.maps {
+            println!(
+                "  map {} ({}) {}",
+                m.name,
+                m.map_type,
+                if m.reused {
+                    "reused, contents kept".to_owned()
+                } else {
+                    format!("new, seeded {} record{}", m.seeded, plural(m.seeded))
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let iface = args.iface.context("--iface is required")?;
+    let mode = match args.mode.unwrap_or(ModeArg::Auto) {
         // No offload NIC runs tail calls: auto means drv, else skb, for a dispatcher.
         ModeArg::Auto => AttachMode::Auto,
         ModeArg::Drv => AttachMode::Drv,
@@ -87,7 +133,7 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
             "--mode hw: the dispatcher tail-calls into the lambdas' slots and offload NICs run no tail calls; `lambdactl coalesce` builds the one-program form a NIC can take"
         ),
     };
-    let deployed = host.deploy(&args.object, &args.iface, &args.name, args.rule, mode)?;
+    let deployed = host.deploy(&args.object, &iface, &args.name, rule, mode)?;
     for note in &deployed.notes {
         println!("note: {note}");
     }

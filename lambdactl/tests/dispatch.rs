@@ -479,3 +479,123 @@ fn deploy_refusals_leave_nothing_behind() {
     assert!(stderr(&undeploy_unknown).contains("no lambda named `seven`"));
     assert!(!server_link(&pair).contains("prog/xdp"));
 }
+
+/// `deploy --replace` swaps a deployed lambda's slot under load, keeping its maps: every
+/// request gets an answer at its first attempt, the count goes on with no gap or repeat, and
+/// the pinned count equals the answers. An incompatible replacement is refused, naming the map.
+#[test]
+fn replacing_a_deployed_lambda_under_load_loses_nothing() {
+    if !kernel_tests_enabled("replacing_a_deployed_lambda_under_load_loses_nothing") {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
+    assert!(out.status.success(), "ethtool: {out:?}");
+    let object = |name: &str| lambda_object(name).to_str().unwrap().to_owned();
+    let deploy = |args: &[&str]| {
+        let mut full = vec!["-n", pair.server_ns.as_str(), "deploy"];
+        full.extend_from_slice(args);
+        lambdactl(&full)
+    };
+    for (name, obj, rule) in [
+        ("count", "counter", "port=9000,id=1"),
+        ("neighbour", "whoami", "port=9000,id=2"),
+    ] {
+        let out = deploy(&[
+            &object(obj),
+            "--iface",
+            &pair.server_if,
+            "--name",
+            name,
+            "--match",
+            rule,
+            "--mode",
+            "skb",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let server: SocketAddr = format!("{}:9000", pair.server_v4).parse().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the load also when an assertion below fails, so the test ends.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let (answers, replaced) = std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        let load = scope.spawn(|| {
+            NetnsPair::within(&pair.client_ns, || {
+                let socket = client_socket(server, 1000);
+                let mut last = 0u64;
+                let mut answered = 0u64;
+                let mut request = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    request += 1;
+                    let mut packet = LambdaHeader::request(1, request).as_bytes().to_vec();
+                    packet.push(b'x');
+                    socket.send(&packet).unwrap();
+                    let mut buf = [0u8; 256];
+                    let n = socket
+                        .recv(&mut buf)
+                        .unwrap_or_else(|e| panic!("request {request} got no answer: {e}"));
+                    let header = LambdaHeader::decode(&buf[..n]).unwrap();
+                    assert_eq!(header.request_id(), request);
+                    let body = String::from_utf8_lossy(&buf[HEADER_LEN..n]).into_owned();
+                    let count: u64 = body
+                        .rsplit('=')
+                        .next()
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or_else(|| panic!("not a count: {body}"));
+                    assert_eq!(count, last + 1, "count after {last}: {body}");
+                    last = count;
+                    answered += 1;
+                }
+                answered
+            })
+        });
+        let mut replaced = 0;
+        for round in 0..6 {
+            std::thread::sleep(Duration::from_millis(150));
+            let next = if round % 2 == 0 {
+                "counter-v2"
+            } else {
+                "counter"
+            };
+            let out = deploy(&[&object(next), "--name", "count", "--replace"]);
+            assert!(out.status.success(), "{out:?}");
+            replaced += 1;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (load.join().expect("load thread"), replaced)
+    });
+    assert_eq!(replaced, 6);
+    assert!(answers > 100, "the load ran: {answers} answers");
+    let count = lambdactl_ok(&["-n", &pair.server_ns, "maps", "get", "count/COUNTS", "0"]);
+    assert!(
+        count.contains(&answers.to_string()),
+        "pinned count equals the {answers} answers: {count}"
+    );
+
+    // A replacement whose COUNTS has another value size is refused and changes nothing.
+    let before = ls_json(&pair);
+    let wide = deploy(&[&object("counter-wide"), "--name", "count", "--replace"]);
+    assert!(!wide.status.success());
+    let err = String::from_utf8_lossy(&wide.stderr);
+    assert!(
+        err.contains("COUNTS") && err.contains("value size"),
+        "{err}"
+    );
+    let after = ls_json(&pair);
+    let id = |v: &Vec<serde_json::Value>| {
+        v.iter()
+            .find(|d| d["name"] == "count")
+            .map(|d| d["program_id"].clone())
+    };
+    assert_eq!(id(&before), id(&after));
+    // The neighbour never noticed.
+    let neighbour = NetnsPair::within(&pair.client_ns, || ask(&client_socket(server, 500), 2, 77));
+    assert_eq!(neighbour, Answer::Ok(identity(2, 1)));
+}

@@ -139,14 +139,15 @@ pub fn check_lambda_name(name: &str) -> Result<(), KernelError> {
     if name.is_empty() || name.len() > 64 {
         return bad("it must be 1 to 64 characters long");
     }
-    if name.starts_with('.') || name.starts_with('-') {
-        return bad("it must not start with `.` or `-`");
+    if name.starts_with('-') {
+        return bad("it must not start with `-`");
     }
+    // No dots: bpffs refuses them in the names of the pins the lambda's directory holds.
     if !name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
     {
-        return bad("only letters, digits, `_`, `-` and `.` are allowed");
+        return bad("only letters, digits, `_` and `-` are allowed");
     }
     Ok(())
 }
@@ -331,7 +332,7 @@ impl Host {
             Reservation::take(&self.deployed_dir(), name)?
         };
 
-        let loaded = self.load_lambda(&image, &bytes, name, rule, &mut notes)?;
+        let loaded = self.load_lambda(&image, &bytes, name, rule, false, &mut notes)?;
 
         let _lock = DeployLock::take(&lock_path)?;
         let records = self.deploy_records()?;
@@ -535,32 +536,42 @@ impl Host {
     }
 
     /// Loads the lambda with its maps pinned under its own directory, not yet reachable.
+    /// With `replace`, the lambda's pinned maps are reused (their contents kept; the caller
+    /// checked they fit) and the program is pinned beside the running one as `prog_next`;
+    /// otherwise the directory starts empty.
     fn load_lambda(
         &self,
         image: &LambdaImage,
         bytes: &[u8],
         name: &str,
         rule: MatchRule,
+        replace: bool,
         notes: &mut Vec<String>,
     ) -> Result<LoadedLambda, KernelError> {
         let dir = self.lambda_dir(name);
         let maps_dir = dir.join("maps");
-        if dir.exists() {
+        if dir.exists() && !replace {
             // Left over from a deploy that died half-way (the name was free): start clean.
             let _ = fs::remove_dir_all(&dir);
         }
         fs::create_dir_all(&maps_dir).map_err(io_err("creating", &maps_dir))?;
         let mut pinned_maps = Vec::new();
+        let mut created: Vec<PathBuf> = Vec::new();
         let result = (|| {
             for map in &image.maps {
+                let pin = maps_dir.join(&map.name);
+                let reused = pin.exists();
+                if !reused {
+                    created.push(pin.clone());
+                }
                 pinned_maps.push(PinnedMap {
                     name: map.name.clone(),
-                    pin: maps_dir.join(&map.name),
+                    pin,
                     map_type: map.type_name(),
                     key_size: map.key_size,
                     value_size: map.value_size,
                     max_entries: map.max_entries,
-                    reused: false,
+                    reused,
                     seeded: 0,
                 });
             }
@@ -572,12 +583,17 @@ impl Host {
                 loader.map_pin_path(map.name.as_str(), map.pin.clone());
             }
             let mut ebpf = load_maps(&mut loader, bytes)?;
-            for map in pinned_maps.iter_mut() {
+            for map in pinned_maps.iter_mut().filter(|m| !m.reused) {
                 map.seeded = seed_map(&ebpf, image, &map.name)?;
             }
             let program_name = image.xdp_program().name.clone();
             let program = load_xdp(&mut ebpf, &program_name)?;
-            let program_pin = dir.join("prog");
+            // bpffs refuses names with a dot (reserved for its own files).
+            let program_pin = dir.join(if replace { "prog_next" } else { "prog" });
+            if replace {
+                let _ = fs::remove_file(&program_pin);
+            }
+            created.push(program_pin.clone());
             program
                 .pin(&program_pin)
                 .map_err(|e| pin_err(&program_pin, e))?;
@@ -603,10 +619,91 @@ impl Host {
                 maps: pinned_maps,
             }),
             Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
+                if replace {
+                    // Only what this load added: the running version's pins stay.
+                    for path in created.iter().rev() {
+                        let _ = fs::remove_file(path);
+                    }
+                } else {
+                    let _ = fs::remove_dir_all(&dir);
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Replaces deployed lambda `name` by `object`, keeping its state: every map the new
+    /// object shares by name with the lambda's pinned maps must have the same type, key and
+    /// value size and at least as many entries (else nothing is loaded, and the error names
+    /// the map); the new program is loaded on those maps (maps it adds are created and
+    /// seeded) and takes over the lambda's slot in one program-array update, so each packet
+    /// runs either the old or the new version. The rule (port and lambda id) stays.
+    pub fn redeploy(&self, name: &str, object: &Path) -> Result<Deployed, KernelError> {
+        check_lambda_name(name)?;
+        let bytes = read_object(object)?;
+        let mut image = LambdaImage::parse(&bytes, &object.display().to_string())?;
+        image.name = name.to_owned();
+        let path = self.deploy_record_path(name);
+        if !path.exists() {
+            return Err(KernelError::NotDeployed {
+                name: name.to_owned(),
+            });
+        }
+        super::check_privileges(&format!("redeploying {name}"))?;
+        let mut notes = Vec::new();
+        let lock_path = self.netns_state_dir().join("deploy.lock");
+        let record: DeployRecord = {
+            let _lock = DeployLock::take(&lock_path)?;
+            read_json(&path)?
+        };
+        super::upgrade::check_shared_maps(&self.lambda_dir(name).join("maps"), &image)?;
+        let reservation = Reservation::take(&self.deployed_dir(), name)?;
+        let loaded = self.load_lambda(&image, &bytes, name, record.rule, true, &mut notes)?;
+        let _lock = DeployLock::take(&lock_path)?;
+        let current: DeployRecord = read_json(&path)?;
+        let swapped = (|| {
+            if current.program_id != record.program_id {
+                return Err(KernelError::ConcurrentChange {
+                    iface: current.iface.clone(),
+                    expected: record.program_id,
+                    found: current.program_id,
+                });
+            }
+            let maps = open_dispatcher_maps(&self.dispatch_dir(&current.iface), &current.iface)?;
+            let fd_value = (loaded.program_fd.as_raw_fd() as u32).to_le_bytes();
+            // One update of the slot: the dispatcher's next tail call takes the new program.
+            // (A program array takes BPF_ANY only.)
+            maps.slots
+                .update(&current.slot.to_le_bytes(), &fd_value, UpdateFlags::Any)
+                .map_err(map_err(&current.iface, "swapping the lambda's slot"))?;
+            Ok(())
+        })();
+        if let Err(e) = swapped {
+            let _ = fs::remove_file(&loaded.program_pin);
+            return Err(e);
+        }
+        // The slot holds the new program now; its pin takes the usual name.
+        let pin = current.program_pin.clone();
+        let _ = fs::remove_file(&pin);
+        sys::obj_pin(loaded.program_fd.as_fd(), &pin)
+            .map_err(io_err("pinning the new program at", &pin))?;
+        let _ = fs::remove_file(&loaded.program_pin);
+        let record = DeployRecord {
+            object: fs::canonicalize(object).unwrap_or_else(|_| object.to_owned()),
+            program: loaded.program.clone(),
+            program_id: loaded.program_id,
+            maps: loaded.maps.clone(),
+            deployed_at: now_secs(),
+            ..current
+        };
+        write_json(&path, &record)?;
+        drop(reservation);
+        Ok(Deployed {
+            record,
+            installed_dispatcher: None,
+            drv_fallback: None,
+            notes,
+        })
     }
 
     /// Makes a loaded lambda reachable: checks its rule is free, fills a free slot, then adds
@@ -837,10 +934,19 @@ mod tests {
 
     #[test]
     fn lambda_names_are_checked() {
-        for good in ["a", "static-server", "whoami-0999", "v1.2_x"] {
+        for good in ["a", "static-server", "whoami-0999", "v1_2-x"] {
             assert!(check_lambda_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".hidden", "-x", "a/b", "a b", "a:b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".hidden",
+            "v1.2",
+            "-x",
+            "a/b",
+            "a b",
+            "a:b",
+            &"x".repeat(65),
+        ] {
             assert!(check_lambda_name(bad).is_err(), "{bad}");
         }
     }

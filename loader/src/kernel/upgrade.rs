@@ -139,40 +139,7 @@ impl Host {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "lambda".to_owned());
-        let maps_dir = self.maps_dir(iface);
-        let mut shared = Vec::new();
-        for def in &image.maps {
-            let pin = maps_dir.join(&def.name);
-            if !pin.exists() {
-                continue;
-            }
-            // The kernel's view of the pinned map, not the record's: the record could be stale,
-            // and the kernel map is what the new program will actually get.
-            let pinned = KernelMap::from_pin(&pin)
-                .map_err(|e| aya_err(format!("opening the pinned map {}", pin.display()), e))?;
-            let running = crate::maps::MapAccess::spec(&pinned);
-            let differs =
-                |field: &'static str, running: u32, new: u32| KernelError::UpgradeIncompatible {
-                    map: def.name.clone(),
-                    path: pin.clone(),
-                    field,
-                    running,
-                    new,
-                };
-            if running.map_type.raw() != def.map_type {
-                return Err(differs("type", running.map_type.raw(), def.map_type));
-            }
-            if running.key_size != def.key_size {
-                return Err(differs("key size", running.key_size, def.key_size));
-            }
-            if running.value_size != def.value_size {
-                return Err(differs("value size", running.value_size, def.value_size));
-            }
-            if def.max_entries < running.max_entries {
-                return Err(differs("max entries", running.max_entries, def.max_entries));
-            }
-            shared.push(def.name.clone());
-        }
+        let shared = check_shared_maps(&self.maps_dir(iface), &image)?;
         let params = LambdaParams {
             port: port.unwrap_or(record.port),
             lambda_id: lambda_id.or(record.lambda_id),
@@ -533,6 +500,47 @@ impl Host {
 }
 
 /// The running version as the previous one of what replaces it.
+/// The names of the maps `image` shares with the maps pinned in `maps_dir`, after checking
+/// each against the kernel's view of its pin (not a record's, which could be stale): same
+/// type, key size and value size, and at least as many entries. Loads nothing.
+pub(super) fn check_shared_maps(
+    maps_dir: &Path,
+    image: &LambdaImage,
+) -> Result<Vec<String>, KernelError> {
+    let mut shared = Vec::new();
+    for def in &image.maps {
+        let pin = maps_dir.join(&def.name);
+        if !pin.exists() {
+            continue;
+        }
+        let pinned = KernelMap::from_pin(&pin)
+            .map_err(|e| aya_err(format!("opening the pinned map {}", pin.display()), e))?;
+        let running = crate::maps::MapAccess::spec(&pinned);
+        let differs =
+            |field: &'static str, running: u32, new: u32| KernelError::UpgradeIncompatible {
+                map: def.name.clone(),
+                path: pin.clone(),
+                field,
+                running,
+                new,
+            };
+        if running.map_type.raw() != def.map_type {
+            return Err(differs("type", running.map_type.raw(), def.map_type));
+        }
+        if running.key_size != def.key_size {
+            return Err(differs("key size", running.key_size, def.key_size));
+        }
+        if running.value_size != def.value_size {
+            return Err(differs("value size", running.value_size, def.value_size));
+        }
+        if def.max_entries < running.max_entries {
+            return Err(differs("max entries", running.max_entries, def.max_entries));
+        }
+        shared.push(def.name.clone());
+    }
+    Ok(shared)
+}
+
 fn previous_of(running: &AttachmentRecord, program_id: u32, replaced_at: u64) -> PreviousVersion {
     PreviousVersion {
         object: running.object.clone(),
