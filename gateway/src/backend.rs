@@ -595,8 +595,11 @@ impl Drop for VmBackend {
 // drv / skb
 
 /// XDP on veth pairs between two network namespaces the gateway creates: the lambdas' ends in
-/// `<prefix>-s`, the peers in `<prefix>-c`, where the gateway's invocation sockets live. One
-/// pair and one /24 (10.216.N.0) per function until the dispatcher lands.
+/// `<prefix>-s`, the peers in `<prefix>-c`, where the gateway's invocation sockets live. Every
+/// function is deployed behind the dispatcher of a shared pair (`lambdactl deploy`): one pair
+/// per XDP mode (or per `lambda-nic.iface` name), each with its /24 (10.216.N.0), made for its
+/// first function and removed with its last. Functions on a pair are told apart by their
+/// UDP port and lambda id, as the dispatcher's rules match them.
 pub struct XdpBackend {
     lambdactl: PathBuf,
     /// `static-server.o`, given to each peer in drv mode (it passes everything but port 1):
@@ -609,21 +612,25 @@ pub struct XdpBackend {
 
 #[derive(Default)]
 struct XdpState {
-    functions: HashMap<String, XdpFunction>,
-    /// Slots (subnet numbers) in use.
+    /// Function name → the server interface of its pair.
+    functions: HashMap<String, String>,
+    /// Server interface → its pair.
+    pairs: HashMap<String, XdpPair>,
+    /// Subnets in use.
     used: Vec<bool>,
     shut_down: bool,
 }
 
-struct XdpFunction {
-    slot: usize,
+struct XdpPair {
+    subnet: usize,
     server_if: String,
     client_if: String,
     mode: BackendKind,
+    functions: usize,
 }
 
-/// Subnets 10.216.1.0/24 … 10.216.250.0/24.
-const SLOTS: usize = 250;
+/// Subnets 10.216.1.0/24 … 10.216.250.0/24: the most pairs (not functions) at once.
+const SUBNETS: usize = 250;
 
 fn ip(args: &[&str]) -> Result<String, BackendError> {
     run(Path::new("ip"), args)
@@ -642,7 +649,7 @@ impl XdpBackend {
             server_ns: format!("{prefix}-s"),
             client_ns: format!("{prefix}-c"),
             state: Mutex::new(XdpState {
-                used: vec![false; SLOTS],
+                used: vec![false; SUBNETS],
                 ..XdpState::default()
             }),
         };
@@ -692,32 +699,33 @@ impl XdpBackend {
         }
     }
 
-    /// Makes the veth pair for `slot`, addresses it and brings it up.
-    fn make_pair(&self, slot: usize, server_if: &str, client_if: &str) -> Result<(), BackendError> {
+    /// Makes the veth pair on `subnet`, addresses it, brings it up, and in drv mode gives the
+    /// peer its helper program.
+    fn make_pair(&self, pair: &XdpPair) -> Result<(), BackendError> {
         ip(&[
             "link",
             "add",
-            server_if,
+            &pair.server_if,
             "netns",
             &self.server_ns,
             "type",
             "veth",
             "peer",
             "name",
-            client_if,
+            &pair.client_if,
             "netns",
             &self.client_ns,
         ])?;
         for (ns, dev, host) in [
-            (&self.server_ns, server_if, 1),
-            (&self.client_ns, client_if, 2),
+            (&self.server_ns, &pair.server_if, 1),
+            (&self.client_ns, &pair.client_if, 2),
         ] {
             ip(&[
                 "-n",
                 ns,
                 "addr",
                 "add",
-                &format!("10.216.{slot}.{host}/24"),
+                &format!("10.216.{}.{host}/24", pair.subnet),
                 "dev",
                 dev,
             ])?;
@@ -733,171 +741,224 @@ impl XdpBackend {
                 &self.client_ns,
                 "ethtool",
                 "-K",
-                client_if,
+                &pair.client_if,
                 "tx",
                 "off",
             ],
         )?;
+        if pair.mode == BackendKind::Drv {
+            let helper = self.peer_helper.as_deref().ok_or_else(|| {
+                BackendError::Unsupported(
+                    "drv mode on veth needs static-server.o for the peer; use skb".into(),
+                )
+            })?;
+            self.lambdactl_in(
+                &self.client_ns,
+                &[
+                    "attach",
+                    path_str(helper)?,
+                    "--iface",
+                    &pair.client_if,
+                    "--mode",
+                    "drv",
+                    "--port",
+                    "1",
+                ],
+            )?;
+        }
         Ok(())
     }
 
-    fn teardown(&self, f: &XdpFunction) {
-        let _ = self.lambdactl_in(&self.server_ns, &["detach", "--iface", &f.server_if]);
-        if f.mode == BackendKind::Drv {
-            let _ = self.lambdactl_in(&self.client_ns, &["detach", "--iface", &f.client_if]);
+    fn teardown(&self, pair: &XdpPair) {
+        let _ = self.lambdactl_in(
+            &self.server_ns,
+            &["undeploy", "--all", "--iface", &pair.server_if],
+        );
+        if pair.mode == BackendKind::Drv {
+            let _ = self.lambdactl_in(&self.client_ns, &["detach", "--iface", &pair.client_if]);
         }
         // Deleting one end deletes the pair.
-        let _ = ip(&["-n", &self.server_ns, "link", "del", &f.server_if]);
+        let _ = ip(&["-n", &self.server_ns, "link", "del", &pair.server_if]);
+    }
+
+    /// The pair a function of `spec` goes on, made when it is the first: its server interface
+    /// and subnet.
+    fn pair_for(&self, spec: &DeploySpec) -> Result<(String, usize), BackendError> {
+        let pid = std::process::id() % 100_000;
+        let mode = Self::mode_arg(spec.kind);
+        // ≤ 15 bytes: "g" + pid (≤ 5) + s|c + d|s, or the annotation's name.
+        let server_if = spec
+            .iface
+            .clone()
+            .unwrap_or_else(|| format!("g{pid}s{}", &mode[..1]));
+        let pair = {
+            let mut state = self.state.lock().expect("xdp state");
+            if state.shut_down {
+                return Err(BackendError::Unsupported("the backend is shut down".into()));
+            }
+            if let Some(p) = state.pairs.get(&server_if) {
+                if p.mode != spec.kind {
+                    return Err(BackendError::Unsupported(format!(
+                        "interface {server_if} serves in {} mode, not {}",
+                        p.mode, spec.kind
+                    )));
+                }
+                return Ok((server_if, p.subnet));
+            }
+            let Some(free) = state.used.iter().position(|u| !u) else {
+                return Err(BackendError::Unsupported(format!(
+                    "no free subnet: at most {SUBNETS} XDP interfaces"
+                )));
+            };
+            state.used[free] = true;
+            let subnet = free + 1;
+            XdpPair {
+                subnet,
+                client_if: format!("g{pid}c{}{subnet}", &mode[..1]),
+                server_if: server_if.clone(),
+                mode: spec.kind,
+                functions: 0,
+            }
+        };
+        if let Err(e) = self.make_pair(&pair) {
+            self.teardown(&pair);
+            self.state.lock().expect("xdp state").used[pair.subnet - 1] = false;
+            return Err(e);
+        }
+        let subnet = pair.subnet;
+        self.state
+            .lock()
+            .expect("xdp state")
+            .pairs
+            .insert(server_if.clone(), pair);
+        Ok((server_if, subnet))
+    }
+
+    /// One function fewer on `server_if`; the last one takes the pair with it.
+    fn release(&self, server_if: &str) {
+        let gone = {
+            let mut state = self.state.lock().expect("xdp state");
+            let Some(pair) = state.pairs.get_mut(server_if) else {
+                return;
+            };
+            pair.functions = pair.functions.saturating_sub(1);
+            if pair.functions > 0 {
+                return;
+            }
+            let pair = state.pairs.remove(server_if).expect("present");
+            state.used[pair.subnet - 1] = false;
+            pair
+        };
+        self.teardown(&gone);
+    }
+}
+
+fn endpoint(subnet: usize, port: u16, lambda_id: u32) -> Endpoint {
+    Endpoint {
+        addr: SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(10, 216, subnet as u8, 1),
+            port,
+        )),
+        lambda_id,
     }
 }
 
 impl FunctionBackend for XdpBackend {
     fn deploy(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
-        let slot = {
-            let mut state = self.state.lock().expect("xdp state");
-            if state.shut_down {
-                return Err(BackendError::Unsupported("the backend is shut down".into()));
-            }
-            if state.functions.contains_key(&spec.name) {
-                return Err(BackendError::Unsupported(format!(
-                    "`{}` is already deployed",
-                    spec.name
-                )));
-            }
-            let Some(free) = state.used.iter().position(|u| !u) else {
-                return Err(BackendError::Unsupported(format!(
-                    "no free subnet: at most {SLOTS} functions on XDP until the dispatcher lands"
-                )));
-            };
-            state.used[free] = true;
-            free + 1
-        };
-        let pid = std::process::id() % 100_000;
-        // ≤ 15 bytes: "g" + pid (≤ 5) + s|c + slot (≤ 3).
-        let server_if = spec
-            .iface
-            .clone()
-            .unwrap_or_else(|| format!("g{pid}s{slot}"));
-        let client_if = format!("g{pid}c{slot}");
-        let function = XdpFunction {
-            slot,
-            server_if,
-            client_if,
-            mode: spec.kind,
-        };
-        let port = spec
-            .port
-            .unwrap_or(lambda_ebpf::wire::DEFAULT_PORT)
-            .to_string();
-        let lambda_id = spec.lambda_id.to_string();
-        let result = (|| {
-            self.make_pair(slot, &function.server_if, &function.client_if)?;
-            if spec.kind == BackendKind::Drv {
-                let helper = self.peer_helper.as_deref().ok_or_else(|| {
-                    BackendError::Unsupported(
-                        "drv mode on veth needs static-server.o for the peer; use skb".into(),
-                    )
-                })?;
-                self.lambdactl_in(
-                    &self.client_ns,
-                    &[
-                        "attach",
-                        path_str(helper)?,
-                        "--iface",
-                        &function.client_if,
-                        "--mode",
-                        "drv",
-                        "--port",
-                        "1",
-                    ],
-                )?;
-            }
-            self.lambdactl_in(
-                &self.server_ns,
-                &[
-                    "attach",
-                    path_str(&spec.object)?,
-                    "--iface",
-                    &function.server_if,
-                    "--mode",
-                    Self::mode_arg(spec.kind),
-                    "--port",
-                    &port,
-                    "--lambda-id",
-                    &lambda_id,
-                ],
-            )?;
-            Ok(())
-        })();
-        let mut state = self.state.lock().expect("xdp state");
-        if let Err(e) = result {
-            self.teardown(&function);
-            state.used[slot - 1] = false;
-            return Err(e);
+        if self
+            .state
+            .lock()
+            .expect("xdp state")
+            .functions
+            .contains_key(&spec.name)
+        {
+            return Err(BackendError::Unsupported(format!(
+                "`{}` is already deployed",
+                spec.name
+            )));
         }
-        state.functions.insert(spec.name.clone(), function);
-        Ok(Endpoint {
-            addr: SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::new(10, 216, slot as u8, 1),
-                port.parse().expect("a port we formatted"),
-            )),
-            lambda_id: spec.lambda_id,
-        })
-    }
-
-    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
-        let (server_if, slot) = {
-            let state = self.state.lock().expect("xdp state");
-            let f = state
-                .functions
-                .get(&spec.name)
-                .ok_or_else(|| BackendError::Unknown {
-                    name: spec.name.clone(),
-                })?;
-            (f.server_if.clone(), f.slot)
-        };
-        // `upgrade` keeps the pinned maps and swaps the program on the pinned link atomically.
+        let (server_if, subnet) = self.pair_for(spec)?;
+        if let Some(pair) = self
+            .state
+            .lock()
+            .expect("xdp state")
+            .pairs
+            .get_mut(&server_if)
+        {
+            pair.functions += 1;
+        }
         let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
-        let port_text = port.to_string();
-        let lambda_id = spec.lambda_id.to_string();
-        self.lambdactl_in(
+        let rule = format!("port={port},id={}", spec.lambda_id);
+        let deployed = self.lambdactl_in(
             &self.server_ns,
             &[
-                "upgrade",
+                "deploy",
                 path_str(&spec.object)?,
                 "--iface",
                 &server_if,
-                "--port",
-                &port_text,
-                "--lambda-id",
-                &lambda_id,
+                "--name",
+                &spec.name,
+                "--match",
+                &rule,
+                "--mode",
+                Self::mode_arg(spec.kind),
+            ],
+        );
+        if let Err(e) = deployed {
+            self.release(&server_if);
+            return Err(e);
+        }
+        self.state
+            .lock()
+            .expect("xdp state")
+            .functions
+            .insert(spec.name.clone(), server_if);
+        Ok(endpoint(subnet, port, spec.lambda_id))
+    }
+
+    fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
+        let subnet = {
+            let state = self.state.lock().expect("xdp state");
+            let server_if =
+                state
+                    .functions
+                    .get(&spec.name)
+                    .ok_or_else(|| BackendError::Unknown {
+                        name: spec.name.clone(),
+                    })?;
+            state.pairs.get(server_if).map_or(0, |p| p.subnet)
+        };
+        // `deploy --replace` keeps the lambda's pinned maps and rule and swaps its slot in the
+        // dispatcher's program array atomically.
+        self.lambdactl_in(
+            &self.server_ns,
+            &[
+                "deploy",
+                path_str(&spec.object)?,
+                "--name",
+                &spec.name,
+                "--replace",
             ],
         )?;
-        Ok(Endpoint {
-            addr: SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::new(10, 216, slot as u8, 1),
-                port,
-            )),
-            lambda_id: spec.lambda_id,
-        })
+        let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
+        Ok(endpoint(subnet, port, spec.lambda_id))
     }
 
     fn remove(&self, name: &str) -> Result<(), BackendError> {
-        let f = {
-            let mut state = self.state.lock().expect("xdp state");
-            let f = state
-                .functions
-                .remove(name)
-                .ok_or_else(|| BackendError::Unknown { name: name.into() })?;
-            state.used[f.slot - 1] = false;
-            f
-        };
-        self.teardown(&f);
-        Ok(())
+        let server_if = self
+            .state
+            .lock()
+            .expect("xdp state")
+            .functions
+            .remove(name)
+            .ok_or_else(|| BackendError::Unknown { name: name.into() })?;
+        let undeployed = self.lambdactl_in(&self.server_ns, &["undeploy", name]);
+        self.release(&server_if);
+        undeployed.map(|_| ())
     }
 
     fn shutdown(&self) {
-        let functions: Vec<XdpFunction> = {
+        let pairs: Vec<XdpPair> = {
             let Ok(mut state) = self.state.lock() else {
                 return;
             };
@@ -905,10 +966,11 @@ impl FunctionBackend for XdpBackend {
                 return;
             }
             state.shut_down = true;
-            state.functions.drain().map(|(_, f)| f).collect()
+            state.functions.clear();
+            state.pairs.drain().map(|(_, p)| p).collect()
         };
-        for f in &functions {
-            self.teardown(f);
+        for pair in &pairs {
+            self.teardown(pair);
         }
         for ns in [&self.server_ns, &self.client_ns] {
             let _ = ip(&["netns", "del", ns]);
