@@ -564,16 +564,7 @@ impl Host {
                 if !reused {
                     created.push(pin.clone());
                 }
-                pinned_maps.push(PinnedMap {
-                    name: map.name.clone(),
-                    pin,
-                    map_type: map.type_name(),
-                    key_size: map.key_size,
-                    value_size: map.value_size,
-                    max_entries: map.max_entries,
-                    reused,
-                    seeded: 0,
-                });
+                pinned_maps.push(PinnedMap::of(map, pin, reused));
             }
             let params = rule.params();
             let globals = Globals::new(&params);

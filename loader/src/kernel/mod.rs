@@ -140,6 +140,22 @@ pub struct PinnedMap {
     pub seeded: usize,
 }
 
+impl PinnedMap {
+    /// The record of `def` pinned at `pin`, not seeded yet.
+    pub(crate) fn of(def: &crate::image::MapDef, pin: PathBuf, reused: bool) -> PinnedMap {
+        PinnedMap {
+            name: def.name.clone(),
+            pin,
+            map_type: def.type_name(),
+            key_size: def.key_size,
+            value_size: def.value_size,
+            max_entries: def.max_entries,
+            reused,
+            seeded: 0,
+        }
+    }
+}
+
 /// The JSON record kept for each attachment under the state directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentRecord {
@@ -437,16 +453,7 @@ impl Host {
             } else {
                 created.push(pin.clone());
             }
-            pinned_maps.push(PinnedMap {
-                name: map.name.clone(),
-                pin,
-                map_type: map.type_name(),
-                key_size: map.key_size,
-                value_size: map.value_size,
-                max_entries: map.max_entries,
-                reused,
-                seeded: 0,
-            });
+            pinned_maps.push(PinnedMap::of(map, pin, reused));
         }
 
         let globals = Globals::new(params);

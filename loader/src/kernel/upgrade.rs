@@ -193,14 +193,8 @@ impl Host {
             };
             notes.extend(note);
             maps.push(PinnedMap {
-                name: def.name.clone(),
-                pin,
-                map_type: def.type_name(),
-                key_size: def.key_size,
-                value_size: def.value_size,
                 max_entries,
-                reused,
-                seeded: 0,
+                ..PinnedMap::of(def, pin, reused)
             });
         }
 
