@@ -215,21 +215,7 @@ fn a_thousand_lambdas_deploy_answer_and_undeploy_one_at_a_time() {
     let pair = NetnsPair::create();
     let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
     assert!(out.status.success(), "ethtool: {out:?}");
-    // Native-mode XDP_TX on a veth needs an XDP program on the peer (see netns_e2e.rs); the
-    // static-server on port 1 passes everything this test sends.
-    let pass = lambda_object("static-server");
-    lambdactl_ok(&[
-        "-n",
-        &pair.client_ns,
-        "attach",
-        pass.to_str().unwrap(),
-        "--iface",
-        &pair.client_if,
-        "--mode",
-        "drv",
-        "--port",
-        "1",
-    ]);
+    pair.give_client_a_drv_peer_program();
 
     let started = std::time::Instant::now();
     let first = deploy_many(&pair, lambdas, 2, "drv");

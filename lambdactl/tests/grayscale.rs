@@ -355,19 +355,7 @@ fn xdp(mode: &str) {
         ],
     );
     if mode == "drv" {
-        let passer = lambda_object("static-server");
-        lambdactl_ok(&[
-            "-n",
-            &pair.client_ns,
-            "attach",
-            passer.to_str().unwrap(),
-            "--iface",
-            &pair.client_if,
-            "--mode",
-            "drv",
-            "--port",
-            "1",
-        ]);
+        pair.give_client_a_drv_peer_program();
     }
     lambdactl_ok(&[
         "-n",

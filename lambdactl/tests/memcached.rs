@@ -465,20 +465,7 @@ fn through_xdp(mode: &str, cache: bool) {
     checksums_in_software(&pair);
     let memcached = start_memcached(&pair);
     if mode == "drv" {
-        // Native-mode XDP_TX on veth needs an XDP program on the peer (see netns_e2e.rs):
-        // the static-server on an unused port passes everything.
-        lambdactl_ok(&[
-            "-n",
-            &pair.client_ns,
-            "attach",
-            lambda_object("static-server").to_str().unwrap(),
-            "--iface",
-            &pair.client_if,
-            "--mode",
-            "drv",
-            "--port",
-            "1",
-        ]);
+        pair.give_client_a_drv_peer_program();
     }
     lambdactl_ok(&[
         "-n",

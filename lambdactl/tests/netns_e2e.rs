@@ -93,22 +93,8 @@ fn serve_on_veth(mode: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     if mode == "drv" {
-        // Native-mode XDP_TX on a veth delivers into the peer's XDP receive queue, which exists
-        // only while the peer has an XDP program (GRO on the peer is not enough on this
-        // kernel). Any program will do: the static-server serving UDP port 1 passes everything
-        // the test sends.
-        lambdactl_ok(&[
-            "-n",
-            &pair.client_ns,
-            "attach",
-            object.to_str().unwrap(),
-            "--iface",
-            &pair.client_if,
-            "--mode",
-            "drv",
-            "--port",
-            "1",
-        ]);
+        // GRO on the peer is not enough on this kernel: it needs an XDP program.
+        pair.give_client_a_drv_peer_program();
     }
 
     let attached = lambdactl_ok(&[

@@ -199,6 +199,25 @@ impl NetnsPair {
         })
     }
 
+    /// Gives the client end an XDP program, which native-mode `XDP_TX` on a veth needs on the
+    /// peer (its XDP receive queue exists only while the peer has one): the static-server on
+    /// port 1 passes everything the tests send.
+    pub fn give_client_a_drv_peer_program(&self) {
+        let object = lambda_object("static-server");
+        lambdactl_ok(&[
+            "-n",
+            &self.client_ns,
+            "attach",
+            object.to_str().unwrap(),
+            "--iface",
+            &self.client_if,
+            "--mode",
+            "drv",
+            "--port",
+            "1",
+        ]);
+    }
+
     /// Whether an XDP program is attached to the server interface (`ip -d link`).
     pub fn server_xdp_attached(&self) -> bool {
         let out = run_ok(
