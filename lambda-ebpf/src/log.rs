@@ -67,7 +67,10 @@ impl LogRecord {
         let ktime_ns = u64::from_ne_bytes(bytes.get(0..8)?.try_into().ok()?);
         let len = u16::from_ne_bytes(bytes.get(8..10)?.try_into().ok()?) as usize;
         let text = bytes.get(16..16 + len.min(MAX_TEXT + 1))?;
-        (len <= MAX_TEXT).then_some((ktime_ns, text))
+        // A lambda logs fixed-size buffers (the verifier wants constant sizes), zero-padded
+        // when what they hold is shorter: the line ends at its last non-zero byte.
+        let end = text.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        (len <= MAX_TEXT).then_some((ktime_ns, &text[..end]))
     }
 
     /// The record's bytes, as `bpf_ringbuf_output` copies them.
@@ -91,6 +94,38 @@ pub fn line<const N: usize>(ring: &aya_ebpf::maps::RingBuf, text: &[u8; N]) {
     let _ = ring.output::<LogRecord>(&record, 0);
 }
 
+/// The per-CPU map (one [`LogRecord`]) that [`line_with`] builds its record in.
+pub const SCRATCH_MAP_NAME: &str = "LNIC_LOG_SCRATCH";
+
+/// [`line`] of `prefix` then `text` (e.g. a fixed message and a name from the request; zeros
+/// padding `text` are not printed). The record is built in this CPU's `scratch` value, not on
+/// the 512-byte stack, which a lambda's own buffers may already fill.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+pub fn line_with<const P: usize, const N: usize>(
+    ring: &aya_ebpf::maps::RingBuf,
+    scratch: &aya_ebpf::maps::PerCpuArray<LogRecord>,
+    prefix: &[u8; P],
+    text: &[u8; N],
+) {
+    let Some(record) = scratch.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's own map value, alive while the program runs; an XDP program is not
+    // preempted by another run on the same CPU.
+    let record = unsafe { &mut *record };
+    // SAFETY: a helper without arguments.
+    record.ktime_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    record.pad = [0; 6];
+    record.text = [0; MAX_TEXT];
+    let at = if P < MAX_TEXT { P } else { MAX_TEXT };
+    record.text[..at].copy_from_slice(&prefix[..at]);
+    let n = if N < MAX_TEXT - at { N } else { MAX_TEXT - at };
+    record.text[at..at + n].copy_from_slice(&text[..n]);
+    record.len = (at + n) as u16;
+    let _ = ring.output::<LogRecord>(record, 0);
+}
+
 /// Declares the log ring buffer [`MAP_NAME`] in a lambda and a `log_line(b"text")` function
 /// that writes to it. A macro rather than a map in the SDK: every map the SDK declares is in
 /// every object built with it (the loader creates and pins them all), and only lambdas that
@@ -102,10 +137,23 @@ macro_rules! declare_log {
         static LNIC_LOG: $crate::aya_ebpf::maps::RingBuf =
             $crate::aya_ebpf::maps::RingBuf::with_byte_size($crate::log::RING_BYTES, 0);
 
+        #[$crate::aya_ebpf::macros::map]
+        static LNIC_LOG_SCRATCH: $crate::aya_ebpf::maps::PerCpuArray<$crate::log::LogRecord> =
+            $crate::aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
         /// Logs `text` through the SDK (`lambdactl logs` prints it).
         #[inline(always)]
+        #[allow(dead_code)]
         fn log_line<const N: usize>(text: &[u8; N]) {
             $crate::log::line(&LNIC_LOG, text)
+        }
+
+        /// Logs `prefix` then `text`, built off the stack (zero padding of `text` is not
+        /// printed).
+        #[inline(always)]
+        #[allow(dead_code)]
+        fn log_line_with<const P: usize, const N: usize>(prefix: &[u8; P], text: &[u8; N]) {
+            $crate::log::line_with(&LNIC_LOG, &LNIC_LOG_SCRATCH, prefix, text)
         }
     };
 }
@@ -122,6 +170,11 @@ mod tests {
         let long = LogRecord::new(7, &[b'x'; 200]);
         let (t, text) = LogRecord::decode(long.as_bytes()).unwrap();
         assert_eq!((t, text.len()), (7, MAX_TEXT));
+        let padded = LogRecord::new(9, b"not found: abc\0\0\0");
+        assert_eq!(
+            LogRecord::decode(padded.as_bytes()),
+            Some((9, &b"not found: abc"[..]))
+        );
     }
 
     #[test]

@@ -808,6 +808,15 @@ enum Outcome {
 /// Map contents keyed by map name, then key.
 type MapState = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
 
+/// The maps whose contents both backends must agree on: the declared ones, except the log's
+/// ring buffer (records are consumed, not iterated) and its scratch record (it holds the
+/// time of the last line, which differs by backend by nature).
+fn compared(entry: &loader::vm::VmMapEntry) -> bool {
+    matches!(entry.kind, LinkedMapKind::Declared)
+        && !entry.map.spec().map_type.is_ring_buffer()
+        && entry.name != lambda_ebpf::log::SCRATCH_MAP_NAME
+}
+
 struct Vm {
     engine: Engine,
     program: Arc<VmProgram>,
@@ -890,10 +899,7 @@ impl Backends {
         let Some(vm) = self.vms.first() else {
             return Ok(state);
         };
-        for entry in &vm.program.maps {
-            if !matches!(entry.kind, LinkedMapKind::Declared) {
-                continue;
-            }
+        for entry in vm.program.maps.iter().filter(|e| compared(e)) {
             let spec = entry.map.spec();
             let entries = self
                 .kernel
@@ -922,10 +928,7 @@ impl Backends {
 
     fn vm_maps(vm: &Vm) -> Result<MapState, String> {
         let mut state = MapState::new();
-        for entry in &vm.program.maps {
-            if !matches!(entry.kind, LinkedMapKind::Declared) {
-                continue;
-            }
+        for entry in vm.program.maps.iter().filter(|e| compared(e)) {
             let entries = entry
                 .map
                 .entries()

@@ -30,6 +30,10 @@ mod lambda {
     #[map]
     static OBJECTS: HashMap<ObjectName, Object> = HashMap::with_max_entries(OBJECTS_MAX, 0);
 
+    // Misses are logged (`lambdactl logs static-server`): a name nobody serves is worth a
+    // line; hits, the path the benchmarks time, log nothing.
+    lambda_ebpf::declare_log!();
+
     seed!(OBJECTS, INDEX_SEED: ObjectName => Object = (
         ObjectName(padded(INDEX_NAME)),
         Object { len: INDEX_HTML.len() as u32, data: padded(INDEX_HTML) }
@@ -61,6 +65,7 @@ mod lambda {
         }
         // SAFETY: map values live as long as the program runs; this invocation only reads it.
         let Some(object) = (unsafe { OBJECTS.get(&name) }) else {
+            log_line_with(b"not found: ", &name.0);
             return (Status::NotFound, &[]);
         };
         match object.data.get(..object.len as usize) {
