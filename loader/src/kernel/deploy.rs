@@ -526,6 +526,8 @@ impl Host {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("removing", &dir)(e)),
         }
+        // The namespace's directory goes too once nothing else of it is pinned.
+        let _ = fs::remove_dir(self.netns_pin_dir());
         let record = self.dispatch_record_path(iface);
         match fs::remove_file(&record) {
             Ok(()) => {}
