@@ -87,22 +87,5 @@ pub fn load_linked(
 /// (`bpf_prog_info.verified_insns`, kernel ≥ 5.16): its cost against the kernel's limit of one
 /// million.
 pub fn verified_insns(prog: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u32> {
-    use std::os::fd::AsRawFd as _;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // SAFETY: a plain C struct; all-zero is valid.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: prog.as_raw_fd() as u32,
-        info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
-        info: &mut info as *mut _ as u64,
-    };
-    // SAFETY: info is a buffer of info_len bytes that we own.
-    unsafe { super::sys::bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
-    Ok(info.verified_insns)
+    Ok(super::sys::prog_info(prog)?.verified_insns)
 }

@@ -28,7 +28,6 @@ use crate::maps::{KernelMap, MapAccess as _, MapSpec, MapType, UpdateFlags};
 pub const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
 
 const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `BPF_XDP` attach type.
 const BPF_XDP: u32 = 37;
 
@@ -57,20 +56,9 @@ pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Re
 /// The id of a program or link (`bpf_prog_info.id` / `bpf_link_info.id`): both info structs
 /// start `u32 type; u32 id;` and the kernel copies only `info_len` bytes.
 fn object_ids(fd: BorrowedFd<'_>) -> io::Result<[u32; 3]> {
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
     let mut info = [0u32; 3];
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: info is a buffer of info_len bytes that we own.
-    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    // SAFETY: the first three u32s of both `bpf_prog_info` and `bpf_link_info`; no pointers.
+    unsafe { super::sys::obj_info_into(fd, &mut info) }?;
     Ok(info)
 }
 

@@ -97,6 +97,42 @@ pub(crate) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &A) -> io::Result<l
     }
 }
 
+/// `BPF_OBJ_GET_INFO_BY_FD`: fills `info` with the kernel's info about the object behind `fd`
+/// (`bpf_prog_info`, `bpf_map_info`, `bpf_link_info`, or a prefix of one).
+///
+/// # Safety
+/// `T` must be (a prefix of) the kernel's info struct for the object's type, made of plain
+/// integers; any pointer fields set in it must point at buffers the caller owns, with the
+/// counts given beside them.
+pub(crate) unsafe fn obj_info_into<T>(fd: BorrowedFd<'_>, info: &mut T) -> io::Result<()> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<T>() as u32,
+        info: info as *mut T as u64,
+    };
+    // SAFETY: `info` is a buffer of `info_len` bytes that we own; the caller vouches for `T`.
+    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    Ok(())
+}
+
+/// The kernel's `bpf_prog_info` of the program behind `fd` (without map ids or instructions).
+pub(crate) fn prog_info(fd: BorrowedFd<'_>) -> io::Result<aya_obj::generated::bpf_prog_info> {
+    // SAFETY: a plain C struct; all-zero is valid, and leaves every pointer field null.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: `bpf_prog_info` is the kernel's struct for programs; no pointer fields set.
+    unsafe { obj_info_into(fd, &mut info) }?;
+    Ok(info)
+}
+
 /// Opens a pinned BPF object (BPF_OBJ_GET): a file descriptor for a pinned map, program or
 /// link, as any process on the host can get it.
 pub fn open_pinned(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
@@ -145,26 +181,13 @@ pub(super) fn force_detach_link(pin: &Path) -> io::Result<()> {
 /// Opens a pinned link and reads its info. aya 0.14's `LinkInfo` does not expose the XDP
 /// ifindex, so this uses BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD directly.
 pub(super) fn pinned_link_state(pin: &Path) -> io::Result<LinkState> {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     const BPF_LINK_TYPE_XDP: u32 = 6;
-
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
 
     let fd = open_pinned(pin)?;
     // SAFETY: a plain C struct; all-zero is valid.
     let mut info: aya_obj::generated::bpf_link_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<aya_obj::generated::bpf_link_info>() as u32,
-        info: &mut info as *mut _ as u64,
-    };
-    // SAFETY: info points at a buffer of info_len bytes that we own.
-    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    // SAFETY: `bpf_link_info` is the kernel's struct for links; no pointer fields set.
+    unsafe { obj_info_into(std::os::fd::AsFd::as_fd(&fd), &mut info) }?;
     if info.type_ != BPF_LINK_TYPE_XDP {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -369,23 +392,10 @@ pub(crate) unsafe fn map_get_next_key(
 /// `BPF_OBJ_GET_INFO_BY_FD` on a map fd. The caller must know `fd` is a map: the kernel
 /// answers with the info struct of whatever object the fd is.
 pub(crate) fn map_info(fd: BorrowedFd<'_>) -> io::Result<aya_obj::generated::bpf_map_info> {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
     // SAFETY: a plain C struct; all-zero is valid.
     let mut info: aya_obj::generated::bpf_map_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<aya_obj::generated::bpf_map_info>() as u32,
-        info: &mut info as *mut _ as u64,
-    };
-    // SAFETY: info points at a buffer of info_len bytes that we own.
-    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+    // SAFETY: the caller knows `fd` is a map; `bpf_map_info` has no pointer fields.
+    unsafe { obj_info_into(fd, &mut info) }?;
     Ok(info)
 }
 
@@ -444,19 +454,12 @@ pub(crate) struct ProgramRunInfo {
 pub(crate) fn program_run_info(id: u32) -> io::Result<ProgramRunInfo> {
     use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
     const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
     #[repr(C)]
     struct GetFdByIdAttr {
         id: u32,
         next_id: u32,
         open_flags: u32,
-    }
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
     }
 
     let attr = GetFdByIdAttr {
@@ -476,14 +479,9 @@ pub(crate) fn program_run_info(id: u32) -> io::Result<ProgramRunInfo> {
         let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
         info.nr_map_ids = map_ids.len() as u32;
         info.map_ids = map_ids.as_mut_ptr() as u64;
-        let attr = InfoAttr {
-            bpf_fd: fd.as_fd().as_raw_fd() as u32,
-            info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
-            info: &mut info as *mut _ as u64,
-        };
-        // SAFETY: info points at a buffer of info_len bytes, and map_ids at nr_map_ids u32s,
-        // both ours.
-        unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
+        // SAFETY: `bpf_prog_info` is the kernel's struct for programs; `map_ids` points at
+        // `nr_map_ids` u32s of ours.
+        unsafe { obj_info_into(fd.as_fd(), &mut info) }?;
         let count = info.nr_map_ids as usize;
         if count <= map_ids.len() {
             map_ids.truncate(count);
@@ -501,25 +499,7 @@ pub(crate) fn program_run_info(id: u32) -> io::Result<ProgramRunInfo> {
 pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
-/// The kernel's id of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD).
+/// The kernel's id of the program behind `fd`.
 pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-
-    // SAFETY: a plain C struct; all-zero is valid.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<aya_obj::generated::bpf_prog_info>() as u32,
-        info: &mut info as *mut _ as u64,
-    };
-    // SAFETY: `info` is writable for `info_len` bytes and outlives the call.
-    unsafe { bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
-    Ok(info.id)
+    Ok(prog_info(fd)?.id)
 }
