@@ -1128,8 +1128,7 @@ fn random_programs() {
     failures.assert_none("random programs");
 }
 
-/// A case of `verifier/tests/cases/`: its program, kind and maps (the header keys that matter
-/// here; verifier/tests/cases.rs documents the format).
+/// A case of `verifier/tests/cases/` (read by `verifier::case_file`): its program, kind and maps.
 struct CaseProgram {
     name: String,
     input: ProgramInput,
@@ -1153,52 +1152,13 @@ fn case_programs() -> Vec<CaseProgram> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let Some((header, asm)) = text.split_once("\n--\n") else {
+        let Ok(case) = verifier::case_file::CaseFile::parse(&name, &text) else {
             continue;
         };
-        let mut kind = ProgramKind::Xdp;
-        let mut maps = Vec::new();
-        for line in header.lines() {
-            let Some((key, value)) = line.split_once(':') else {
-                continue;
-            };
-            let words: Vec<&str> = value.split_whitespace().collect();
-            let num = |i: usize| words.get(i).and_then(|w| w.parse::<u32>().ok());
-            match key.trim() {
-                "kind" if words.first() == Some(&"raw") => {
-                    kind = ProgramKind::RawMemory {
-                        size: num(1).unwrap_or(0),
-                    };
-                }
-                "map" => maps.push(MapInfo {
-                    name: words.first().unwrap_or(&"map").to_string(),
-                    map_type: match words.get(1).copied() {
-                        Some("array") => map_type::ARRAY,
-                        Some("prog_array") => map_type::PROG_ARRAY,
-                        Some("perf") => map_type::PERF_EVENT_ARRAY,
-                        Some("percpu_hash") => map_type::PERCPU_HASH,
-                        Some("percpu_array") => map_type::PERCPU_ARRAY,
-                        Some("lru_hash") => map_type::LRU_HASH,
-                        Some("devmap") => map_type::DEVMAP,
-                        Some("queue") => map_type::QUEUE,
-                        Some("ringbuf") => map_type::RINGBUF,
-                        _ => map_type::HASH,
-                    },
-                    key_size: num(2).unwrap_or(4),
-                    value_size: num(3).unwrap_or(8),
-                    max_entries: num(4).unwrap_or(1),
-                    flags: 0,
-                    read_only: words.get(5) == Some(&"ro"),
-                }),
-                _ => {}
-            }
-        }
         // Cases the assembler refuses test the assembler, not the verifier.
-        let Ok(insns) = ebpf_isa::asm::assemble(asm) else {
+        let Ok(input) = case.input() else {
             continue;
         };
-        let mut input = ProgramInput::new(name.clone(), kind, insns);
-        input.maps = maps;
         cases.push(CaseProgram { name, input });
     }
     cases

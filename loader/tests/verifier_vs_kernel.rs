@@ -16,7 +16,8 @@ use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::Path;
 
 use ebpf_isa::{Insn, opcode as op};
-use verifier::{Backend, MapInfo, Options, ProgramInput, ProgramKind, map_type, verify};
+use verifier::case_file::{CaseFile, Expect};
+use verifier::{Backend, MapInfo, Options, ProgramInput, ProgramKind, verify};
 
 /// Random programs per run when `VERIFIER_KERNEL_PROGRAMS` does not say.
 const DEFAULT_PROGRAMS: usize = 10_000;
@@ -117,22 +118,6 @@ struct Case {
     fds: Vec<OwnedFd>,
 }
 
-fn map_type_named(name: &str) -> Option<u32> {
-    Some(match name {
-        "hash" => map_type::HASH,
-        "array" => map_type::ARRAY,
-        "prog_array" => map_type::PROG_ARRAY,
-        "perf" => map_type::PERF_EVENT_ARRAY,
-        "percpu_hash" => map_type::PERCPU_HASH,
-        "percpu_array" => map_type::PERCPU_ARRAY,
-        "lru_hash" => map_type::LRU_HASH,
-        "devmap" => map_type::DEVMAP,
-        "queue" => map_type::QUEUE,
-        "ringbuf" => map_type::RINGBUF,
-        _ => return None,
-    })
-}
-
 /// The XDP cases (header keys as in verifier/tests/cases.rs; only `kind`, `map` and `expect`
 /// matter here).
 fn xdp_cases() -> Result<Vec<Case>, String> {
@@ -151,56 +136,20 @@ fn xdp_cases() -> Result<Vec<Case>, String> {
             .to_string_lossy()
             .to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
-        let Some((header, asm)) = text.split_once("\n--\n") else {
-            continue;
-        };
-        let mut xdp = true;
-        let mut safe = false;
-        let mut maps = Vec::new();
-        for line in header.lines() {
-            let Some((key, value)) = line.split_once(':') else {
-                continue;
-            };
-            let words: Vec<&str> = value.split_whitespace().collect();
-            let num = |i: usize| words.get(i).and_then(|w| w.parse::<u32>().ok());
-            match key.trim() {
-                "kind" => xdp = words.first() == Some(&"xdp"),
-                "expect" => safe = words.first() == Some(&"accept"),
-                "map" => {
-                    let (Some(t), Some(k), Some(v), Some(n)) = (
-                        words.get(1).and_then(|t| map_type_named(t)),
-                        num(2),
-                        num(3),
-                        num(4),
-                    ) else {
-                        return Err(format!("{name}: bad map line {line}"));
-                    };
-                    maps.push(MapInfo {
-                        name: words[0].to_string(),
-                        map_type: t,
-                        key_size: k,
-                        value_size: v,
-                        max_entries: n,
-                        flags: 0,
-                        read_only: words.get(5) == Some(&"ro"),
-                    });
-                }
-                _ => {}
-            }
-        }
-        if !xdp || line_starts_comment_only(asm) {
+        let case = CaseFile::parse(&name, &text).map_err(|e| e.to_string())?;
+        if case.kind != ProgramKind::Xdp || line_starts_comment_only(&case.asm) {
             continue;
         }
-        let Ok(insns) = ebpf_isa::asm::assemble(asm) else {
+        let Ok(input) = case.input() else {
             // Cases the assembler refuses test the assembler, not the verifier.
             continue;
         };
+        let safe = matches!(case.expect, Expect::Accept { .. });
+        let maps = input.maps.clone();
         let mut fds = Vec::new();
         for map in &maps {
             fds.push(map_create(map).map_err(|e| format!("{name}: map {}: {e}", map.name))?);
         }
-        let mut input = ProgramInput::new(name.clone(), ProgramKind::Xdp, insns);
-        input.maps = maps;
         cases.push(Case {
             name,
             safe,

@@ -21,6 +21,7 @@
 
 pub mod assertions;
 pub mod bound;
+pub mod case_file;
 pub mod cfg;
 pub mod chain;
 pub mod checks;

@@ -1,36 +1,11 @@
 //! The verifier's test corpus: every file in `tests/cases/` is one program with the maps it may
-//! use and the expected outcome (PREVAIL-style data tests, one runner).
-//!
-//! A case file is a header, a line `--`, and uBPF assembly (`#` comments allowed):
-//!
-//! ```text
-//! # what the case shows
-//! kind: xdp                       (or `raw <bytes>`; default xdp)
-//! map: counters hash 4 8 16       (name, type, key size, value size, max entries, optional `ro`)
-//! profiles: kernel vm             (default: all)
-//! expect: accept insns=12 stack=8 (both optional)
-//! expect: reject 7 may be NULL    (instruction index, then a substring of the message)
-//! eligible: kernel vm             (optional: exactly these backends eligible)
-//! --
-//! mov %r0, 2
-//! exit
-//! ```
+//! use and the expected outcome (PREVAIL-style data tests, one runner). The format is
+//! `verifier::case_file`'s.
 
 use std::path::Path;
 
-use verifier::{Backend, MapInfo, Options, ProgramInput, ProgramKind, map_type, verify};
-
-#[derive(Debug)]
-enum Expect {
-    Accept {
-        insns: Option<u64>,
-        stack: Option<u32>,
-    },
-    Reject {
-        insn: usize,
-        message: String,
-    },
-}
+use verifier::case_file::{CaseFile, Expect};
+use verifier::{Backend, Options, ProgramInput, verify};
 
 struct Case {
     input: ProgramInput,
@@ -39,120 +14,13 @@ struct Case {
     eligible: Option<Vec<Backend>>,
 }
 
-fn backend(name: &str) -> Result<Backend, String> {
-    Backend::ALL
-        .into_iter()
-        .find(|b| b.name() == name)
-        .ok_or(format!("unknown backend {name}"))
-}
-
-fn map_type_named(name: &str) -> Result<u32, String> {
-    Ok(match name {
-        "hash" => map_type::HASH,
-        "array" => map_type::ARRAY,
-        "prog_array" => map_type::PROG_ARRAY,
-        "perf" => map_type::PERF_EVENT_ARRAY,
-        "percpu_hash" => map_type::PERCPU_HASH,
-        "percpu_array" => map_type::PERCPU_ARRAY,
-        "lru_hash" => map_type::LRU_HASH,
-        "devmap" => map_type::DEVMAP,
-        "queue" => map_type::QUEUE,
-        "ringbuf" => map_type::RINGBUF,
-        _ => return Err(format!("unknown map type {name}")),
-    })
-}
-
 fn parse(name: &str, text: &str) -> Result<Case, String> {
-    let (header, asm) = text
-        .split_once("\n--\n")
-        .ok_or("no `--` line between header and assembly")?;
-    let mut kind = ProgramKind::Xdp;
-    let mut maps = Vec::new();
-    let mut options = Options::default();
-    let mut expect = None;
-    let mut eligible = None;
-    for line in header.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (key, value) = line
-            .split_once(':')
-            .ok_or(format!("bad header line {line}"))?;
-        let words: Vec<&str> = value.split_whitespace().collect();
-        let num = |w: Option<&&str>| -> Result<u32, String> {
-            w.ok_or("missing number")?
-                .parse()
-                .map_err(|e| format!("{e}"))
-        };
-        match key.trim() {
-            "kind" => {
-                kind = match words.first().copied() {
-                    Some("xdp") => ProgramKind::Xdp,
-                    Some("raw") => ProgramKind::RawMemory {
-                        size: num(words.get(1))?,
-                    },
-                    other => return Err(format!("unknown kind {other:?}")),
-                }
-            }
-            "map" => {
-                maps.push(MapInfo {
-                    name: words.first().ok_or("map name")?.to_string(),
-                    map_type: map_type_named(words.get(1).ok_or("map type")?)?,
-                    key_size: num(words.get(2))?,
-                    value_size: num(words.get(3))?,
-                    max_entries: num(words.get(4))?,
-                    flags: 0,
-                    read_only: words.get(5) == Some(&"ro"),
-                });
-            }
-            "profiles" => {
-                options.profiles = words.iter().map(|w| backend(w)).collect::<Result<_, _>>()?;
-            }
-            "eligible" => {
-                eligible = Some(words.iter().map(|w| backend(w)).collect::<Result<_, _>>()?);
-            }
-            "max-insns" => options.max_insns = u64::from(num(words.first())?),
-            "nfp-budget" => options.nfp_insn_budget = num(words.first())? as usize,
-            "expect" => {
-                expect = Some(match words.first().copied() {
-                    Some("accept") => {
-                        let mut insns = None;
-                        let mut stack = None;
-                        for w in &words[1..] {
-                            match w.split_once('=') {
-                                Some(("insns", v)) => insns = v.parse().ok(),
-                                Some(("stack", v)) => stack = v.parse().ok(),
-                                _ => return Err(format!("bad accept option {w}")),
-                            }
-                        }
-                        Expect::Accept { insns, stack }
-                    }
-                    Some("reject") => {
-                        let insn = num(words.get(1))? as usize;
-                        let message = value
-                            .trim()
-                            .splitn(3, ' ')
-                            .nth(2)
-                            .ok_or("reject needs a message")?
-                            .trim()
-                            .to_string();
-                        Expect::Reject { insn, message }
-                    }
-                    other => return Err(format!("bad expectation {other:?}")),
-                })
-            }
-            other => return Err(format!("unknown header key {other}")),
-        }
-    }
-    let insns = ebpf_isa::asm::assemble(asm).map_err(|e| format!("assembly: {e}"))?;
-    let mut input = ProgramInput::new(name, kind, insns);
-    input.maps = maps;
+    let file = CaseFile::parse(name, text).map_err(|e| e.to_string())?;
     Ok(Case {
-        input,
-        options,
-        expect: expect.ok_or("no expect: line")?,
-        eligible,
+        input: file.input().map_err(|e| e.to_string())?,
+        options: file.options,
+        expect: file.expect,
+        eligible: file.eligible,
     })
 }
 

@@ -37,7 +37,8 @@ use loader::LambdaParams;
 use loader::link::{LinkedMapKind, link_xdp};
 use loader::verify::verifier_input;
 use serde_json::json;
-use verifier::{Backend, MapInfo, Options, ProgramInput, ProgramKind, map_type};
+use verifier::case_file::{CaseFile, Expect};
+use verifier::{Backend, MapInfo, Options, ProgramInput, ProgramKind};
 
 use crate::bench::{Header, median, require_root};
 
@@ -308,8 +309,7 @@ fn samples(root: &Path) -> Result<Vec<Bench>> {
     Ok(out)
 }
 
-/// The XDP cases that expect acceptance (the header keys that matter here; the format is in
-/// verifier/tests/cases.rs).
+/// The XDP cases that expect acceptance (`verifier::case_file` reads them).
 fn cases(root: &Path) -> Result<Vec<Bench>> {
     let dir = root.join("verifier").join("tests").join("cases");
     let mut out = Vec::new();
@@ -317,70 +317,19 @@ fn cases(root: &Path) -> Result<Vec<Bench>> {
         let name = stem(&path);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let Some((header, asm)) = text.split_once("\n--\n") else {
-            continue;
-        };
-        let (mut xdp, mut accept, mut custom) = (true, false, false);
-        let mut maps = Vec::new();
-        for line in header.lines() {
-            let Some((key, value)) = line.split_once(':') else {
-                continue;
-            };
-            let words: Vec<&str> = value.split_whitespace().collect();
-            let num = |i: usize| words.get(i).and_then(|w| w.parse::<u32>().ok());
-            match key.trim() {
-                "kind" => xdp = words.first() == Some(&"xdp"),
-                "expect" => accept = words.first() == Some(&"accept"),
-                // Cases with their own limits or profiles measure those, not the common path.
-                "profiles" | "max-insns" | "nfp-budget" => custom = true,
-                "map" => {
-                    let (Some(t), Some(k), Some(v), Some(n)) = (
-                        words.get(1).and_then(|t| map_type_named(t)),
-                        num(2),
-                        num(3),
-                        num(4),
-                    ) else {
-                        bail!("{name}: bad map line `{line}`");
-                    };
-                    maps.push(MapInfo {
-                        name: words[0].to_owned(),
-                        map_type: t,
-                        key_size: k,
-                        value_size: v,
-                        max_entries: n,
-                        flags: 0,
-                        read_only: words.get(5) == Some(&"ro"),
-                    });
-                }
-                _ => {}
-            }
-        }
-        if !xdp || !accept || custom {
+        let case = CaseFile::parse(&name, &text)?;
+        // Cases with their own limits or profiles measure those, not the common path.
+        if case.kind != ProgramKind::Xdp
+            || !matches!(case.expect, Expect::Accept { .. })
+            || case.has_own_options()
+        {
             continue;
         }
-        let insns = ebpf_isa::asm::assemble(asm).with_context(|| format!("{name}: assembling"))?;
-        let kernel_maps: Vec<KernelMap> = maps.iter().map(KernelMap::from_info).collect();
-        let mut input = ProgramInput::new(name.clone(), ProgramKind::Xdp, insns);
-        input.maps = maps;
+        let input = case.input()?;
+        let kernel_maps: Vec<KernelMap> = input.maps.iter().map(KernelMap::from_info).collect();
         out.push(Bench::new("case", name, input, &kernel_maps)?);
     }
     Ok(out)
-}
-
-fn map_type_named(name: &str) -> Option<u32> {
-    Some(match name {
-        "hash" => map_type::HASH,
-        "array" => map_type::ARRAY,
-        "prog_array" => map_type::PROG_ARRAY,
-        "perf" => map_type::PERF_EVENT_ARRAY,
-        "percpu_hash" => map_type::PERCPU_HASH,
-        "percpu_array" => map_type::PERCPU_ARRAY,
-        "lru_hash" => map_type::LRU_HASH,
-        "devmap" => map_type::DEVMAP,
-        "queue" => map_type::QUEUE,
-        "ringbuf" => map_type::RINGBUF,
-        _ => return None,
-    })
 }
 
 /// The bpf_conformance programs that expect a result (the rest are meant to be refused).
