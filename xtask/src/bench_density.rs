@@ -292,48 +292,90 @@ fn kernel_memory(pair: &VethPair) -> Result<Memory> {
         .iter()
         .filter(|v| v["kind"] == "deployed")
         .collect();
-    let progs: serde_json::Value =
-        serde_json::from_str(&sh(Path::new("bpftool"), &["prog", "show", "--json"])?)?;
-    let maps: serde_json::Value =
-        serde_json::from_str(&sh(Path::new("bpftool"), &["map", "show", "--json"])?)?;
-    let prog_by_id = |id: u64| {
-        progs
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["id"].as_u64() == Some(id)))
-    };
-    let map_memlock = |id: u64| -> f64 {
-        maps.as_array()
-            .and_then(|a| a.iter().find(|m| m["id"].as_u64() == Some(id)))
-            .and_then(|m| m["bytes_memlock"].as_f64())
-            .unwrap_or(0.0)
-    };
+    if deployed.is_empty() {
+        bail!("nothing deployed to measure");
+    }
+    let bpf = BpfMemory::read()?;
     let mut memory = Memory {
         lambdas: deployed.len(),
         programs: 0.0,
         maps: 0.0,
         dispatcher: 0.0,
     };
-    if deployed.is_empty() {
-        bail!("nothing deployed to measure");
-    }
     for d in &deployed {
         let id = d["program_id"].as_u64().context("program_id")?;
-        let prog = prog_by_id(id).with_context(|| format!("program {id} not in bpftool"))?;
-        memory.programs += prog["bytes_memlock"].as_f64().unwrap_or(0.0);
-        for map in prog["map_ids"].as_array().into_iter().flatten() {
-            memory.maps += map_memlock(map.as_u64().unwrap_or(0));
-        }
+        let (program, maps) = bpf.program(id)?;
+        memory.programs += program;
+        memory.maps += maps;
     }
     let dispatcher_id = deployed[0]["dispatcher_program_id"]
         .as_u64()
         .context("ls --json names the dispatcher's program")?;
-    if let Some(dispatch) = prog_by_id(dispatcher_id) {
-        memory.dispatcher += dispatch["bytes_memlock"].as_f64().unwrap_or(0.0);
-        for map in dispatch["map_ids"].as_array().into_iter().flatten() {
-            memory.dispatcher += map_memlock(map.as_u64().unwrap_or(0));
-        }
+    if let Ok((program, maps)) = bpf.program(dispatcher_id) {
+        memory.dispatcher += program + maps;
     }
     Ok(memory)
+}
+
+/// Kernel memory (program and map memlock from fdinfo, through bpftool) of the programs
+/// `ids` and their maps, each map counted once.
+pub(crate) fn memlock_of_programs(ids: &[u64]) -> Result<f64> {
+    let bpf = BpfMemory::read()?;
+    let mut maps_seen = std::collections::BTreeSet::new();
+    let mut total = 0.0;
+    for &id in ids {
+        let prog = bpf.prog(id)?;
+        total += prog["bytes_memlock"].as_f64().unwrap_or(0.0);
+        for map in prog["map_ids"].as_array().into_iter().flatten() {
+            let map = map.as_u64().unwrap_or(0);
+            if maps_seen.insert(map) {
+                total += bpf.map_memlock(map);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// `bpftool prog show` and `map show`, read once.
+struct BpfMemory {
+    progs: serde_json::Value,
+    maps: serde_json::Value,
+}
+
+impl BpfMemory {
+    fn read() -> Result<BpfMemory> {
+        Ok(BpfMemory {
+            progs: serde_json::from_str(&sh(Path::new("bpftool"), &["prog", "show", "--json"])?)?,
+            maps: serde_json::from_str(&sh(Path::new("bpftool"), &["map", "show", "--json"])?)?,
+        })
+    }
+
+    fn prog(&self, id: u64) -> Result<&serde_json::Value> {
+        self.progs
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["id"].as_u64() == Some(id)))
+            .with_context(|| format!("program {id} not in bpftool"))
+    }
+
+    fn map_memlock(&self, id: u64) -> f64 {
+        self.maps
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["id"].as_u64() == Some(id)))
+            .and_then(|m| m["bytes_memlock"].as_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// The program's memlock and its maps' (summed).
+    fn program(&self, id: u64) -> Result<(f64, f64)> {
+        let prog = self.prog(id)?;
+        let maps = prog["map_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| self.map_memlock(m.as_u64().unwrap_or(0)))
+            .sum();
+        Ok((prog["bytes_memlock"].as_f64().unwrap_or(0.0), maps))
+    }
 }
 
 /// Median VmRSS of `n` `lambdactl run` processes serving whoami (interpreter: the JIT has no

@@ -279,6 +279,11 @@ impl Served {
             _stdout: stdout,
         })
     }
+
+    /// The server process's PID (for its RSS and CPU time).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Served {

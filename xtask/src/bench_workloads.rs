@@ -45,7 +45,7 @@ struct Workload {
     cache: bool,
 }
 
-const MEMCACHED_PORT: u16 = 11211;
+pub(crate) const MEMCACHED_PORT: u16 = 11211;
 const BENCH_KEY: &str = "bench-key";
 
 fn value() -> String {
@@ -194,10 +194,10 @@ pub fn workloads(root: &Path, opts: &WorkloadsOptions) -> Result<()> {
 }
 
 /// memcached in the client namespace, killed by its PID on drop.
-struct Memcached(Child);
+pub(crate) struct Memcached(Child);
 
 impl Memcached {
-    fn start(pair: &VethPair) -> Result<Memcached> {
+    pub(crate) fn start(pair: &VethPair) -> Result<Memcached> {
         let port = MEMCACHED_PORT.to_string();
         let child = Command::new("ip")
             .args(["netns", "exec", &pair.client, "memcached"])
@@ -236,7 +236,7 @@ impl Drop for Memcached {
 
 /// The memcached lambda's `CONFIG` value: memcached's IPv4 address, MAC and port, and the
 /// cache flag.
-fn memcached_config(pair: &VethPair, cache: bool) -> Result<String> {
+pub(crate) fn memcached_config(pair: &VethPair, cache: bool) -> Result<String> {
     let out = sh(
         Path::new("ip"),
         &["-n", &pair.client, "link", "show", "dev", &pair.client_if],

@@ -6,12 +6,16 @@
 mod bench;
 mod bench_density;
 mod bench_gateway;
+mod bench_paper;
 mod bench_verifier;
 mod bench_vm;
 mod bench_workloads;
 mod demo;
 mod gateway;
 mod netns;
+mod paper_client;
+mod paper_plot;
+mod paper_report;
 mod toolchain;
 
 use std::io::{BufRead as _, BufReader};
@@ -147,6 +151,23 @@ enum BenchSuite {
         #[arg(long, default_value_t = 2)]
         threads: u32,
     },
+    /// The paper's evaluation on this machine: Table 1 latency (avg, std, p99) of
+    /// static-server, memcached GET/SET and grayscale on every column (XDP drv and skb behind
+    /// the dispatcher, coalesced drv, VM JIT, VM interpreter, native baseline, native in a
+    /// container, OpenFaaS-classic watchdog in a container), Table 2 work completion time over
+    /// 1, 2×cores and 56 client threads, Table 3 host RAM and CPU during the grayscale run, and
+    /// the latency table through the gateway. A column that cannot run says why. Root and
+    /// memcached. Writes paper.md, paper.json and PNG plots to --out (about 10 minutes;
+    /// --quick under 3).
+    Paper {
+        /// Fewer requests and generated lambdas: a CI check that every column answers
+        /// correctly, not figures of record.
+        #[arg(long)]
+        quick: bool,
+        /// Output directory (default: docs/results).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Our verifier against the kernel's: verification time per program and per instruction
     /// for the sample lambdas, the XDP verifier cases and the bpf_conformance programs, beside
     /// the kernel's BPF_PROG_LOAD time, and ns per instruction on straight-line programs of
@@ -270,6 +291,17 @@ fn main() -> Result<()> {
                 threads,
             };
             bench_gateway::gateway(&root, &options)?;
+        }
+        Task::Bench {
+            suite: BenchSuite::Paper { quick, out },
+        } => {
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench_paper::PaperOptions {
+                quick,
+                out: out.unwrap_or_else(|| root.join("docs").join("results")),
+            };
+            bench_paper::paper(&root, &options)?;
         }
         Task::Bench {
             suite:

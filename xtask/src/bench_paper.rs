@@ -1,0 +1,838 @@
+//! `cargo xtask bench paper`: the paper's Tables 1–3 and the gateway table, regenerated on this
+//! machine with our backends in place of the paper's columns.
+//!
+//! Every column is one [`Column`]; each gets a fresh veth pair between two fresh network
+//! namespaces, memcached in the client namespace (the memcached lambda's `XDP_TX` sends its
+//! request back out of the interface it came in on, so memcached must sit behind it, for every
+//! column alike), and the three workloads served on three UDP ports of the server end:
+//! static-server on 9000, memcached (GET and SET) on 9001, grayscale on 9002. XDP columns deploy
+//! the lambdas behind the tail-call dispatcher (`lambdactl deploy`) with generated `whoami`
+//! lambdas beside them; process columns run one server process per workload. A column that
+//! cannot run on this machine (a missing tool, a part not merged yet) is kept with its reason.
+//!
+//! Server processes run on CPU [`SERVER_CPU`], client threads on [`CLIENT_CPU`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::bench::{Header, require_root};
+use crate::bench_vm::{Served, pin_to_cpu};
+use crate::bench_workloads::{MEMCACHED_PORT, Memcached, memcached_config};
+use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl, sh};
+use crate::paper_client::{self, Call, HttpCall, Samples};
+use crate::paper_report::{self, CellResult, Completion, Resources};
+
+pub struct PaperOptions {
+    pub quick: bool,
+    /// Where the report, JSON and plots go.
+    pub out: PathBuf,
+}
+
+/// Sizes of one run: full or `--quick`.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Table 1: requests per workload per column (grayscale: `gray_requests`).
+    pub requests: u32,
+    pub gray_requests: u32,
+    pub warmup: u32,
+    /// Table 2: total requests per thread count.
+    pub completion_requests: u32,
+    pub threads: [u32; 3],
+    /// Generated whoami lambdas deployed beside the workloads on dispatcher columns.
+    pub generated: u32,
+    /// Gateway table: requests per workload per backend.
+    pub gateway_requests: u32,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        if quick {
+            Sizes {
+                requests: 1_000,
+                gray_requests: 300,
+                warmup: 100,
+                completion_requests: 2_000,
+                threads: [1, 2 * cores, 56],
+                generated: 10,
+                gateway_requests: 500,
+            }
+        } else {
+            Sizes {
+                requests: 10_000,
+                gray_requests: 3_000,
+                warmup: 500,
+                completion_requests: 10_000,
+                threads: [1, 2 * cores, 56],
+                generated: 100,
+                gateway_requests: 10_000,
+            }
+        }
+    }
+}
+
+pub const SERVER_CPU: usize = 0;
+pub const CLIENT_CPU: usize = 1;
+const PORTS: [u16; 3] = [9000, 9001, 9002];
+const BENCH_KEY: &str = "paper-key";
+
+/// The paper's columns, ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    XdpDrv,
+    XdpSkb,
+    CoalescedDrv,
+    VmJit,
+    VmInterpreter,
+    Native,
+    NativeContainer,
+    Watchdog,
+}
+
+impl Column {
+    pub const ALL: [Column; 8] = [
+        Column::XdpDrv,
+        Column::XdpSkb,
+        Column::CoalescedDrv,
+        Column::VmJit,
+        Column::VmInterpreter,
+        Column::Native,
+        Column::NativeContainer,
+        Column::Watchdog,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Column::XdpDrv => "xdp-drv",
+            Column::XdpSkb => "xdp-skb",
+            Column::CoalescedDrv => "coalesced-drv",
+            Column::VmJit => "vm-jit",
+            Column::VmInterpreter => "vm-interpreter",
+            Column::Native => "native",
+            Column::NativeContainer => "native-container",
+            Column::Watchdog => "openfaas-watchdog",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Column::XdpDrv => "XDP drv (dispatcher)",
+            Column::XdpSkb => "XDP skb (dispatcher)",
+            Column::CoalescedDrv => "coalesced drv",
+            Column::VmJit => "VM JIT",
+            Column::VmInterpreter => "VM interpreter",
+            Column::Native => "native baseline",
+            Column::NativeContainer => "native in container",
+            Column::Watchdog => "OpenFaaS-classic watchdog (container, fork per request)",
+        }
+    }
+
+    /// Why this column cannot run here, when it cannot.
+    fn unavailable(self, lambdactl: &Path) -> Option<String> {
+        match self {
+            Column::CoalescedDrv => {
+                let help = Command::new(lambdactl)
+                    .args(["deploy", "--help"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                (!help.contains("coalesced")).then(|| {
+                    "`lambdactl deploy --mode coalesced` does not exist in this build yet (the \
+                     offload helper's branch has not landed): no coalesced program to measure"
+                        .to_owned()
+                })
+            }
+            Column::NativeContainer | Column::Watchdog => Some(
+                "the container runner (xtask/src/container.rs: podman + runc, `lambdactl \
+                 watchdog`, `lambdactl handle`) is not in this build yet: no container to measure"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The workloads of Table 1, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Static,
+    Get,
+    Set,
+    Gray,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [
+        Workload::Static,
+        Workload::Get,
+        Workload::Set,
+        Workload::Gray,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Workload::Static => "static-server",
+            Workload::Get => "memcached-get",
+            Workload::Set => "memcached-set",
+            Workload::Gray => "grayscale",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Workload::Static => "static-server (index.html)",
+            Workload::Get => "memcached GET (100 B value)",
+            Workload::Set => "memcached SET (100 B value)",
+            Workload::Gray => "grayscale (one full fragment, 474 px)",
+        }
+    }
+
+    fn port(self) -> u16 {
+        match self {
+            Workload::Static => PORTS[0],
+            Workload::Get | Workload::Set => PORTS[1],
+            Workload::Gray => PORTS[2],
+        }
+    }
+
+    /// The request, and the OK answer's body computed independently of the server.
+    fn call(self, server: SocketAddr) -> Call {
+        let target = SocketAddr::new(server.ip(), self.port());
+        let (body, expected) = match self {
+            Workload::Static => (
+                workloads::static_content::INDEX_NAME.to_vec(),
+                workloads::static_content::INDEX_HTML.to_vec(),
+            ),
+            Workload::Get => (format!("get {BENCH_KEY}").into_bytes(), value()),
+            Workload::Set => {
+                let mut body = format!("set {BENCH_KEY} ").into_bytes();
+                body.extend(value());
+                (body, Vec::new())
+            }
+            Workload::Gray => gray_request(),
+        };
+        Call {
+            target,
+            lambda_id: 1,
+            body,
+            expected,
+        }
+    }
+}
+
+fn value() -> Vec<u8> {
+    b"v".repeat(100)
+}
+
+/// One whole grayscale fragment: a 474 × 1 image (width, height big-endian, then RGB), and
+/// its answer: the echoed image header and one gray byte per pixel (BT.601 8-bit luma,
+/// `(77 R + 150 G + 29 B + 128) >> 8`),
+/// computed here rather than by the workload's code.
+pub fn gray_request() -> (Vec<u8>, Vec<u8>) {
+    let pixels = workloads::grayscale::PIXELS_PER_FRAGMENT as u32;
+    let mut body = (pixels as u16).to_be_bytes().to_vec();
+    body.extend(1u16.to_be_bytes());
+    let rgb: Vec<u8> = (0..pixels * 3).map(|i| (i * 7 % 251) as u8).collect();
+    body.extend(&rgb);
+    let mut expected = body[..4].to_vec();
+    expected.extend(rgb.chunks_exact(3).map(|p| {
+        let y = 77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]);
+        ((y + 128) >> 8) as u8
+    }));
+    (body, expected)
+}
+
+/// Everything one column serves from, torn down on drop (servers, memcached, then the pair).
+struct Deployment {
+    servers: Vec<Served>,
+    /// PIDs of the server processes, per workload port (for RSS and CPU time).
+    pids: Vec<(u16, u32)>,
+    _memcached: Memcached,
+    pair: VethPair,
+}
+
+struct Ctx {
+    root: PathBuf,
+    lambdactl: PathBuf,
+    sizes: Sizes,
+}
+
+impl Ctx {
+    fn object(&self, name: &str) -> Result<String> {
+        let path = super::lambdas_dir(&self.root).join(format!("{name}.o"));
+        if !path.exists() {
+            bail!("{} is missing after build-ebpf", path.display());
+        }
+        Ok(path.to_str().context("non-UTF-8 path")?.to_owned())
+    }
+
+    fn deploy(&self, column: Column, tag: &str) -> Result<Deployment> {
+        let pair = VethPair::create(&self.lambdactl, "paper", tag)?;
+        let memcached = Memcached::start(&pair)?;
+        let config = memcached_config(&pair, false)?;
+        let listen = |port: u16| format!("{SERVER_ADDR}:{port}");
+        let memcached_addr = format!("{}:{MEMCACHED_PORT}", crate::netns::CLIENT_ADDR);
+        let mut servers = Vec::new();
+        let mut pids = Vec::new();
+        match column {
+            Column::XdpDrv | Column::XdpSkb => {
+                let mode = if column == Column::XdpDrv {
+                    "drv"
+                } else {
+                    "skb"
+                };
+                if mode == "drv" {
+                    // drv-mode XDP_TX on a veth needs a program on the peer (see netns.rs).
+                    pair.lambdactl_in(
+                        &pair.client,
+                        &[
+                            "attach",
+                            &self.object("static-server")?,
+                            "--iface",
+                            &pair.client_if,
+                            "--mode",
+                            "drv",
+                            "--port",
+                            "1",
+                        ],
+                    )?;
+                }
+                let deploy = |object: &str, name: &str, rule: &str| {
+                    pair.lambdactl_in(
+                        &pair.server,
+                        &[
+                            "deploy",
+                            object,
+                            "--iface",
+                            &pair.server_if,
+                            "--name",
+                            name,
+                            "--match",
+                            rule,
+                            "--mode",
+                            mode,
+                        ],
+                    )
+                };
+                deploy(&self.object("static-server")?, "p-static", "port=9000,id=1")?;
+                // memcached on its port's any-id rule: memcached's reply (no λ header) must
+                // reach it too.
+                deploy(&self.object("memcached")?, "p-mc", "port=9001")?;
+                deploy(&self.object("grayscale")?, "p-gray", "port=9002,id=1")?;
+                let whoami = self.object("whoami")?;
+                for i in 0..self.sizes.generated {
+                    deploy(
+                        &whoami,
+                        &format!("p-who{i}"),
+                        &format!("port=9000,id={}", 100 + i),
+                    )?;
+                }
+                pair.lambdactl_in(&pair.server, &["maps", "set", "p-mc/CONFIG", "0", &config])?;
+            }
+            Column::VmJit | Column::VmInterpreter => {
+                for (object, port) in [
+                    ("static-server", PORTS[0]),
+                    ("memcached", PORTS[1]),
+                    ("grayscale", PORTS[2]),
+                ] {
+                    let object = self.object(object)?;
+                    let control = std::env::temp_dir().join(format!(
+                        "lnic-paper-{}-{tag}-{port}.sock",
+                        std::process::id()
+                    ));
+                    let control = control.to_str().context("non-UTF-8 path")?.to_owned();
+                    let address = listen(port);
+                    let mut args = vec![
+                        "-n",
+                        &pair.server,
+                        "run",
+                        &object,
+                        "--listen",
+                        &address,
+                        "--workers",
+                        "1",
+                        "--control",
+                        &control,
+                    ];
+                    if column == Column::VmJit {
+                        args.push("--jit");
+                    }
+                    let served = Served::start(&self.lambdactl, &args)?;
+                    pids.push((port, served.pid()));
+                    servers.push(served);
+                    if port == PORTS[1] {
+                        // The control socket opens after the first line: retry briefly.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while let Err(e) = sh(
+                            &self.lambdactl,
+                            &["maps", "--vm", &control, "set", "CONFIG", "0", &config],
+                        ) {
+                            if Instant::now() > deadline {
+                                return Err(e);
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            }
+            Column::Native => {
+                for (workload, port) in [
+                    ("static-server", PORTS[0]),
+                    ("memcached", PORTS[1]),
+                    ("grayscale", PORTS[2]),
+                ] {
+                    let address = listen(port);
+                    let served = Served::start(
+                        &self.lambdactl,
+                        &[
+                            "-n",
+                            &pair.server,
+                            "baseline",
+                            workload,
+                            "--listen",
+                            &address,
+                            "--memcached",
+                            &memcached_addr,
+                        ],
+                    )?;
+                    pids.push((port, served.pid()));
+                    servers.push(served);
+                }
+            }
+            other => bail!("{} has no deployment in this build", other.label()),
+        }
+        Ok(Deployment {
+            servers,
+            pids,
+            _memcached: memcached,
+            pair,
+        })
+    }
+}
+
+impl Deployment {
+    fn server_addr(&self) -> SocketAddr {
+        SocketAddr::new(SERVER_ADDR.parse().expect("constant address"), 0)
+    }
+
+    /// Stores the value the GETs read.
+    fn prepare(&self) -> Result<()> {
+        let mut samples = Samples::default();
+        let call = Workload::Set.call(self.server_addr());
+        paper_client::latency(&self.pair.client, CLIENT_CPU, &call, 0, 1)
+            .map(|s| samples.merge(s))?;
+        if samples.wrong > 0 {
+            bail!(
+                "storing the benchmark value failed: {}",
+                samples.first_wrong.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // Servers first (they sit in the pair's namespace), then memcached, then the pair.
+        self.servers.clear();
+    }
+}
+
+/// Every figure of one column.
+pub struct ColumnResult {
+    pub column: Column,
+    /// Why the column has no figures, when it has none.
+    pub reason: Option<String>,
+    pub latency: Vec<(Workload, CellResult)>,
+    pub completion: Vec<Completion>,
+    pub resources: Option<Resources>,
+}
+
+pub struct GatewayResult {
+    pub backend: &'static str,
+    pub cells: Vec<(Workload, CellResult)>,
+}
+
+pub fn paper(root: &Path, opts: &PaperOptions) -> Result<()> {
+    require_root()?;
+    let started = Instant::now();
+    if Command::new("memcached").arg("-h").output().is_err() {
+        bail!("memcached is not installed (apt-get install memcached)");
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        bail!("bench paper pins client and server to different CPUs: it needs at least 2");
+    }
+    let lambdactl = build_lambdactl(root)?;
+    let sizes = Sizes::new(opts.quick);
+    let header = Header::collect(root);
+    println!("==> {}", header.line_for("paper"));
+    println!(
+        "==> server processes on CPU {SERVER_CPU}, client threads on CPU {CLIENT_CPU}; {sizes:?}"
+    );
+    pin_to_cpu(SERVER_CPU)?;
+    let ctx = Ctx {
+        root: root.to_path_buf(),
+        lambdactl: lambdactl.clone(),
+        sizes,
+    };
+
+    let mut columns = Vec::new();
+    for (c, column) in Column::ALL.into_iter().enumerate() {
+        if let Some(reason) = column.unavailable(&lambdactl) {
+            println!("==> [{}] {}: not measured: {reason}", c + 1, column.label());
+            columns.push(ColumnResult {
+                column,
+                reason: Some(reason),
+                latency: Vec::new(),
+                completion: Vec::new(),
+                resources: None,
+            });
+            continue;
+        }
+        println!("==> [{}] {}", c + 1, column.label());
+        let result = measure_column(&ctx, column, &format!("{c}")).unwrap_or_else(|e| {
+            let reason = format!("failed: {e:#}");
+            println!("    {reason}");
+            ColumnResult {
+                column,
+                reason: Some(reason),
+                latency: Vec::new(),
+                completion: Vec::new(),
+                resources: None,
+            }
+        });
+        columns.push(result);
+    }
+
+    println!("==> gateway table");
+    let gateway = measure_gateway(&ctx)?;
+
+    let report = paper_report::Report {
+        header,
+        sizes,
+        columns,
+        gateway,
+        quick: opts.quick,
+        elapsed: started.elapsed(),
+    };
+    report.write(&opts.out)?;
+    println!(
+        "==> written to {} ({:.0} s)",
+        opts.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let failed: Vec<String> = report
+        .columns
+        .iter()
+        .filter(|c| c.reason.as_deref().is_some_and(|r| r.starts_with("failed")))
+        .map(|c| c.column.key().to_owned())
+        .collect();
+    if !failed.is_empty() {
+        bail!("columns failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> {
+    let sizes = ctx.sizes;
+    let setup = Instant::now();
+    let deployment = ctx.deploy(column, tag)?;
+    deployment.prepare()?;
+    println!(
+        "    deployed in {:.1} s{}",
+        setup.elapsed().as_secs_f64(),
+        if matches!(column, Column::XdpDrv | Column::XdpSkb) {
+            format!(" (3 workloads + {} whoami lambdas)", sizes.generated)
+        } else {
+            String::new()
+        }
+    );
+    let server = deployment.server_addr();
+
+    // Table 1, and Table 3 during the grayscale run.
+    let mut latency = Vec::new();
+    let mut resources = None;
+    for workload in Workload::ALL {
+        let count = if workload == Workload::Gray {
+            sizes.gray_requests
+        } else {
+            sizes.requests
+        };
+        let call = workload.call(server);
+        let gray_pids: Vec<u32> = deployment
+            .pids
+            .iter()
+            .filter(|(port, _)| *port == Workload::Gray.port())
+            .map(|(_, pid)| *pid)
+            .collect();
+        let before = (workload == Workload::Gray).then(|| CpuSnapshot::take(&gray_pids));
+        let run_started = Instant::now();
+        let samples = paper_client::latency(
+            &deployment.pair.client,
+            CLIENT_CPU,
+            &call,
+            sizes.warmup,
+            count,
+        )?;
+        let wall = run_started.elapsed();
+        if let Some(before) = before {
+            let after = CpuSnapshot::take(&gray_pids);
+            let kernel = kernel_bytes(&ctx.lambdactl, &deployment, column)?;
+            resources = Some(Resources::from_snapshots(
+                &before,
+                &after,
+                wall,
+                rss_bytes(&gray_pids)?,
+                kernel,
+                gray_pids.len(),
+            ));
+        }
+        let cell = CellResult::from_samples(samples);
+        println!("    {:<14} {}", workload.key(), cell.line());
+        latency.push((workload, cell));
+    }
+
+    // Table 2.
+    let calls: Vec<Call> = Workload::ALL.iter().map(|w| w.call(server)).collect();
+    let mut completion = Vec::new();
+    for threads in sizes.threads {
+        let (elapsed, samples) = paper_client::completion(
+            &deployment.pair.client,
+            CLIENT_CPU,
+            &calls,
+            threads,
+            sizes.completion_requests,
+        )?;
+        let c = Completion {
+            threads,
+            requests: sizes.completion_requests,
+            seconds: elapsed.as_secs_f64(),
+            wrong: samples.wrong,
+            lost: samples.lost,
+        };
+        println!(
+            "    {} requests over {threads:>2} threads: {:.3} s ({} wrong, {} resent)",
+            c.requests, c.seconds, c.wrong, c.lost
+        );
+        completion.push(c);
+    }
+    drop(deployment);
+    Ok(ColumnResult {
+        column,
+        reason: None,
+        latency,
+        completion,
+        resources,
+    })
+}
+
+/// /proc/stat totals and the server processes' CPU time, at one moment.
+pub struct CpuSnapshot {
+    /// Jiffies over all CPUs: total, idle (+iowait), softirq.
+    pub total: u64,
+    pub idle: u64,
+    pub softirq: u64,
+    /// utime + stime of the server processes (and their threads), jiffies.
+    pub processes: u64,
+}
+
+impl CpuSnapshot {
+    fn take(pids: &[u32]) -> CpuSnapshot {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let get = |i: usize| fields.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal …
+        let total = fields.iter().take(8).sum();
+        let processes = pids
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .filter_map(|s| {
+                // Fields after the command name (which may hold spaces) in parentheses.
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                // utime and stime are fields 14 and 15: 12 and 13 after the name.
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .sum();
+        CpuSnapshot {
+            total,
+            idle: get(3) + get(4),
+            softirq: get(6),
+            processes,
+        }
+    }
+}
+
+/// Summed VmRSS of `pids`, in bytes.
+fn rss_bytes(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no VmRSS for {pid}"))?;
+        total += kib * 1024;
+    }
+    Ok(total)
+}
+
+/// Kernel memory (fdinfo memlock, through bpftool) of the grayscale lambda's program and maps
+/// plus the dispatcher's, on dispatcher columns; 0 elsewhere.
+fn kernel_bytes(lambdactl: &Path, deployment: &Deployment, column: Column) -> Result<u64> {
+    if !matches!(column, Column::XdpDrv | Column::XdpSkb) {
+        return Ok(0);
+    }
+    let pair = &deployment.pair;
+    let ls: serde_json::Value =
+        serde_json::from_str(&sh(lambdactl, &["-n", &pair.server, "ls", "--json"])?)?;
+    let gray = ls
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "p-gray")
+        .context("the grayscale lambda is not in `lambdactl ls`")?;
+    let mut ids = vec![gray["program_id"].as_u64().context("program_id")?];
+    if let Some(d) = gray["dispatcher_program_id"].as_u64() {
+        ids.push(d);
+    }
+    crate::bench_density::memlock_of_programs(&ids).map(|b| b as u64)
+}
+
+fn measure_gateway(ctx: &Ctx) -> Result<Vec<GatewayResult>> {
+    let mut results = Vec::new();
+    for backend in ["drv", "vm", "native"] {
+        let gw = match crate::gateway::GatewayChild::start(
+            &ctx.lambdactl,
+            &[
+                "--backend",
+                backend,
+                "--no-auth",
+                "--deploy",
+                "static-server",
+                "--deploy",
+                "grayscale",
+                "--vm-workers",
+                "1",
+            ],
+        ) {
+            Ok(gw) => gw,
+            Err(e) => {
+                let reason = format!("failed: the gateway did not start: {e:#}");
+                println!("    {backend}: {reason}");
+                results.push(GatewayResult {
+                    backend,
+                    cells: Workload::ALL
+                        .iter()
+                        .map(|w| (*w, CellResult::unavailable(&reason)))
+                        .collect(),
+                });
+                continue;
+            }
+        };
+        let mut cells = Vec::new();
+        for workload in Workload::ALL {
+            let function = match workload {
+                Workload::Static => "static-server",
+                Workload::Gray => "grayscale",
+                Workload::Get | Workload::Set => {
+                    cells.push((
+                        workload,
+                        CellResult::unavailable(
+                            "not measured: the gateway deploys a memcached lambda without a \
+                             memcached server configured behind its interface (the gateway \
+                             has no option for one), so there is nothing for it to call",
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let call = workload.call(SocketAddr::new(gw.addr.ip(), 0));
+            let (path, method) = if workload == Workload::Static {
+                (format!("/function/{function}/index.html"), "GET")
+            } else {
+                (format!("/function/{function}"), "POST")
+            };
+            let http = HttpCall {
+                addr: gw.addr,
+                method,
+                path,
+                body: if method == "POST" {
+                    call.body.clone()
+                } else {
+                    Vec::new()
+                },
+                expected: call.expected.clone(),
+            };
+            let count = if workload == Workload::Gray {
+                ctx.sizes.gray_requests
+            } else {
+                ctx.sizes.gateway_requests
+            };
+            let cell = match paper_client::http_latency(&http, CLIENT_CPU, ctx.sizes.warmup, count)
+            {
+                Ok(samples) => CellResult::from_samples(samples),
+                Err(e) => CellResult::unavailable(&format!("failed: {e:#}")),
+            };
+            println!("    {backend:<6} {:<14} {}", workload.key(), cell.line());
+            cells.push((workload, cell));
+        }
+        drop(gw);
+        results.push(GatewayResult { backend, cells });
+    }
+    Ok(results)
+}
+
+/// The JSON of a column's results, for the report.
+pub fn column_json(c: &ColumnResult) -> serde_json::Value {
+    json!({
+        "column": c.column.key(),
+        "label": c.column.label(),
+        "reason": c.reason,
+        "latency": c.latency.iter().map(|(w, cell)| json!({
+            "workload": w.key(), "result": cell.json(),
+        })).collect::<Vec<_>>(),
+        "completion": c.completion.iter().map(Completion::json).collect::<Vec<_>>(),
+        "resources": c.resources.as_ref().map(Resources::json),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gray_request_is_one_full_fragment() {
+        let (body, expected) = gray_request();
+        let pixels = workloads::grayscale::PIXELS_PER_FRAGMENT;
+        assert_eq!(body.len(), 4 + 3 * pixels);
+        assert_eq!(expected.len(), 4 + pixels);
+        // The workload's own conversion agrees with the formula computed here.
+        let mut out = vec![0; pixels];
+        workloads::grayscale::convert(&body[4..], &mut out);
+        assert_eq!(&expected[4..], out.as_slice());
+    }
+
+    #[test]
+    fn columns_have_distinct_keys() {
+        let mut keys: Vec<&str> = Column::ALL.iter().map(|c| c.key()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), Column::ALL.len());
+    }
+}
