@@ -47,6 +47,8 @@ pub struct Sizes {
     pub generated: u32,
     /// Gateway table: requests per workload per backend.
     pub gateway_requests: u32,
+    /// Table 3: seconds of grayscale load while the host is sampled.
+    pub resource_seconds: u64,
 }
 
 impl Sizes {
@@ -61,6 +63,7 @@ impl Sizes {
                 threads: [1, 2 * cores, 56],
                 generated: 10,
                 gateway_requests: 500,
+                resource_seconds: 2,
             }
         } else {
             Sizes {
@@ -71,6 +74,7 @@ impl Sizes {
                 threads: [1, 2 * cores, 56],
                 generated: 100,
                 gateway_requests: 10_000,
+                resource_seconds: 10,
             }
         }
     }
@@ -554,9 +558,8 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
     );
     let server = deployment.server_addr();
 
-    // Table 1, and Table 3 during the grayscale run.
+    // Table 1.
     let mut latency = Vec::new();
-    let mut resources = None;
     for workload in Workload::ALL {
         let count = if workload == Workload::Gray {
             sizes.gray_requests
@@ -564,14 +567,6 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
             sizes.requests
         };
         let call = workload.call(server);
-        let gray_pids: Vec<u32> = deployment
-            .pids
-            .iter()
-            .filter(|(port, _)| *port == Workload::Gray.port())
-            .map(|(_, pid)| *pid)
-            .collect();
-        let before = (workload == Workload::Gray).then(|| CpuSnapshot::take(&gray_pids));
-        let run_started = Instant::now();
         let samples = paper_client::latency(
             &deployment.pair.client,
             CLIENT_CPU,
@@ -579,23 +574,54 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
             sizes.warmup,
             count,
         )?;
-        let wall = run_started.elapsed();
-        if let Some(before) = before {
-            let after = CpuSnapshot::take(&gray_pids);
-            let kernel = kernel_bytes(&ctx.lambdactl, &deployment, column)?;
-            resources = Some(Resources::from_snapshots(
-                &before,
-                &after,
-                wall,
-                rss_bytes(&gray_pids)?,
-                kernel,
-                gray_pids.len(),
-            ));
-        }
         let cell = CellResult::from_samples(samples);
         println!("    {:<14} {}", workload.key(), cell.line());
         latency.push((workload, cell));
     }
+
+    // Table 3: the host under grayscale load for a fixed time.
+    let gray_pids: Vec<u32> = deployment
+        .pids
+        .iter()
+        .filter(|(port, _)| *port == Workload::Gray.port())
+        .map(|(_, pid)| *pid)
+        .collect();
+    let before = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (wall, samples) = {
+        let (before, pids) = (before.clone(), gray_pids.clone());
+        paper_client::run_for(
+            &deployment.pair.client,
+            CLIENT_CPU,
+            &Workload::Gray.call(server),
+            sizes.warmup,
+            Duration::from_secs(sizes.resource_seconds),
+            move || *before.lock().expect("not poisoned") = Some(CpuSnapshot::take(&pids)),
+        )?
+    };
+    let after = CpuSnapshot::take(&gray_pids);
+    let before = before
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .context("no CPU snapshot at the start of the grayscale load")?;
+    if samples.wrong > 0 {
+        bail!(
+            "wrong grayscale answers under load: {}",
+            samples.first_wrong.unwrap_or_default()
+        );
+    }
+    let kernel = kernel_bytes(&ctx.lambdactl, &deployment, column)?;
+    let resources = Resources::from_snapshots(
+        &before,
+        &after,
+        wall,
+        samples.us.len() as u64,
+        rss_bytes(&gray_pids)?,
+        kernel,
+        gray_pids.len(),
+    );
+    println!("    {}", resources.line());
+    let resources = Some(resources);
 
     // Table 2.
     let calls: Vec<Call> = Workload::ALL.iter().map(|w| w.call(server)).collect();
@@ -637,8 +663,8 @@ pub struct CpuSnapshot {
     pub total: u64,
     pub idle: u64,
     pub softirq: u64,
-    /// utime + stime of the server processes (and their threads), jiffies.
-    pub processes: u64,
+    /// CPU time of the server processes' threads, ns (schedstat).
+    pub processes_ns: u64,
 }
 
 impl CpuSnapshot {
@@ -655,24 +681,26 @@ impl CpuSnapshot {
         let get = |i: usize| fields.get(i).copied().unwrap_or(0);
         // user nice system idle iowait irq softirq steal …
         let total = fields.iter().take(8).sum();
-        let processes = pids
-            .iter()
-            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .filter_map(|s| {
-                // Fields after the command name (which may hold spaces) in parentheses.
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                // utime and stime are fields 14 and 15: 12 and 13 after the name.
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
-            .sum();
+        let processes_ns = pids.iter().map(|pid| process_cpu_ns(*pid)).sum();
         CpuSnapshot {
             total,
             idle: get(3) + get(4),
             softirq: get(6),
-            processes,
+            processes_ns,
         }
     }
+}
+
+/// CPU time of every thread of `pid` so far, in ns (first field of each thread's schedstat).
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Summed VmRSS of `pids`, in bytes.

@@ -184,6 +184,35 @@ pub fn latency(netns: &str, cpu: usize, call: &Call, warmup: u32, count: u32) ->
     .map_err(|_| anyhow::anyhow!("client thread panicked"))?
 }
 
+/// Requests of `call` one after the other for `duration` (after `warmup` unmeasured ones), on
+/// a thread in `netns` pinned to `cpu`: the load under which Table 3 samples the host.
+pub fn run_for(
+    netns: &str,
+    cpu: usize,
+    call: &Call,
+    warmup: u32,
+    duration: Duration,
+    on_start: impl FnOnce() + Send + 'static,
+) -> Result<(Duration, Samples)> {
+    let call = call.clone();
+    on_thread(Some(netns.to_owned()), Some(cpu), move || {
+        let mut client = UdpClient::new(1 << 20)?;
+        let mut samples = Samples::default();
+        for _ in 0..warmup {
+            client.call(&call, &mut samples)?;
+        }
+        samples.us.clear();
+        on_start();
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            client.call(&call, &mut samples)?;
+        }
+        Ok((started.elapsed(), samples))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+}
+
 /// `total` requests spread over `threads` client threads (each its own socket, requests in
 /// turn from `calls`), all pinned to `cpu`; returns the wall time until the last answer and the
 /// merged samples.

@@ -132,17 +132,22 @@ impl Completion {
 
 /// Table 3: what serving the grayscale run cost the host.
 pub struct Resources {
+    /// Grayscale requests answered during the sampled run.
+    pub requests: u64,
     pub rss_bytes: u64,
     pub kernel_bytes: u64,
     pub processes: usize,
     pub seconds: f64,
-    /// utime + stime of the server processes, % of one CPU.
+    /// CPU time of the server processes' threads (schedstat), % of one CPU.
     pub process_cpu_pct: f64,
     /// softirq time on all CPUs, % of one CPU (XDP runs there; so does every column's network
     /// receive path, the client's included).
     pub softirq_pct: f64,
     /// Non-idle time over all CPUs, % of the whole host (client included).
     pub host_busy_pct: f64,
+    /// (server processes' CPU time + softirq time) per answered request, µs: the load is a
+    /// closed loop, so a faster column also runs more requests in the same time.
+    pub cpu_us_per_request: f64,
 }
 
 impl Resources {
@@ -150,6 +155,7 @@ impl Resources {
         before: &CpuSnapshot,
         after: &CpuSnapshot,
         wall: Duration,
+        requests: u64,
         rss_bytes: u64,
         kernel_bytes: u64,
         processes: usize,
@@ -161,23 +167,49 @@ impl Resources {
         let total = after.total.saturating_sub(before.total).max(1) as f64;
         let idle = after.idle.saturating_sub(before.idle) as f64;
         Resources {
+            requests,
             rss_bytes,
             kernel_bytes,
             processes,
             seconds: secs,
-            process_cpu_pct: jiffies_pct(after.processes.saturating_sub(before.processes)),
+            process_cpu_pct: after.processes_ns.saturating_sub(before.processes_ns) as f64
+                / 1e9
+                / secs
+                * 100.0,
             softirq_pct: jiffies_pct(after.softirq.saturating_sub(before.softirq)),
             host_busy_pct: (total - idle) / total * 100.0,
+            cpu_us_per_request: (after.processes_ns.saturating_sub(before.processes_ns) as f64
+                / 1e3
+                + after.softirq.saturating_sub(before.softirq) as f64 / hz * 1e6)
+                / requests.max(1) as f64,
         }
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "grayscale load {:.1} s ({:.0} requests/s): RSS {} KiB in {} process(es), kernel {} KiB, processes' CPU {:.1} %, softirq {:.1} % (of one CPU), {:.1} µs CPU per request, host busy {:.1} %",
+            self.seconds,
+            self.requests as f64 / self.seconds,
+            self.rss_bytes / 1024,
+            self.processes,
+            self.kernel_bytes / 1024,
+            self.process_cpu_pct,
+            self.softirq_pct,
+            self.cpu_us_per_request,
+            self.host_busy_pct
+        )
     }
 
     pub fn json(&self) -> serde_json::Value {
         json!({
+            "requests": self.requests,
+            "requests_per_s": self.requests as f64 / self.seconds,
             "server_processes": self.processes, "rss_bytes": self.rss_bytes,
             "kernel_bytes": self.kernel_bytes, "seconds": self.seconds,
             "process_cpu_pct_of_one_cpu": self.process_cpu_pct,
             "softirq_pct_of_one_cpu": self.softirq_pct,
             "host_busy_pct": self.host_busy_pct,
+            "cpu_us_per_request": self.cpu_us_per_request,
         })
     }
 }
@@ -297,12 +329,18 @@ impl Report {
              - **Table 2:** {} requests spread over N client threads (each its own blocking socket, \
              requests rotating over the four workload requests), all client threads on CPU \
              {CLIENT_CPU}; wall time from release to the last answer.\n\
-             - **Table 3:** during Table 1's grayscale run: RSS of the grayscale server \
-             process(es) (VmRSS), kernel memory of the grayscale lambda's program and maps plus \
-             the dispatcher's (fdinfo `memlock`, via bpftool; memcached is not involved and not \
-             counted), the server processes' utime+stime and the host's softirq time (from \
-             /proc/stat, all CPUs: XDP runs there, but so does every column's receive path, the \
-             client's included), each as % of one CPU over the run, and the whole host's busy %.\n\
+             - **Table 3:** a separate grayscale run of {} s (one client thread, one request \
+             at a time, as in Table 1) while the host is sampled: RSS of the grayscale server \
+             process(es) (VmRSS; the VM and native columns run one process per workload, so only \
+             the grayscale one counts), kernel memory of the grayscale lambda's program and maps \
+             plus the dispatcher's (fdinfo `memlock`, via bpftool; memcached is not involved and \
+             not counted), the server processes' CPU time (every thread's schedstat, ns) and the \
+             host's softirq time (/proc/stat, all CPUs: XDP runs there, but so does every \
+             column's receive path, the client's included), each as % of one CPU over the run, \
+             the two summed per answered request (the load is a closed loop: a faster column \
+             runs more requests in the same time, so % alone misleads), and the whole host's \
+             busy % (both CPUs: the client's busy loop and, on this shared machine, other \
+             load included).\n\
              - **Gateway table:** HTTP/1.1 keep-alive calls, one at a time, from the host \
              namespace to `lambdactl gateway` on loopback (`--backend drv|vm|native`), client \
              on CPU {CLIENT_CPU}, answers checked like Table 1.\n",
@@ -311,6 +349,7 @@ impl Report {
             self.sizes.gray_requests,
             self.sizes.warmup,
             self.sizes.completion_requests,
+            self.sizes.resource_seconds,
         );
         let _ = writeln!(w, "## The paper's figures\n\n{PAPER_HEADLINES}\n");
         let _ = writeln!(
@@ -398,27 +437,33 @@ impl Report {
         let _ = writeln!(w, "## Table 3 — host resources during the grayscale run\n");
         let _ = writeln!(
             w,
-            "| column | server processes | RSS (KiB) | kernel programs + maps (KiB) | total (KiB) | processes' CPU (% of one) | softirq, all CPUs (% of one) | host busy (%) |"
+            "| column | grayscale requests/s | server processes | RSS (KiB) | kernel programs + maps (KiB) | total (KiB) | processes' CPU (% of one) | softirq, all CPUs (% of one) | CPU per request (µs) | host busy (%) |"
         );
-        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for c in &self.columns {
             match &c.resources {
                 Some(r) => {
                     let _ = writeln!(
                         w,
-                        "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                        "| {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} |",
                         c.column.label(),
+                        r.requests as f64 / r.seconds,
                         r.processes,
                         r.rss_bytes as f64 / 1024.0,
                         r.kernel_bytes as f64 / 1024.0,
                         (r.rss_bytes + r.kernel_bytes) as f64 / 1024.0,
                         r.process_cpu_pct,
                         r.softirq_pct,
+                        r.cpu_us_per_request,
                         r.host_busy_pct
                     );
                 }
                 None => {
-                    let _ = writeln!(w, "| {} | — | — | — | — | — | — | — |", c.column.label());
+                    let _ = writeln!(
+                        w,
+                        "| {} | — | — | — | — | — | — | — | — | — |",
+                        c.column.label()
+                    );
                 }
             }
         }
