@@ -24,7 +24,7 @@ use crate::bench::{Header, require_root};
 use crate::bench_vm::{Served, pin_to_cpu};
 use crate::bench_workloads::{MEMCACHED_PORT, Memcached, memcached_config};
 use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl, sh};
-use crate::paper_client::{self, Call, HttpCall, Samples};
+use crate::paper_client::{self, Call, HttpCall, Samples, Target};
 use crate::paper_report::{self, CellResult, Completion, Resources};
 
 pub struct PaperOptions {
@@ -84,6 +84,8 @@ pub const SERVER_CPU: usize = 0;
 pub const CLIENT_CPU: usize = 1;
 const PORTS: [u16; 3] = [9000, 9001, 9002];
 const BENCH_KEY: &str = "paper-key";
+/// The watchdog column's HTTP port for a workload: its UDP port + this.
+const HTTP_PORT_OFFSET: u16 = 100;
 
 /// The paper's columns, ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +258,8 @@ struct Deployment {
     servers: Vec<Served>,
     /// PIDs of the server processes, per workload port (for RSS and CPU time).
     pids: Vec<(u16, u32)>,
+    /// Served over HTTP (the watchdog column), on each workload's port + [`HTTP_PORT_OFFSET`].
+    http: bool,
     _memcached: Memcached,
     pair: VethPair,
 }
@@ -413,6 +417,7 @@ impl Ctx {
         Ok(Deployment {
             servers,
             pids,
+            http: false,
             _memcached: memcached,
             pair,
         })
@@ -424,12 +429,33 @@ impl Deployment {
         SocketAddr::new(SERVER_ADDR.parse().expect("constant address"), 0)
     }
 
+    /// How this deployment is called: λ datagrams, or HTTP to the watchdog of the workload's
+    /// port.
+    fn target(&self, call: Call) -> Target {
+        if !self.http {
+            return Target::Udp(call);
+        }
+        Target::Http(HttpCall {
+            addr: SocketAddr::new(call.target.ip(), call.target.port() + HTTP_PORT_OFFSET),
+            method: "POST",
+            path: "/".to_owned(),
+            body: call.body,
+            expected: call.expected,
+        })
+    }
+
     /// Stores the value the GETs read.
     fn prepare(&self) -> Result<()> {
         let mut samples = Samples::default();
         let call = Workload::Set.call(self.server_addr());
-        paper_client::latency(&self.pair.client, CLIENT_CPU, &call, 0, 1)
-            .map(|s| samples.merge(s))?;
+        paper_client::latency(
+            Some(&self.pair.client),
+            CLIENT_CPU,
+            &self.target(call),
+            0,
+            1,
+        )
+        .map(|s| samples.merge(s))?;
         if samples.wrong > 0 {
             bail!(
                 "storing the benchmark value failed: {}",
@@ -566,11 +592,11 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
         } else {
             sizes.requests
         };
-        let call = workload.call(server);
+        let target = deployment.target(workload.call(server));
         let samples = paper_client::latency(
-            &deployment.pair.client,
+            Some(&deployment.pair.client),
             CLIENT_CPU,
-            &call,
+            &target,
             sizes.warmup,
             count,
         )?;
@@ -592,7 +618,7 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
         paper_client::run_for(
             &deployment.pair.client,
             CLIENT_CPU,
-            &Workload::Gray.call(server),
+            &deployment.target(Workload::Gray.call(server)),
             sizes.warmup,
             Duration::from_secs(sizes.resource_seconds),
             move || *before.lock().expect("not poisoned") = Some(CpuSnapshot::take(&pids)),
@@ -624,7 +650,10 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
     let resources = Some(resources);
 
     // Table 2.
-    let calls: Vec<Call> = Workload::ALL.iter().map(|w| w.call(server)).collect();
+    let calls: Vec<Target> = Workload::ALL
+        .iter()
+        .map(|w| deployment.target(w.call(server)))
+        .collect();
     let mut completion = Vec::new();
     for threads in sizes.threads {
         let (elapsed, samples) = paper_client::completion(
@@ -691,16 +720,31 @@ impl CpuSnapshot {
     }
 }
 
-/// CPU time of every thread of `pid` so far, in ns (first field of each thread's schedstat).
+/// CPU time of `pid` so far, in ns: every live thread's (schedstat, ns), plus its reaped
+/// children's (`cutime + cstime`, clock ticks), which is where the handlers a watchdog forked
+/// per request end up.
 fn process_cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
-    tasks
+    let threads: u64 = tasks
         .filter_map(|t| t.ok())
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let children = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) in parentheses; cutime and
+            // cstime are fields 16 and 17, i.e. 14 and 15 after the name.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    threads + children * 1_000_000_000 / hz
 }
 
 /// Summed VmRSS of `pids`, in bytes.
@@ -812,11 +856,12 @@ fn measure_gateway(ctx: &Ctx) -> Result<Vec<GatewayResult>> {
             } else {
                 ctx.sizes.gateway_requests
             };
-            let cell = match paper_client::http_latency(&http, CLIENT_CPU, ctx.sizes.warmup, count)
-            {
-                Ok(samples) => CellResult::from_samples(samples),
-                Err(e) => CellResult::unavailable(&format!("failed: {e:#}")),
-            };
+            let target = Target::Http(http);
+            let cell =
+                match paper_client::latency(None, CLIENT_CPU, &target, ctx.sizes.warmup, count) {
+                    Ok(samples) => CellResult::from_samples(samples),
+                    Err(e) => CellResult::unavailable(&format!("failed: {e:#}")),
+                };
             println!("    {backend:<6} {:<14} {}", workload.key(), cell.line());
             cells.push((workload, cell));
         }

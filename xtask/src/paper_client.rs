@@ -160,15 +160,58 @@ impl UdpClient {
     }
 }
 
-/// `count` requests of `call`, one after the other, after `warmup` unmeasured ones, on a thread
-/// in `netns` pinned to `cpu`.
-pub fn latency(netns: &str, cpu: usize, call: &Call, warmup: u32, count: u32) -> Result<Samples> {
-    let call = call.clone();
-    on_thread(Some(netns.to_owned()), Some(cpu), move || {
-        let mut client = UdpClient::new(1)?;
+/// A request over either transport: a λ datagram, or an HTTP call (the watchdog, the gateway).
+#[derive(Clone, Debug)]
+pub enum Target {
+    Udp(Call),
+    Http(HttpCall),
+}
+
+/// One client thread's connection state for either transport.
+struct Caller {
+    udp: Option<UdpClient>,
+    http: Option<TcpStream>,
+    seed: u64,
+}
+
+impl Caller {
+    fn new(seed: u64) -> Caller {
+        Caller {
+            udp: None,
+            http: None,
+            seed,
+        }
+    }
+
+    fn call(&mut self, target: &Target, samples: &mut Samples) -> Result<()> {
+        match target {
+            Target::Udp(call) => {
+                let client = match &mut self.udp {
+                    Some(c) => c,
+                    None => self.udp.insert(UdpClient::new(self.seed)?),
+                };
+                client.call(call, samples)
+            }
+            Target::Http(call) => http_call(&mut self.http, call, samples),
+        }
+    }
+}
+
+/// `count` requests of `target`, one after the other, after `warmup` unmeasured ones, on a
+/// thread in `netns` (`None`: this one) pinned to `cpu`.
+pub fn latency(
+    netns: Option<&str>,
+    cpu: usize,
+    target: &Target,
+    warmup: u32,
+    count: u32,
+) -> Result<Samples> {
+    let target = target.clone();
+    on_thread(netns.map(str::to_owned), Some(cpu), move || {
+        let mut client = Caller::new(1);
         let mut warm = Samples::default();
         for _ in 0..warmup {
-            client.call(&call, &mut warm)?;
+            client.call(&target, &mut warm)?;
         }
         let mut samples = Samples {
             wrong: warm.wrong,
@@ -176,7 +219,7 @@ pub fn latency(netns: &str, cpu: usize, call: &Call, warmup: u32, count: u32) ->
             ..Samples::default()
         };
         for _ in 0..count {
-            client.call(&call, &mut samples)?;
+            client.call(&target, &mut samples)?;
         }
         Ok(samples)
     })
@@ -184,28 +227,28 @@ pub fn latency(netns: &str, cpu: usize, call: &Call, warmup: u32, count: u32) ->
     .map_err(|_| anyhow::anyhow!("client thread panicked"))?
 }
 
-/// Requests of `call` one after the other for `duration` (after `warmup` unmeasured ones), on
+/// Requests of `target` one after the other for `duration` (after `warmup` unmeasured ones), on
 /// a thread in `netns` pinned to `cpu`: the load under which Table 3 samples the host.
 pub fn run_for(
     netns: &str,
     cpu: usize,
-    call: &Call,
+    target: &Target,
     warmup: u32,
     duration: Duration,
     on_start: impl FnOnce() + Send + 'static,
 ) -> Result<(Duration, Samples)> {
-    let call = call.clone();
+    let target = target.clone();
     on_thread(Some(netns.to_owned()), Some(cpu), move || {
-        let mut client = UdpClient::new(1 << 20)?;
+        let mut client = Caller::new(1 << 20);
         let mut samples = Samples::default();
         for _ in 0..warmup {
-            client.call(&call, &mut samples)?;
+            client.call(&target, &mut samples)?;
         }
         samples.us.clear();
         on_start();
         let started = Instant::now();
         while started.elapsed() < duration {
-            client.call(&call, &mut samples)?;
+            client.call(&target, &mut samples)?;
         }
         Ok((started.elapsed(), samples))
     })
@@ -219,7 +262,7 @@ pub fn run_for(
 pub fn completion(
     netns: &str,
     cpu: usize,
-    calls: &[Call],
+    calls: &[Target],
     threads: u32,
     total: u32,
 ) -> Result<(Duration, Samples)> {
@@ -230,7 +273,7 @@ pub fn completion(
         let calls = calls.to_vec();
         let barrier = barrier.clone();
         handles.push(on_thread(Some(netns.to_owned()), Some(cpu), move || {
-            let mut client = UdpClient::new(u64::from(t) + 2)?;
+            let mut client = Caller::new(u64::from(t) + 2);
             let mut samples = Samples::default();
             barrier.wait();
             for i in 0..share {
@@ -266,30 +309,6 @@ pub struct HttpCall {
     pub path: String,
     pub body: Vec<u8>,
     pub expected: Vec<u8>,
-}
-
-/// `count` HTTP/1.1 calls one after the other on a keep-alive connection (reopened when the
-/// server closes it), after `warmup` unmeasured ones, pinned to `cpu`.
-pub fn http_latency(call: &HttpCall, cpu: usize, warmup: u32, count: u32) -> Result<Samples> {
-    let call = call.clone();
-    on_thread(None, Some(cpu), move || {
-        let mut conn: Option<TcpStream> = None;
-        let mut warm = Samples::default();
-        for _ in 0..warmup {
-            http_call(&mut conn, &call, &mut warm)?;
-        }
-        let mut samples = Samples {
-            wrong: warm.wrong,
-            first_wrong: warm.first_wrong,
-            ..Samples::default()
-        };
-        for _ in 0..count {
-            http_call(&mut conn, &call, &mut samples)?;
-        }
-        Ok(samples)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("HTTP client thread panicked"))?
 }
 
 fn http_call(conn: &mut Option<TcpStream>, call: &HttpCall, samples: &mut Samples) -> Result<()> {
