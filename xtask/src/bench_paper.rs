@@ -84,6 +84,8 @@ pub const SERVER_CPU: usize = 0;
 pub const CLIENT_CPU: usize = 1;
 const PORTS: [u16; 3] = [9000, 9001, 9002];
 const BENCH_KEY: &str = "paper-key";
+/// Most generated lambdas deployed beside the workloads in the coalesced program.
+const COALESCED_GENERATED: u32 = 10;
 /// The watchdog column's HTTP port for a workload: its UDP port + this.
 const HTTP_PORT_OFFSET: u16 = 100;
 
@@ -135,6 +137,21 @@ impl Column {
             Column::Native => "native baseline",
             Column::NativeContainer => "native in container",
             Column::Watchdog => "OpenFaaS-classic watchdog (container, fork per request)",
+        }
+    }
+
+    /// Whether the workloads sit behind a dispatcher (tail calls or coalesced) in the kernel.
+    pub fn is_xdp(self) -> bool {
+        matches!(self, Column::XdpDrv | Column::XdpSkb | Column::CoalescedDrv)
+    }
+
+    /// Generated whoami lambdas deployed beside the workloads. The coalesced program is
+    /// rebuilt and verified whole on every deploy, and must fit one program: fewer there.
+    pub fn generated(self, sizes: Sizes) -> u32 {
+        match self {
+            Column::XdpDrv | Column::XdpSkb => sizes.generated,
+            Column::CoalescedDrv => sizes.generated.min(COALESCED_GENERATED),
+            _ => 0,
         }
     }
 
@@ -288,13 +305,15 @@ impl Ctx {
         let mut servers = Vec::new();
         let mut pids = Vec::new();
         match column {
-            Column::XdpDrv | Column::XdpSkb => {
-                let mode = if column == Column::XdpDrv {
-                    "drv"
-                } else {
-                    "skb"
+            Column::XdpDrv | Column::XdpSkb | Column::CoalescedDrv => {
+                // The deploy's mode arguments: behind the dispatcher in drv or skb mode, or one
+                // coalesced program attached in drv mode.
+                let (mode, xdp): (&str, &[&str]) = match column {
+                    Column::XdpDrv => ("drv", &[]),
+                    Column::XdpSkb => ("skb", &[]),
+                    _ => ("coalesced", &["--xdp", "drv"]),
                 };
-                if mode == "drv" {
+                if mode != "skb" {
                     // drv-mode XDP_TX on a veth needs a program on the peer (see netns.rs).
                     pair.lambdactl_in(
                         &pair.client,
@@ -311,21 +330,20 @@ impl Ctx {
                     )?;
                 }
                 let deploy = |object: &str, name: &str, rule: &str| {
-                    pair.lambdactl_in(
-                        &pair.server,
-                        &[
-                            "deploy",
-                            object,
-                            "--iface",
-                            &pair.server_if,
-                            "--name",
-                            name,
-                            "--match",
-                            rule,
-                            "--mode",
-                            mode,
-                        ],
-                    )
+                    let mut args = vec![
+                        "deploy",
+                        object,
+                        "--iface",
+                        &pair.server_if,
+                        "--name",
+                        name,
+                        "--match",
+                        rule,
+                        "--mode",
+                        mode,
+                    ];
+                    args.extend_from_slice(xdp);
+                    pair.lambdactl_in(&pair.server, &args)
                 };
                 deploy(&self.object("static-server")?, "p-static", "port=9000,id=1")?;
                 // memcached on its port's any-id rule: memcached's reply (no λ header) must
@@ -333,7 +351,7 @@ impl Ctx {
                 deploy(&self.object("memcached")?, "p-mc", "port=9001")?;
                 deploy(&self.object("grayscale")?, "p-gray", "port=9002,id=1")?;
                 let whoami = self.object("whoami")?;
-                for i in 0..self.sizes.generated {
+                for i in 0..column.generated(self.sizes) {
                     deploy(
                         &whoami,
                         &format!("p-who{i}"),
@@ -576,8 +594,11 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
     println!(
         "    deployed in {:.1} s{}",
         setup.elapsed().as_secs_f64(),
-        if matches!(column, Column::XdpDrv | Column::XdpSkb) {
-            format!(" (3 workloads + {} whoami lambdas)", sizes.generated)
+        if column.is_xdp() {
+            format!(
+                " (3 workloads + {} whoami lambdas)",
+                column.generated(sizes)
+            )
         } else {
             String::new()
         }
@@ -765,9 +786,10 @@ fn rss_bytes(pids: &[u32]) -> Result<u64> {
 }
 
 /// Kernel memory (fdinfo memlock, through bpftool) of the grayscale lambda's program and maps
-/// plus the dispatcher's, on dispatcher columns; 0 elsewhere.
+/// plus the dispatcher's, on dispatcher columns; of the whole coalesced program (every lambda
+/// in it) and its maps on the coalesced column; 0 elsewhere.
 fn kernel_bytes(lambdactl: &Path, deployment: &Deployment, column: Column) -> Result<u64> {
-    if !matches!(column, Column::XdpDrv | Column::XdpSkb) {
+    if !column.is_xdp() {
         return Ok(0);
     }
     let pair = &deployment.pair;

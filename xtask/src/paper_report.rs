@@ -315,7 +315,10 @@ impl Report {
              `index.html` (port 9000), memcached GET and SET of a 100-byte value (port 9001), \
              grayscale of one full fragment, a 474 × 1 image (port 9002).\n\
              - XDP columns deploy the three lambdas behind the tail-call dispatcher \
-             (`lambdactl deploy`) with {} generated `whoami` lambdas beside them. VM columns run \
+             (`lambdactl deploy`) with {} generated `whoami` lambdas beside them (the coalesced \
+             column: one program of all of them, `deploy --mode coalesced --xdp drv`, with at \
+             most {} generated, since that program is rebuilt and verified whole on each \
+             deploy). VM columns run \
              one `lambdactl run` per workload (`--jit` or the interpreter, one worker); the native \
              column one `lambdactl baseline` per workload.\n\
              - **Pinning:** every server process (and memcached) runs on CPU {SERVER_CPU}; the \
@@ -345,6 +348,7 @@ impl Report {
              namespace to `lambdactl gateway` on loopback (`--backend drv|vm|native`), client \
              on CPU {CLIENT_CPU}, answers checked like Table 1.\n",
             self.sizes.generated,
+            Column::CoalescedDrv.generated(self.sizes),
             self.sizes.requests,
             self.sizes.gray_requests,
             self.sizes.warmup,
