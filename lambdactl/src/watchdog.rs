@@ -22,7 +22,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use clap::Args;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[derive(Args)]
 pub(crate) struct WatchdogArgs {
@@ -64,6 +64,13 @@ pub(crate) fn run(args: WatchdogArgs) -> Result<ExitCode> {
         max_body: args.max_body,
         content_type,
     });
+    // main() restores SIGPIPE's default action (dying) for the CLI's pipelines; a handler that
+    // exits without reading its stdin must cost an EPIPE here, not the server. (The handlers
+    // get the default action back: std's spawn resets it.)
+    // SAFETY: setting a signal's disposition to SIG_IGN, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,19 +102,32 @@ fn text(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
+fn too_large(config: &Config) -> Response {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body exceeds {} bytes\n", config.max_body),
+    )
+}
+
 /// One request: fork the handler, feed it the body, answer with what it wrote.
 async fn invoke(State(config): State<Arc<Config>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > config.max_body as u64) {
+        // Refused on its announced length, before reading any of it (a client that sent
+        // `Expect: 100-continue` never sends it).
+        return too_large(&config);
+    }
     let body = match axum::body::to_bytes(body, config.max_body).await {
         Ok(body) => body,
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
+            let over_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds {} bytes\n", config.max_body),
-                )
+            return if over_limit {
+                too_large(&config)
             } else {
                 text(
                     StatusCode::BAD_REQUEST,
@@ -143,7 +163,7 @@ async fn invoke(State(config): State<Arc<Config>>, request: Request) -> Response
             );
         }
     };
-    let stdin = child.stdin.take();
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let feed = async move {
         if let Some(mut stdin) = stdin {
             // A handler that exits without reading all of its input is its own business: the
@@ -151,13 +171,27 @@ async fn invoke(State(config): State<Arc<Config>>, request: Request) -> Response
             let _ = stdin.write_all(&body).await;
         }
     };
-    // Dropping `child` (on timeout) kills the handler; tokio reaps it.
+    let (mut out, mut err) = (Vec::new(), Vec::new());
     let finished = async {
-        let ((), output) = tokio::join!(feed, child.wait_with_output());
-        output
+        let read_out = async {
+            if let Some(mut pipe) = stdout {
+                pipe.read_to_end(&mut out).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let read_err = async {
+            if let Some(mut pipe) = stderr {
+                pipe.read_to_end(&mut err).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let ((), read_out, read_err, status) = tokio::join!(feed, read_out, read_err, child.wait());
+        read_out?;
+        read_err?;
+        status
     };
-    let output = match tokio::time::timeout(config.timeout, finished).await {
-        Ok(Ok(output)) => output,
+    let status = match tokio::time::timeout(config.timeout, finished).await {
+        Ok(Ok(status)) => status,
         Ok(Err(e)) => {
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,6 +199,8 @@ async fn invoke(State(config): State<Arc<Config>>, request: Request) -> Response
             );
         }
         Err(_) => {
+            // SIGKILL and reap it now: no zombie left until some later spawn.
+            let _ = child.kill().await;
             return text(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
@@ -173,6 +209,11 @@ async fn invoke(State(config): State<Arc<Config>>, request: Request) -> Response
                 ),
             );
         }
+    };
+    let output = std::process::Output {
+        status,
+        stdout: out,
+        stderr: err,
     };
     if output.status.success() {
         let mut response = Response::new(Body::from(output.stdout));
