@@ -64,6 +64,12 @@ impl Podman {
             }
         }
         if dir.exists() {
+            // A run that died before its drop may have left containers in this storage.
+            if dir.join("containers.conf").exists() {
+                let _ = podman_command(dir)
+                    .args(["rm", "--all", "--force", "--time", "0"])
+                    .output();
+            }
             fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         let rootfs = dir.join("rootfs");
@@ -93,7 +99,9 @@ impl Podman {
              cgroup_manager = \"cgroupfs\"\n\
              events_logger = \"file\"\n\
              events_logfile_path = \"{}\"\n\
-             tmp_dir = \"{}\"\n",
+             tmp_dir = \"{}\"\n\
+             # File locks under tmp_dir instead of the host-wide /dev/shm/libpod_lock.\n\
+             lock_type = \"file\"\n",
             d.join("events.log").display(),
             d.join("tmp").display(),
         );
