@@ -193,11 +193,12 @@ pub fn workloads(root: &Path, opts: &WorkloadsOptions) -> Result<()> {
     Ok(())
 }
 
-/// memcached in the client namespace, killed by its PID on drop.
-struct Memcached(Child);
+/// memcached in the client namespace (UDP and TCP port 11211 on [`CLIENT_ADDR`]), killed by its
+/// PID on drop.
+pub(crate) struct Memcached(Child);
 
 impl Memcached {
-    fn start(pair: &VethPair) -> Result<Memcached> {
+    pub(crate) fn start(pair: &VethPair) -> Result<Memcached> {
         let port = MEMCACHED_PORT.to_string();
         let child = Command::new("ip")
             .args(["netns", "exec", &pair.client, "memcached"])

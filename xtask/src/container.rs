@@ -64,6 +64,12 @@ impl Podman {
             }
         }
         if dir.exists() {
+            // A run that died before its drop may have left containers in this storage.
+            if dir.join("containers.conf").exists() {
+                let _ = podman_command(dir)
+                    .args(["rm", "--all", "--force", "--time", "0"])
+                    .output();
+            }
             fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         let rootfs = dir.join("rootfs");
@@ -93,7 +99,9 @@ impl Podman {
              cgroup_manager = \"cgroupfs\"\n\
              events_logger = \"file\"\n\
              events_logfile_path = \"{}\"\n\
-             tmp_dir = \"{}\"\n",
+             tmp_dir = \"{}\"\n\
+             # File locks under tmp_dir instead of the host-wide /dev/shm/libpod_lock.\n\
+             lock_type = \"file\"\n",
             d.join("events.log").display(),
             d.join("tmp").display(),
         );
@@ -442,7 +450,8 @@ mod tests {
 #[cfg(test)]
 mod podman_tests {
     use super::*;
-    use crate::netns::{SERVER_ADDR, VethPair, sh};
+    use crate::bench_workloads::Memcached;
+    use crate::netns::{CLIENT_ADDR, SERVER_ADDR, VethPair, sh};
     use std::io::Write as _;
 
     /// True when the test can run here. Without root it skips with a printed reason, except
@@ -571,8 +580,64 @@ mod podman_tests {
         assert!(watchdog.logs().unwrap().contains("serving watchdog"));
         assert!(watchdog.pids().unwrap().contains(&watchdog.pid()));
 
+        // memcached (in the client namespace) through both, across the veth pair: the
+        // container's handler reaches a real server over UDP.
+        let memcached = Memcached::start(&pair).expect("starting memcached");
+        let server = format!("{CLIENT_ADDR}:11211");
+        let baseline_mc = podman
+            .run(
+                &format!("lnic-test-baseline-mc-{pid}"),
+                &pair.server,
+                &[
+                    "baseline",
+                    "memcached",
+                    "--listen",
+                    "0.0.0.0:9001",
+                    "--memcached",
+                    &server,
+                ],
+            )
+            .expect("starting the memcached baseline container");
+        let watchdog_mc = podman
+            .run(
+                &format!("lnic-test-watchdog-mc-{pid}"),
+                &pair.server,
+                &[
+                    "watchdog",
+                    "--listen",
+                    "0.0.0.0:8081",
+                    "--",
+                    LAMBDACTL,
+                    "handle",
+                    "memcached",
+                    "--memcached",
+                    &server,
+                ],
+            )
+            .expect("starting the memcached watchdog container");
+        let url = format!("http://{SERVER_ADDR}:8081/");
+        let value = format!("stored-by-{pid}");
+        assert_eq!(
+            http_post(&pair, &url, &format!("set ctr-key {value}")),
+            (200, String::new())
+        );
+        let target = format!("{SERVER_ADDR}:9001");
+        let answer = pair
+            .lambdactl_in(
+                &pair.client,
+                &["invoke", &target, "--lambda", "1", "--body", "get ctr-key"],
+            )
+            .expect("GET through the containerized baseline");
+        assert!(answer.contains(&value), "baseline answered:\n{answer}");
+        let (code, body) = http_post(&pair, &url, "get absent-key");
+        assert_eq!(code, 500);
+        assert!(body.contains("NOT_FOUND"), "{body}");
+
         drop(baseline);
         drop(watchdog);
+        drop(baseline_mc);
+        drop(watchdog_mc);
+        drop(memcached);
         let left = podman
             .podman_ok(&["ps", "--all", "--format", "{{.Names}}"])
             .unwrap();
