@@ -17,6 +17,7 @@ mod baseline;
 mod conformance;
 mod deploy_cmd;
 mod gateway_cmd;
+mod handle;
 mod image;
 mod inspect;
 mod invoke;
@@ -29,6 +30,7 @@ mod test_run;
 mod upgrade;
 mod verify;
 mod vm_control;
+mod watchdog;
 
 #[derive(Parser)]
 #[command(
@@ -188,6 +190,25 @@ enum Command {
     /// `memcached` forwards `get <key>` / `set <key> <value>` to a memcached server over UDP;
     /// `grayscale` converts each image fragment as the grayscale lambda does. Runs until killed.
     Baseline(baseline::BaselineArgs),
+    /// Serve HTTP like an OpenFaaS-classic watchdog: fork the handler command for EVERY
+    /// request, its stdin the request body, its stdout the answer (200), its stderr the
+    /// answer when it exits non-zero (500). The benchmarks' container column runs
+    /// `watchdog -- lambdactl handle WORKLOAD` in a container, the path the paper's 45 ms
+    /// container figure measured.
+    ///
+    /// The handler gets Http_Method, Http_Path, Http_Query and Http_<Header> variables;
+    /// GET /_/health answers without forking. A body over --max-body is refused (413), a
+    /// handler over --timeout-ms is killed (504).
+    Watchdog(watchdog::WatchdogArgs),
+    /// Handle ONE request of a workload as a process: the body on stdin, the answer on
+    /// stdout; the handler `lambdactl watchdog` forks.
+    ///
+    /// The work is the native baseline's, with the same shared protocol code: `static-server`
+    /// answers the object named by the body; `memcached` sends `get KEY` / `set KEY VALUE` to a
+    /// memcached server over UDP and prints the value (or STORED's empty answer);
+    /// `grayscale` converts one image fragment. Any other answer than OK: a line on stderr
+    /// naming the status and why, exit status 1.
+    Handle(handle::HandleArgs),
     /// Serve the OpenFaaS gateway API over HTTP: deploy lambdas with POST /system/functions
     /// (faas-cli works), call them with POST|GET /function/NAME.
     ///
@@ -436,6 +457,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stats(args) => stats_cmd::run(args),
         Command::Logs(args) => logs_cmd::run(args),
         Command::Baseline(args) => baseline::run(args),
+        Command::Watchdog(args) => watchdog::run(args),
+        Command::Handle(args) => handle::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
     }
 }

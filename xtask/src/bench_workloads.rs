@@ -193,7 +193,8 @@ pub fn workloads(root: &Path, opts: &WorkloadsOptions) -> Result<()> {
     Ok(())
 }
 
-/// memcached in the client namespace, killed by its PID on drop.
+/// memcached in the client namespace (UDP and TCP port 11211 on [`CLIENT_ADDR`]), killed by its
+/// PID on drop.
 pub(crate) struct Memcached(Child);
 
 impl Memcached {

@@ -30,7 +30,7 @@ pub(crate) struct BaselineArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Workload {
+pub(crate) enum Workload {
     /// Answers `index.html` with the static-server lambda's default page, NOT_FOUND otherwise.
     StaticServer,
     /// GET/SET against a memcached server over UDP, like the memcached lambda.
@@ -55,19 +55,31 @@ fn single_fragment(header: &LambdaHeader) -> Result<(), Status> {
     }
 }
 
-pub(crate) fn run(args: BaselineArgs) -> Result<ExitCode> {
-    let mut handler: Box<dyn Handler> = match args.workload {
+impl Workload {
+    /// The name on the command line (`static-server`, …).
+    pub(crate) fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned())
+    }
+}
+
+/// The workload's request handling; `memcached` is the server the memcached workload talks to.
+/// Shared by the UDP baseline and the fork-per-request handler (`lambdactl handle`).
+pub(crate) fn handler(workload: Workload, memcached: SocketAddr) -> Result<Box<dyn Handler>> {
+    Ok(match workload {
         Workload::StaticServer => Box::new(static_server::StaticServer),
-        Workload::Memcached => Box::new(memcached::Memcached::connect(args.memcached)?),
+        Workload::Memcached => Box::new(memcached::Memcached::connect(memcached)?),
         Workload::Grayscale => Box::new(grayscale::Grayscale),
-    };
+    })
+}
+
+pub(crate) fn run(args: BaselineArgs) -> Result<ExitCode> {
+    let mut handler = handler(args.workload, args.memcached)?;
     let socket = UdpSocket::bind(args.listen)
         .with_context(|| format!("cannot listen on UDP {}", args.listen))?;
     println!(
         "serving baseline {} on udp {}",
-        args.workload
-            .to_possible_value()
-            .map_or_else(String::new, |v| v.get_name().to_owned()),
+        args.workload.name(),
         socket.local_addr()?
     );
     use std::io::Write as _;
