@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::bench::{Header, require_root};
 use crate::bench_vm::{Served, pin_to_cpu};
 use crate::bench_workloads::{MEMCACHED_PORT, Memcached, memcached_config};
+use crate::container::{self, Container, Podman, RunOptions};
 use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl, sh};
 use crate::paper_client::{self, Call, HttpCall, Samples, Target};
 use crate::paper_report::{self, CellResult, Completion, Resources};
@@ -156,7 +157,7 @@ impl Column {
     }
 
     /// Why this column cannot run here, when it cannot.
-    fn unavailable(self, lambdactl: &Path) -> Option<String> {
+    fn unavailable(self, lambdactl: &Path, podman: &Result<Podman, String>) -> Option<String> {
         match self {
             Column::CoalescedDrv => {
                 let help = Command::new(lambdactl)
@@ -170,11 +171,7 @@ impl Column {
                         .to_owned()
                 })
             }
-            Column::NativeContainer | Column::Watchdog => Some(
-                "the container runner (xtask/src/container.rs: podman + runc, `lambdactl \
-                 watchdog`, `lambdactl handle`) is not in this build yet: no container to measure"
-                    .to_owned(),
-            ),
+            Column::NativeContainer | Column::Watchdog => podman.as_ref().err().cloned(),
             _ => None,
         }
     }
@@ -272,6 +269,8 @@ pub fn gray_request() -> (Vec<u8>, Vec<u8>) {
 
 /// Everything one column serves from, torn down on drop (servers, memcached, then the pair).
 struct Deployment {
+    /// Containers per workload port (the container columns), removed first on drop.
+    containers: Vec<(u16, Container)>,
     servers: Vec<Served>,
     /// PIDs of the server processes, per workload port (for RSS and CPU time).
     pids: Vec<(u16, u32)>,
@@ -285,6 +284,8 @@ struct Ctx {
     root: PathBuf,
     lambdactl: PathBuf,
     sizes: Sizes,
+    /// The private podman setup of the container columns, or why there is none.
+    podman: Result<Podman, String>,
 }
 
 impl Ctx {
@@ -304,6 +305,7 @@ impl Ctx {
         let memcached_addr = format!("{}:{MEMCACHED_PORT}", crate::netns::CLIENT_ADDR);
         let mut servers = Vec::new();
         let mut pids = Vec::new();
+        let mut containers = Vec::new();
         match column {
             Column::XdpDrv | Column::XdpSkb | Column::CoalescedDrv => {
                 // The deploy's mode arguments: behind the dispatcher in drv or skb mode, or one
@@ -430,12 +432,57 @@ impl Ctx {
                     servers.push(served);
                 }
             }
-            other => bail!("{} has no deployment in this build", other.label()),
+            Column::NativeContainer | Column::Watchdog => {
+                let podman = self.podman.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                // Pinned like the other servers (also inherited from this process).
+                let options = RunOptions {
+                    cpuset_cpus: Some(SERVER_CPU.to_string()),
+                };
+                for (workload, port) in [
+                    ("static-server", PORTS[0]),
+                    ("memcached", PORTS[1]),
+                    ("grayscale", PORTS[2]),
+                ] {
+                    let name = format!("lnic-paper-{}-{tag}-{port}", std::process::id());
+                    let udp = listen(port);
+                    let http = listen(port + HTTP_PORT_OFFSET);
+                    let args: Vec<&str> = if column == Column::NativeContainer {
+                        vec![
+                            "baseline",
+                            workload,
+                            "--listen",
+                            &udp,
+                            "--memcached",
+                            &memcached_addr,
+                        ]
+                    } else {
+                        // OpenFaaS classic: the watchdog forks `lambdactl handle` per request.
+                        let mut args = vec![
+                            "watchdog",
+                            "--listen",
+                            &http,
+                            "--",
+                            container::LAMBDACTL,
+                            "handle",
+                            workload,
+                        ];
+                        if workload == "memcached" {
+                            args.extend(["--memcached", &memcached_addr]);
+                        }
+                        args
+                    };
+                    let started = podman
+                        .run_with(&name, &pair.server, &options, &args)
+                        .with_context(|| format!("starting container {name}"))?;
+                    containers.push((port, started));
+                }
+            }
         }
         Ok(Deployment {
+            containers,
             servers,
             pids,
-            http: false,
+            http: column == Column::Watchdog,
             _memcached: memcached,
             pair,
         })
@@ -462,6 +509,23 @@ impl Deployment {
         })
     }
 
+    /// Every host process serving the workload on `port` right now: its server process, or
+    /// its container's (conmon, the command, and whatever the watchdog forked at the moment).
+    fn processes(&self, port: u16) -> Result<Vec<u32>> {
+        let mut pids: Vec<u32> = self
+            .pids
+            .iter()
+            .filter(|(p, _)| *p == port)
+            .map(|(_, pid)| *pid)
+            .collect();
+        for (p, c) in &self.containers {
+            if *p == port {
+                pids.extend(c.pids()?);
+            }
+        }
+        Ok(pids)
+    }
+
     /// Stores the value the GETs read.
     fn prepare(&self) -> Result<()> {
         let mut samples = Samples::default();
@@ -486,7 +550,9 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        // Servers first (they sit in the pair's namespace), then memcached, then the pair.
+        // Containers and servers first (they sit in the pair's namespace), then memcached,
+        // then the pair.
+        self.containers.clear();
         self.servers.clear();
     }
 }
@@ -523,15 +589,25 @@ pub fn paper(root: &Path, opts: &PaperOptions) -> Result<()> {
         "==> server processes on CPU {SERVER_CPU}, client threads on CPU {CLIENT_CPU}; {sizes:?}"
     );
     pin_to_cpu(SERVER_CPU)?;
+    let podman_dir = root
+        .join("target")
+        .join("tmp")
+        .join(format!("paper-podman-{}", std::process::id()));
+    println!(
+        "==> preparing podman (runc, a local rootfs with lambdactl) for the container columns"
+    );
+    let podman = Podman::prepare(&podman_dir, &lambdactl)
+        .map_err(|e| format!("no container could be run here: preparing podman failed: {e:#}"));
     let ctx = Ctx {
         root: root.to_path_buf(),
         lambdactl: lambdactl.clone(),
         sizes,
+        podman,
     };
 
     let mut columns = Vec::new();
     for (c, column) in Column::ALL.into_iter().enumerate() {
-        if let Some(reason) = column.unavailable(&lambdactl) {
+        if let Some(reason) = column.unavailable(&lambdactl, &ctx.podman) {
             println!("==> [{}] {}: not measured: {reason}", c + 1, column.label());
             columns.push(ColumnResult {
                 column,
@@ -627,12 +703,7 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
     }
 
     // Table 3: the host under grayscale load for a fixed time.
-    let gray_pids: Vec<u32> = deployment
-        .pids
-        .iter()
-        .filter(|(port, _)| *port == Workload::Gray.port())
-        .map(|(_, pid)| *pid)
-        .collect();
+    let gray_pids = deployment.processes(Workload::Gray.port())?;
     let before = std::sync::Arc::new(std::sync::Mutex::new(None));
     let (wall, samples) = {
         let (before, pids) = (before.clone(), gray_pids.clone());
@@ -645,6 +716,9 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
             move || *before.lock().expect("not poisoned") = Some(CpuSnapshot::take(&pids)),
         )?
     };
+    // The watchdog's handlers come and go: CPU time of those reaped is in their parent's
+    // cutime/cstime; RSS counts the processes alive at the end.
+    let gray_pids_after = deployment.processes(Workload::Gray.port())?;
     let after = CpuSnapshot::take(&gray_pids);
     let before = before
         .lock()
@@ -663,9 +737,9 @@ fn measure_column(ctx: &Ctx, column: Column, tag: &str) -> Result<ColumnResult> 
         &after,
         wall,
         samples.us.len() as u64,
-        rss_bytes(&gray_pids)?,
+        rss_bytes(&gray_pids_after)?,
         kernel,
-        gray_pids.len(),
+        gray_pids_after.len(),
     );
     println!("    {}", resources.line());
     let resources = Some(resources);
@@ -768,18 +842,20 @@ fn process_cpu_ns(pid: u32) -> u64 {
     threads + children * 1_000_000_000 / hz
 }
 
-/// Summed VmRSS of `pids`, in bytes.
+/// Summed VmRSS of `pids`, in bytes. A process gone since it was listed (a handler the
+/// watchdog forked, now finished) counts nothing; kernel threads have no VmRSS.
 fn rss_bytes(pids: &[u32]) -> Result<u64> {
     let mut total = 0;
     for pid in pids {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
         let kib: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no VmRSS for {pid}"))?;
+            .unwrap_or(0);
         total += kib * 1024;
     }
     Ok(total)

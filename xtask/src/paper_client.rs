@@ -170,7 +170,8 @@ pub enum Target {
 /// One client thread's connection state for either transport.
 struct Caller {
     udp: Option<UdpClient>,
-    http: Option<TcpStream>,
+    /// One keep-alive connection per server address.
+    http: std::collections::HashMap<SocketAddr, Option<TcpStream>>,
     seed: u64,
 }
 
@@ -178,7 +179,7 @@ impl Caller {
     fn new(seed: u64) -> Caller {
         Caller {
             udp: None,
-            http: None,
+            http: std::collections::HashMap::new(),
             seed,
         }
     }
@@ -192,7 +193,7 @@ impl Caller {
                 };
                 client.call(call, samples)
             }
-            Target::Http(call) => http_call(&mut self.http, call, samples),
+            Target::Http(call) => http_call(self.http.entry(call.addr).or_default(), call, samples),
         }
     }
 }
@@ -460,5 +461,68 @@ mod tests {
         assert_eq!(samples.us.len(), 3);
         assert_eq!(samples.wrong, 1);
         assert!(samples.first_wrong.unwrap().contains("no!"));
+    }
+
+    /// A keep-alive HTTP server on loopback answering every request with `answer`.
+    fn http_server(answer: &'static [u8]) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        // Requests here have no body: one request per blank line.
+                        while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..i + 4);
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                answer.len()
+                            );
+                            stream.write_all(head.as_bytes()).unwrap();
+                            stream.write_all(answer).unwrap();
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn http_calls_keep_one_connection_per_server() {
+        let targets: Vec<Target> = [b"first" as &[u8], b"second"]
+            .iter()
+            .map(|answer| {
+                Target::Http(HttpCall {
+                    addr: http_server(answer),
+                    method: "GET",
+                    path: "/".to_owned(),
+                    body: Vec::new(),
+                    expected: answer.to_vec(),
+                })
+            })
+            .collect();
+        let mut caller = Caller::new(1);
+        let mut samples = Samples::default();
+        for i in 0..10 {
+            caller.call(&targets[i % 2], &mut samples).unwrap();
+        }
+        assert_eq!(samples.us.len(), 10);
+        assert_eq!(samples.wrong, 0, "{:?}", samples.first_wrong);
+        assert_eq!(caller.http.len(), 2);
+        // A wrong answer is counted, not hidden.
+        let Target::Http(mut wrong) = targets[0].clone() else {
+            unreachable!()
+        };
+        wrong.expected = b"other".to_vec();
+        caller.call(&Target::Http(wrong), &mut samples).unwrap();
+        assert_eq!(samples.wrong, 1);
     }
 }
