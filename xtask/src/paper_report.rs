@@ -272,7 +272,17 @@ impl Report {
             "machine": self.header.json(),
             "server_cpu": SERVER_CPU,
             "client_cpu": CLIENT_CPU,
-            "sizes": format!("{:?}", self.sizes),
+            "sizes": {
+                "requests_per_cell": self.sizes.requests,
+                "grayscale_requests_per_cell": self.sizes.gray_requests,
+                "warmup": self.sizes.warmup,
+                "completion_requests": self.sizes.completion_requests,
+                "threads": self.sizes.threads,
+                "generated_lambdas": self.sizes.generated,
+                "generated_lambdas_coalesced": Column::CoalescedDrv.generated(self.sizes),
+                "gateway_requests": self.sizes.gateway_requests,
+                "resource_seconds": self.sizes.resource_seconds,
+            },
             "elapsed_s": self.elapsed.as_secs_f64(),
             "columns": self.columns.iter().map(column_json).collect::<Vec<_>>(),
             "gateway": self.gateway.iter().map(|g| json!({
@@ -313,7 +323,9 @@ impl Report {
              client runs in the client namespace, memcached (`-U`, one thread) too, behind the \
              server's interface as the memcached lambda needs. Workloads: static-server \
              `index.html` (port 9000), memcached GET and SET of a 100-byte value (port 9001), \
-             grayscale of one full fragment, a 474 × 1 image (port 9002).\n\
+             grayscale of one full fragment, a 474 × 1 image (port 9002): every table uses \
+             that one-datagram request for grayscale (not a whole multi-fragment image via \
+             `lambdactl invoke --image`), so each request is one round trip on every column.\n\
              - XDP columns deploy the three lambdas behind the tail-call dispatcher \
              (`lambdactl deploy`) with {} generated `whoami` lambdas beside them (the coalesced \
              column: one program of all of them, `deploy --mode coalesced --xdp drv`, with at \
@@ -583,6 +595,11 @@ impl Report {
         );
         let _ = writeln!(
             w,
+            "| native in container ÷ XDP drv (latency) | {} | — |",
+            show(best(Column::XdpDrv, Column::NativeContainer))
+        );
+        let _ = writeln!(
+            w,
             "| native ÷ VM JIT (latency) | {} | — (no such column) |",
             show(best(Column::VmJit, Column::Native))
         );
@@ -602,8 +619,9 @@ impl Report {
              compresses every ratio. XDP here also runs on the host CPU (in the sender's \
              softirq), so it takes host CPU that the NIC would not. The paper's container \
              figure (tens of ms) is dominated by OpenFaaS's gateway, watchdog and a fork per \
-             request; our watchdog column measures the same pattern when the container runner \
-             is present. Work completion with 56 threads on one client CPU is bounded by the \
+             request; our watchdog column measures that pattern (fork/exec of a small static \
+             handler per request, in a runc container) without OpenFaaS's gateway in front, \
+             which is why it lands in milliseconds rather than tens of them. Work completion with 56 threads on one client CPU is bounded by the \
              client's own context switching in every column, which hides the server's \
              difference more than in the paper, where the NIC served many cores' worth of \
              requests in parallel."
