@@ -116,7 +116,9 @@ impl CellResult {
 pub struct Completion {
     pub threads: u32,
     pub requests: u32,
+    /// Median over the rounds.
     pub seconds: f64,
+    pub rounds: Vec<f64>,
     pub wrong: u64,
     pub lost: u64,
 }
@@ -125,6 +127,7 @@ impl Completion {
     pub fn json(&self) -> serde_json::Value {
         json!({
             "threads": self.threads, "requests": self.requests, "seconds": self.seconds,
+            "seconds_rounds": self.rounds,
             "wrong_answers": self.wrong, "resent": self.lost,
         })
     }
@@ -277,6 +280,7 @@ impl Report {
                 "grayscale_requests_per_cell": self.sizes.gray_requests,
                 "warmup": self.sizes.warmup,
                 "completion_requests": self.sizes.completion_requests,
+                "completion_rounds": self.sizes.completion_rounds,
                 "threads": self.sizes.threads,
                 "generated_lambdas": self.sizes.generated,
                 "generated_lambdas_coalesced": Column::CoalescedDrv.generated(self.sizes),
@@ -343,7 +347,7 @@ impl Report {
              BT.601 luma of each pixel): `wrong` counts mismatches, `resent` timeouts (500 ms).\n\
              - **Table 2:** {} requests spread over N client threads (each its own blocking socket, \
              requests rotating over the four workload requests), all client threads on CPU \
-             {CLIENT_CPU}; wall time from release to the last answer.\n\
+             {CLIENT_CPU}; wall time from release to the last answer, median of {} runs.\n\
              - **Table 3:** a separate grayscale run of {} s (one client thread, one request \
              at a time, as in Table 1) while the host is sampled: RSS of the grayscale server \
              process(es) (VmRSS; the VM and native columns run one process per workload, so only \
@@ -365,6 +369,7 @@ impl Report {
             self.sizes.gray_requests,
             self.sizes.warmup,
             self.sizes.completion_requests,
+            self.sizes.completion_rounds,
             self.sizes.resource_seconds,
         );
         let _ = writeln!(w, "## The paper's figures\n\n{PAPER_HEADLINES}\n");
