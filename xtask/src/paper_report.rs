@@ -626,10 +626,15 @@ impl Report {
              figure (tens of ms) is dominated by OpenFaaS's gateway, watchdog and a fork per \
              request; our watchdog column measures that pattern (fork/exec of a small static \
              handler per request, in a runc container) without OpenFaaS's gateway in front, \
-             which is why it lands in milliseconds rather than tens of them. Work completion with 56 threads on one client CPU is bounded by the \
-             client's own context switching in every column, which hides the server's \
-             difference more than in the paper, where the NIC served many cores' worth of \
-             requests in parallel."
+             which is why it lands in milliseconds rather than tens of them. Work \
+             completion with 56 threads on one client CPU is bounded by the client's own \
+             context switching in every column, which hides the server's difference more than \
+             in the paper, where the NIC served many cores' worth of requests in parallel; \
+             and on a veth pair XDP runs in the softirq of the sending CPU, the client's, so in \
+             Table 2 the XDP columns' server work competes with all the client threads on one \
+             CPU while the process columns' servers have the other CPU to themselves (half \
+             the mix, memcached GET/SET, also waits on the memcached process in every \
+             column)."
         );
     }
 }
