@@ -805,6 +805,13 @@ fn compact(
     *insns = out;
 }
 
+/// The argument registers helper `id` reads (all five when it is unknown).
+fn helper_args(id: i32) -> u16 {
+    verifier::helpers::lookup(id).map_or(0b11_1110, |h| {
+        ((1u16 << (h.args.len() + 1)) - 1) & 0b11_1110
+    })
+}
+
 /// Registers read and written by one instruction: `(uses, defs)` as bit sets.
 fn uses_defs(insn: Insn) -> (u16, u16) {
     let bit = |r: u8| 1u16 << (r & 15);
@@ -854,8 +861,7 @@ fn uses_defs(insn: Insn) -> (u16, u16) {
         _ if insn.is_exit() => (bit(0), 0),
         _ if insn.opcode == op::CALL => {
             let uses = if insn.is_helper_call() {
-                verifier::helpers::lookup(insn.imm)
-                    .map_or(args, |h| ((1u16 << (h.args.len() + 1)) - 1) & args)
+                helper_args(insn.imm)
             } else {
                 args
             };
@@ -875,6 +881,11 @@ fn uses_defs(insn: Insn) -> (u16, u16) {
 
 /// Registers live after each slot.
 fn liveness(insns: &[Insn]) -> Vec<u16> {
+    liveness_in_out(insns).1
+}
+
+/// Registers live before and after each slot.
+fn liveness_in_out(insns: &[Insn]) -> (Vec<u16>, Vec<u16>) {
     let n = insns.len();
     let mut live_in = vec![0u16; n];
     let mut live_out = vec![0u16; n];
@@ -889,7 +900,12 @@ fn liveness(insns: &[Insn]) -> Vec<u16> {
                 .into_iter()
                 .filter(|&s| s < n)
                 .fold(0, |acc, s| acc | live_in[s]);
-            let (uses, defs) = uses_defs(insns[pc]);
+            let (mut uses, defs) = uses_defs(insns[pc]);
+            if insns[pc].is_local_call() {
+                // A function reads the arguments its entry has live.
+                let callee = call_target(pc, insns[pc]) as usize;
+                uses = live_in.get(callee).copied().unwrap_or(uses) & 0b11_1110;
+            }
             let inn = uses | (out & !defs);
             if out != live_out[pc] || inn != live_in[pc] {
                 live_out[pc] = out;
@@ -898,7 +914,7 @@ fn liveness(insns: &[Insn]) -> Vec<u16> {
             }
         }
         if !changed {
-            return live_out;
+            return (live_in, live_out);
         }
     }
 }
@@ -1005,6 +1021,7 @@ fn analyse(insns: &[Insn]) -> Flow {
         ..Flow::default()
     };
     let starts = function_starts(insns);
+    let (live_in, live_out) = liveness_in_out(insns);
     let mut work: Vec<usize> = Vec::new();
     for &s in &starts {
         flow.at[s] = Some([Val::Unknown; 11]);
@@ -1018,7 +1035,7 @@ fn analyse(insns: &[Insn]) -> Flow {
         let Some(mut s) = flow.at[pc] else { continue };
         let insn = insns[pc];
         let before = flow.accesses.len();
-        step(insns, pc, &mut s, &mut flow, &mut calls);
+        step(insns, pc, &mut s, &mut flow, &mut calls, &live_in);
         for a in flow.accesses.drain(before..) {
             accesses.insert(a.pc, a);
         }
@@ -1048,11 +1065,10 @@ fn analyse(insns: &[Insn]) -> Flow {
     }
     // A map pointer returned to a caller that reads r0 escapes.
     if !returns.is_empty() {
-        let live = liveness(insns);
         for (pc, insn) in insns.iter().enumerate() {
             if insn.is_local_call()
                 && let Some(&(val, at)) = returns.get(&(call_target(pc, *insn) as usize))
-                && live[pc] & 1 != 0
+                && live_out[pc] & 1 != 0
             {
                 flow.escape(val, at);
             }
@@ -1070,6 +1086,7 @@ fn step(
     s: &mut State,
     flow: &mut Flow,
     calls: &mut BTreeMap<usize, HelperCall>,
+    live_in: &[u16],
 ) {
     let insn = insns[pc];
     let dst = (insn.dst as usize).min(10);
@@ -1174,8 +1191,9 @@ fn step(
                 r1: s[1],
             };
             calls.insert(pc, call);
+            let args = helper_args(insn.imm);
             for (r, val) in s.iter().enumerate().take(6).skip(1) {
-                if !(r == 1 && matches!(val, Val::MapPtr(_))) {
+                if args & (1 << r) != 0 && !(r == 1 && matches!(val, Val::MapPtr(_))) {
                     flow.escape(*val, pc);
                 }
             }
@@ -1191,8 +1209,15 @@ fn step(
             }
         }
         _ if insn.opcode == op::CALL => {
-            for &val in &s[1..6] {
-                flow.escape(val, pc);
+            // The arguments the callee reads leave this function's view.
+            let reads = live_in
+                .get(call_target(pc, insn) as usize)
+                .copied()
+                .unwrap_or(0b11_1110);
+            for (r, &val) in s.iter().enumerate().take(6).skip(1) {
+                if reads & (1 << r) != 0 {
+                    flow.escape(val, pc);
+                }
             }
             for r in s.iter_mut().take(6) {
                 *r = Val::Unknown;
