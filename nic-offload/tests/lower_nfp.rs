@@ -518,3 +518,78 @@ fn lowered_sdk_shaped_lambdas_pass_the_nfp_profile_and_answer_as_before() {
     );
     assert!(counted >= 200, "the counters counted: {counted}");
 }
+
+/// Every program of the verifier's case corpus through the pass: an answer, never a panic; and
+/// a program our verifier accepts for the kernel stays accepted once lowered (lowering only
+/// removes, folds and rewrites into equivalents; it must not make a safe program unsafe).
+#[test]
+fn lowering_the_verifiers_case_corpus_never_panics_and_keeps_safe_programs_safe() {
+    use verifier::case_file::{CaseFile, Expect};
+    let nfp = model(NFP).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../verifier/tests/cases");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    paths.sort();
+    let (mut lowered, mut refused, mut kept_safe) = (0, 0, 0);
+    for path in &paths {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let case = CaseFile::parse(&name, &std::fs::read_to_string(path).unwrap()).unwrap();
+        if case.kind != verifier::ProgramKind::Xdp {
+            continue;
+        }
+        let Ok(program) = case.input() else { continue };
+        let maps: Vec<LinkedMap> = program
+            .maps
+            .iter()
+            .map(|m| LinkedMap {
+                name: m.name.clone(),
+                map_type: m.map_type,
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                flags: m.flags,
+                kind: if m.read_only {
+                    LinkedMapKind::GlobalData { read_only: true }
+                } else {
+                    LinkedMapKind::Declared
+                },
+                initial: vec![0x5a; m.value_size as usize],
+            })
+            .collect();
+        let linked = LinkedProgram {
+            lambda: name.clone(),
+            program: name.clone(),
+            section: "xdp".into(),
+            insns: program.insns.clone(),
+            maps,
+            lines: vec![],
+        };
+        let input = CoalesceInput {
+            name: name.clone(),
+            seeds: vec![vec![]; linked.maps.len()],
+            linked,
+            rule: rule(9000, None),
+        };
+        match lower(&input, nfp) {
+            Ok(out) => {
+                lowered += 1;
+                let options = Limits::default().options(Backend::Kernel, 1);
+                if matches!(case.expect, Expect::Accept { .. })
+                    && verify_linked(&input.linked, &options).is_ok()
+                {
+                    verify_linked(&out.input.linked, &options)
+                        .unwrap_or_else(|e| panic!("{name}: safe before lowering, not after: {e}"));
+                    kept_safe += 1;
+                }
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    println!(
+        "case corpus: {lowered} lowered ({kept_safe} safe before and after), {refused} refused"
+    );
+    assert!(lowered > 50 && kept_safe > 20, "{lowered} {kept_safe}");
+}
