@@ -59,10 +59,11 @@ const CALLX: u8 = 0x8d;
 /// Why a lambda cannot run on the NIC: one problem, named.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum Refusal {
-    #[error("helper {helper} at instruction {insn} is not available on {nic}")]
+    #[error("helper {helper} at {} is not available on {nic}", at(.insns))]
     Helper {
         helper: String,
-        insn: usize,
+        /// Every call site, in order.
+        insns: Vec<usize>,
         nic: &'static str,
     },
     #[error(
@@ -118,6 +119,20 @@ pub enum LowerError {
         insn: usize,
         what: &'static str,
     },
+}
+
+/// `instruction 4` or `instructions 4, 9, 12`.
+fn at(insns: &[usize]) -> String {
+    let list = insns
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if insns.len() == 1 {
+        format!("instruction {list}")
+    } else {
+        format!("instructions {list}")
+    }
 }
 
 fn list(refusals: &[Refusal]) -> String {
@@ -208,18 +223,20 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
     // 2. Constants, branches, dead code.
     simplify(&mut insns, &mut lines, &mut report);
 
-    // 3. Helpers the model lacks.
+    // 3. Helpers the model lacks, each once with all its call sites.
+    let mut missing: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (pc, insn) in insns.iter().enumerate() {
         if insn.is_helper_call() && !model.has_helper(insn.imm) {
             let helper = verifier::helpers::lookup(insn.imm)
                 .map_or_else(|| format!("#{}", insn.imm), |h| h.name.to_owned());
-            refusals.push(Refusal::Helper {
-                helper,
-                insn: pc,
-                nic: model.name,
-            });
+            missing.entry(helper).or_default().push(pc);
         }
     }
+    refusals.extend(missing.into_iter().map(|(helper, insns)| Refusal::Helper {
+        helper,
+        insns,
+        nic: model.name,
+    }));
 
     // 4. `.rodata`, and 5. per-CPU counters.
     let flow = analyse(&insns);
