@@ -44,6 +44,11 @@ pub(crate) struct PlanArgs {
     /// The lambda objects to place on the NIC together.
     #[arg(required = true)]
     objects: Vec<PathBuf>,
+    /// Plan each lambda as `coalesce --lower` would place it: after the NFP lowering pass
+    /// (logs dropped, `.rodata` folded, per-CPU counters made atomic on shared maps), or
+    /// refused with the pass's reasons.
+    #[arg(long)]
+    lower: bool,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -61,13 +66,21 @@ pub(crate) fn plan(args: PlanArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| "lambda".to_owned());
         objects.push((name, bytes));
     }
-    let plan = nic_offload::plan(model, &objects)?;
+    let plan = nic_offload::plan::plan_with(model, &objects, args.lower)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
         println!(
-            "{} ({} cores, {} instructions per core, {} MHz)",
-            model.description, model.cores, model.insn_budget, model.clock_mhz
+            "{} ({} cores, {} instructions per core, {} MHz){}",
+            model.description,
+            model.cores,
+            model.insn_budget,
+            model.clock_mhz,
+            if args.lower {
+                "; each lambda lowered for it first"
+            } else {
+                ""
+            }
         );
         println!(
             "{:<20} {:>6} {:>10} {:>6} {:>9} {:>8} {:>12} {:>9}  offload",

@@ -409,6 +409,35 @@ fn coalesce_lower_leaves_out_what_it_refuses_and_names_why() {
     );
     assert!(stdout.contains("eligible: kernel, nfp"), "{stdout}");
 
+    // The planner, with the same pass: the refused lambda takes no core, with the pass's
+    // reasons; the lowered one is planned as lowered.
+    let server_object = server.trim_end_matches("@9000");
+    let pong_object = pong.trim_end_matches("@9001");
+    let out = lambdactl(&[
+        "plan",
+        "--nic",
+        "nfp-4000",
+        "--lower",
+        server_object,
+        pong_object,
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("each lambda lowered for it first"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("static-server: lowering: map OBJECTS has 1496-byte elements"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("baseline-raw-pong") && l.ends_with("core 0")),
+        "{stdout}"
+    );
+
     // Nothing left: said so, status 1.
     let out = lambdactl(&["coalesce", "--lower", "--nic", "nfp-4000", &server]);
     let (stdout, _) = text(&out);

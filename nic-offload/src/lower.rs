@@ -180,6 +180,8 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
     let mut insns = input.linked.insns.clone();
     let mut maps = input.linked.maps.clone();
     let mut lines = input.linked.lines.clone();
+    // The slot of the object each slot came from: refusals name the object's instructions.
+    let mut origin: Vec<usize> = (0..insns.len()).collect();
     let mut report = LowerReport {
         lambda: lambda.clone(),
         insns_before: insns.len(),
@@ -221,7 +223,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
     }
 
     // 2. Constants, branches, dead code.
-    simplify(&mut insns, &mut lines, &mut report);
+    simplify(&mut insns, &mut lines, &mut origin, &mut report);
 
     // 3. Helpers the model lacks, each once with all its call sites.
     let mut missing: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -229,7 +231,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
         if insn.is_helper_call() && !model.has_helper(insn.imm) {
             let helper = verifier::helpers::lookup(insn.imm)
                 .map_or_else(|| format!("#{}", insn.imm), |h| h.name.to_owned());
-            missing.entry(helper).or_default().push(pc);
+            missing.entry(helper).or_default().push(origin[pc]);
         }
     }
     refusals.extend(missing.into_iter().map(|(helper, insns)| Refusal::Helper {
@@ -258,14 +260,14 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
         if is_rodata(m) {
             refusals.push(Refusal::Rodata {
                 map: name(m),
-                insn: pc,
+                insn: origin[pc],
                 what: "reached through a pointer that leaves the function's registers",
                 nic: model.name,
             });
         } else if is_per_cpu(m) {
             refusals.push(Refusal::PerCpu {
                 map: name(m),
-                insn: pc,
+                insn: origin[pc],
                 what: "reached through a pointer that leaves the function's registers",
                 nic: model.name,
             });
@@ -279,7 +281,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
         {
             refusals.push(Refusal::PerCpu {
                 map: name(m),
-                insn: call.pc,
+                insn: origin[call.pc],
                 what: "changed by a helper other than a lookup",
                 nic: model.name,
             });
@@ -307,7 +309,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
                 }
                 Err(what) => refusals.push(Refusal::Rodata {
                     map: name(m),
-                    insn: access.pc,
+                    insn: origin[access.pc],
                     what,
                     nic: model.name,
                 }),
@@ -323,14 +325,14 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
                     }
                     None => refusals.push(Refusal::PerCpu {
                         map: name(m),
-                        insn: access.pc,
+                        insn: origin[access.pc],
                         what: "read (the value is used)",
                         nic: model.name,
                     }),
                 },
                 AccessKind::Store | AccessKind::OtherAtomic => refusals.push(Refusal::PerCpu {
                     map: name(m),
-                    insn: access.pc,
+                    insn: origin[access.pc],
                     what: "written other than by a counter increment",
                     nic: model.name,
                 }),
@@ -340,7 +342,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
     for (pc, insn) in rewrites {
         insns[pc] = insn;
     }
-    simplify(&mut insns, &mut lines, &mut report);
+    simplify(&mut insns, &mut lines, &mut origin, &mut report);
 
     // 6. Maps: drop the unused, lower the per-CPU, check the rest.
     let used: BTreeSet<usize> = insns
@@ -380,7 +382,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
             {
                 refusals.push(Refusal::Rodata {
                     map: map.name.clone(),
-                    insn: first_ref(&insns, m).unwrap_or(0),
+                    insn: first_ref(&insns, m).map_or(0, |pc| origin[pc]),
                     what: "referenced",
                     nic: model.name,
                 });
@@ -455,6 +457,7 @@ pub mod lambda_ebpf_names {
 fn simplify(
     insns: &mut Vec<Insn>,
     lines: &mut Vec<Option<loader::lineinfo::LineInfo>>,
+    origin: &mut Vec<usize>,
     report: &mut LowerReport,
 ) {
     loop {
@@ -489,6 +492,8 @@ fn simplify(
         if removed > 0 {
             report.dead_removed += removed;
             compact(insns, lines, &keep);
+            let mut k = keep.iter();
+            origin.retain(|_| *k.next().unwrap_or(&true));
             changed = true;
         }
         if !changed {
