@@ -112,6 +112,9 @@ pub enum LowerError {
         refusals: Vec<Refusal>,
         /// What the pass did before it gave up (what would be lowered).
         report: Box<LowerReport>,
+        /// The lambda with every sound rewrite made: not for the NIC (the refusals stand),
+        /// but it runs on the host, which is how the rewrites are tested on real objects.
+        partial: Box<CoalesceInput>,
     },
     #[error("lambda `{lambda}`: {what} at instruction {insn}")]
     Malformed {
@@ -358,7 +361,10 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
             report.maps_dropped.push(map.name.clone());
             continue;
         }
-        if map_type::is_per_cpu(map.map_type) {
+        let per_cpu_refused = refusals
+            .iter()
+            .any(|r| matches!(r, Refusal::PerCpu { map: n, .. } if *n == map.name));
+        if map_type::is_per_cpu(map.map_type) && !per_cpu_refused {
             let shared = match map.map_type {
                 map_type::PERCPU_ARRAY => Some(map_type::ARRAY),
                 map_type::PERCPU_HASH => Some(map_type::HASH),
@@ -413,15 +419,6 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
         kept_maps.push(map.clone());
         seeds.push(input.seeds.get(m).cloned().unwrap_or_default());
     }
-    if !refusals.is_empty() {
-        report.insns_after = insns.len();
-        return Err(LowerError::Refused {
-            lambda,
-            nic: model.name,
-            refusals,
-            report: Box::new(report),
-        });
-    }
     for insn in insns.iter_mut().filter(|i| is_map_ref(**i)) {
         // Every referenced map was kept.
         insn.imm = renumber[insn.imm as usize].expect("a used map is kept") as i32;
@@ -431,13 +428,23 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
     linked.insns = insns;
     linked.maps = kept_maps;
     linked.lines = lines;
+    let lowered = CoalesceInput {
+        name: input.name.clone(),
+        linked,
+        rule: input.rule,
+        seeds,
+    };
+    if !refusals.is_empty() {
+        return Err(LowerError::Refused {
+            lambda,
+            nic: model.name,
+            refusals,
+            report: Box::new(report),
+            partial: Box::new(lowered),
+        });
+    }
     Ok(Lowered {
-        input: CoalesceInput {
-            name: input.name.clone(),
-            linked,
-            rule: input.rule,
-            seeds,
-        },
+        input: lowered,
         report,
     })
 }
