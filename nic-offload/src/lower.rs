@@ -91,6 +91,8 @@ pub enum Refusal {
         nic: &'static str,
         why: &'static str,
     },
+    #[error("map {map} has flags {flags:#x}; the nfp driver refuses any map flags")]
+    MapFlags { map: String, flags: u32 },
     #[error(
         "map {map} has {bytes}-byte elements (key and value rounded up to 8); {nic} takes at most {max}"
     )]
@@ -364,7 +366,19 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
         let per_cpu_refused = refusals
             .iter()
             .any(|r| matches!(r, Refusal::PerCpu { map: n, .. } if *n == map.name));
-        if map_type::is_per_cpu(map.map_type) && !per_cpu_refused {
+        let seeded = input
+            .seeds
+            .get(m)
+            .is_some_and(|records| !records.is_empty());
+        if map_type::is_per_cpu(map.map_type) && seeded && !per_cpu_refused {
+            // Every CPU's copy starts from the record: shared, the sum would start lower.
+            refusals.push(Refusal::PerCpu {
+                map: map.name.clone(),
+                insn: first_ref(&insns, m).map_or(0, |pc| origin[pc]),
+                what: "seeded with records (each CPU's copy starts from them)",
+                nic: model.name,
+            });
+        } else if map_type::is_per_cpu(map.map_type) && !per_cpu_refused {
             let shared = match map.map_type {
                 map_type::PERCPU_ARRAY => Some(map_type::ARRAY),
                 map_type::PERCPU_HASH => Some(map_type::HASH),
@@ -393,7 +407,11 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
                     nic: model.name,
                 });
             }
-        } else if !model.has_map_type(map.map_type) {
+        } else if !model.has_map_type(map.map_type)
+            && !refusals
+                .iter()
+                .any(|r| matches!(r, Refusal::PerCpu { map: n, .. } if *n == map.name))
+        {
             refusals.push(Refusal::MapType {
                 map: map.name.clone(),
                 kind: map.type_name(),
@@ -404,6 +422,13 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
                     }
                     _ => "",
                 },
+            });
+        }
+        let read_only = matches!(map.kind, LinkedMapKind::GlobalData { read_only: true });
+        if map.flags != 0 && !read_only {
+            refusals.push(Refusal::MapFlags {
+                map: map.name.clone(),
+                flags: map.flags,
             });
         }
         let bytes = NicModel::elem_bytes(map.key_size, map.value_size);
@@ -1562,6 +1587,28 @@ exit";
                 "map PENDING is a lru_hash map; nfp-4000 holds only array and hash maps (an LRU \
                  hash evicts when full; a plain hash would refuse the insert instead)"
             ]
+        );
+    }
+
+    #[test]
+    fn map_flags_and_seeded_per_cpu_counters_are_refused() {
+        let src = format!("mov %r1, 3\ncall local bump\nmov %r0, 2\nexit\nbump:\n{BUMP}");
+        // A hash without preallocation: the driver refuses any flags.
+        let mut hash = map("H", map_type::HASH, 4, 8, DECLARED);
+        hash.flags = 1;
+        let got = refusals(lower(&input(&src, vec![hash]), nfp()).unwrap_err());
+        assert_eq!(
+            got,
+            vec!["map H has flags 0x1; the nfp driver refuses any map flags"]
+        );
+        // A per-CPU counter seeded with a start value: each CPU's copy starts from it.
+        let mut seeded = input(&src, vec![map("C", map_type::PERCPU_ARRAY, 4, 8, DECLARED)]);
+        seeded.seeds = vec![vec![(vec![0; 4], vec![5, 0, 0, 0, 0, 0, 0, 0])]];
+        let got = refusals(lower(&seeded, nfp()).unwrap_err());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("per-CPU map C is seeded with records (each CPU's copy starts from them) at instruction 7"),
+            "{got:?}"
         );
     }
 
