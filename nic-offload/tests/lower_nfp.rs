@@ -453,8 +453,19 @@ fn lowered_sdk_shaped_lambdas_pass_the_nfp_profile_and_answer_as_before() {
     {
         return;
     }
-    // The reference: each lambda unlowered, loaded alone (the unlowered coalesced program
-    // uses more maps than the kernel allows one program, 64: printed above).
+    // The references: each lambda unlowered, loaded alone; and the unlowered lambdas
+    // coalesced in groups of at most 15 (60 maps: the unlowered coalesced program of all 51
+    // uses more maps than the kernel allows one program, 64, printed above).
+    const GROUP: usize = 15;
+    let groups: Vec<_> = inputs
+        .chunks(GROUP)
+        .map(|group| {
+            let c = coalesce(group).unwrap();
+            let loaded = load_linked(&c.insns, &c.maps, &c.seeds, Some(&c.btf))
+                .unwrap_or_else(|e| panic!("unlowered group: {e}"));
+            (c, loaded)
+        })
+        .collect();
     let alone: Vec<_> = inputs
         .iter()
         .map(|x| {
@@ -492,6 +503,13 @@ fn lowered_sdk_shaped_lambdas_pass_the_nfp_profile_and_answer_as_before() {
         let actual = test_run_packet(lowered_loaded.prog.as_fd(), &packet).unwrap();
         assert_eq!(actual.0, expected.0, "port {port} id {id} v6 {v6}: action");
         assert_eq!(actual.1, expected.1, "port {port} id {id} v6 {v6}: packet");
+        // The unlowered coalesced program that holds the target (any one when none does).
+        let group = &groups[target.unwrap_or(0) / GROUP].1;
+        let coalesced_unlowered = test_run_packet(group.prog.as_fd(), &packet).unwrap();
+        assert_eq!(
+            coalesced_unlowered, actual,
+            "port {port} id {id} v6 {v6}: lowered and unlowered coalesced programs differ"
+        );
         compared += 1;
         answered += usize::from(actual.0 == 3);
     }
@@ -510,12 +528,20 @@ fn lowered_sdk_shaped_lambdas_pass_the_nfp_profile_and_answer_as_before() {
             );
             let b = count(&lowered_loaded, &whole.maps, &name, slot);
             assert_eq!(a, b, "{name} slot {slot}: per-CPU sum {a}, shared {b}");
+            let (c, loaded) = &groups[i as usize / GROUP];
+            let g = count(loaded, &c.maps, &name, slot);
+            assert_eq!(
+                g, b,
+                "{name} slot {slot}: unlowered coalesced {g}, lowered {b}"
+            );
             counted += b;
         }
     }
     println!(
-        "{compared} requests compared ({answered} answered with XDP_TX); {counted} counts \
-         equal between the per-CPU and the shared counters"
+        "{compared} requests compared with the lambdas alone and with {} unlowered coalesced \
+         programs ({answered} answered with XDP_TX); {counted} counts equal between the \
+         per-CPU and the shared counters",
+        groups.len()
     );
     assert!(
         answered >= 150,
