@@ -197,7 +197,7 @@ pub fn lower(input: &CoalesceInput, model: &'static NicModel) -> Result<Lowered,
         insn,
         what,
     };
-    check_shape(&insns).map_err(malformed)?;
+    check_shape(&insns, maps.len()).map_err(malformed)?;
     let mut refusals = Vec::new();
 
     // 1. Logs.
@@ -700,8 +700,9 @@ fn call_target(pc: usize, insn: Insn) -> i64 {
     pc as i64 + 1 + i64::from(insn.imm)
 }
 
-/// Every jump and call lands on an instruction and every `lddw` has its second slot.
-fn check_shape(insns: &[Insn]) -> Result<(), (usize, &'static str)> {
+/// Every jump and call lands on an instruction, every `lddw` has its second slot and every
+/// map reference names one of the program's `maps` maps.
+fn check_shape(insns: &[Insn], maps: usize) -> Result<(), (usize, &'static str)> {
     let mut second = vec![false; insns.len()];
     for (pc, insn) in insns.iter().enumerate() {
         if second[pc] {
@@ -732,6 +733,9 @@ fn check_shape(insns: &[Insn]) -> Result<(), (usize, &'static str)> {
         }
         if insn.opcode == CALLX {
             return Err((pc, "a call through a register"));
+        }
+        if is_map_ref(*insn) && usize::try_from(insn.imm).map_or(true, |m| m >= maps) {
+            return Err((pc, "a reference to a map the program does not have"));
         }
     }
     match insns.last() {
@@ -1621,6 +1625,16 @@ exit";
             let err = lower(&input(src, vec![]), nfp()).unwrap_err().to_string();
             assert!(err.contains(what), "{err}");
         }
+        let err = lower(
+            &input("lddw %r1, map_fd 2\nmov %r0, 2\nexit", vec![]),
+            nfp(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a reference to a map the program does not have"),
+            "{err}"
+        );
         let mut bad = input("exit", vec![]);
         bad.linked.insns = vec![Insn::new(op::LDDW, 0, 0, 0, 0)];
         let err = lower(&bad, nfp()).unwrap_err().to_string();
