@@ -323,3 +323,60 @@ pub fn plan_with(
         lambdas,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loader::link::{LinkedMap, LinkedMapKind};
+
+    /// Every rule the model adds to the verifier's nfp profile (map type, element size, map
+    /// flags, stack) refuses a program, with its message.
+    #[test]
+    fn the_models_own_rules_each_refuse_a_program_with_the_message() {
+        let linked = LinkedProgram {
+            lambda: "t".into(),
+            program: "t".into(),
+            section: "xdp".into(),
+            insns: ebpf_isa::asm::assemble(
+                "stdw [%r10-16], 0
+stw [%r10-4], 0
+mov %r2, %r10
+add %r2, -4
+lddw %r1, map_fd 0
+call 1
+mov %r0, 2
+exit",
+            )
+            .unwrap(),
+            maps: vec![LinkedMap {
+                name: "M".into(),
+                map_type: verifier::map_type::HASH,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 16,
+                // BPF_F_NO_PREALLOC.
+                flags: 1,
+                kind: LinkedMapKind::Declared,
+                initial: vec![],
+            }],
+            lines: vec![],
+        };
+        let options = Limits::default().options(Backend::Kernel, 1);
+        let contract = loader::verify::verify_linked(&linked, &options).unwrap();
+        let model = NicModel {
+            map_types: &[crate::model::MAP_ARRAY],
+            max_elem_bytes: 8,
+            stack_bytes: 8,
+            ..crate::model::model("nfp-4000").unwrap().clone()
+        };
+        assert_eq!(
+            offload_refusals(&model, &linked, &contract),
+            vec![
+                "map M is a hash map; nfp-4000 holds only array and hash maps",
+                "map M has 16-byte elements (key and value rounded up to 8); nfp-4000 takes at most 8",
+                "map M has flags 0x1; the nfp driver refuses any map flags (read-only global data included)",
+                "16 bytes of stack; nfp-4000 gives 8",
+            ]
+        );
+    }
+}
