@@ -44,6 +44,11 @@ pub(crate) struct PlanArgs {
     /// The lambda objects to place on the NIC together.
     #[arg(required = true)]
     objects: Vec<PathBuf>,
+    /// Plan each lambda as `coalesce --lower` would place it: after the NFP lowering pass
+    /// (logs dropped, `.rodata` folded, per-CPU counters made atomic on shared maps), or
+    /// refused with the pass's reasons.
+    #[arg(long)]
+    lower: bool,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -61,13 +66,21 @@ pub(crate) fn plan(args: PlanArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| "lambda".to_owned());
         objects.push((name, bytes));
     }
-    let plan = nic_offload::plan(model, &objects)?;
+    let plan = nic_offload::plan::plan_with(model, &objects, args.lower)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
         println!(
-            "{} ({} cores, {} instructions per core, {} MHz)",
-            model.description, model.cores, model.insn_budget, model.clock_mhz
+            "{} ({} cores, {} instructions per core, {} MHz){}",
+            model.description,
+            model.cores,
+            model.insn_budget,
+            model.clock_mhz,
+            if args.lower {
+                "; each lambda lowered for it first"
+            } else {
+                ""
+            }
         );
         println!(
             "{:<20} {:>6} {:>10} {:>6} {:>9} {:>8} {:>12} {:>9}  offload",
@@ -160,6 +173,12 @@ pub(crate) struct CoalesceArgs {
     /// verifier processed against its one-million-instruction limit.
     #[arg(long)]
     kernel: bool,
+    /// Lower each lambda for the NIC model first (`nic_offload::lower`): the SDK's log lines
+    /// become no-ops (logs are not available offloaded), `.rodata` loads are folded into the
+    /// code, per-CPU counters become atomic adds on shared maps. A lambda the pass refuses is
+    /// listed with every reason and left out of the coalesced program (exit status 1).
+    #[arg(long)]
+    lower: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -214,6 +233,54 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             &bytes, &name, rule,
         )?);
     }
+    // Lowering: what each lambda became, or why it cannot go to the NIC.
+    let mut lowering = Vec::new();
+    let mut refused_lambdas = 0;
+    if args.lower {
+        let mut kept = Vec::new();
+        for input in &inputs {
+            match nic_offload::lower(input, model) {
+                Ok(out) => {
+                    lowering.push(serde_json::json!({
+                        "lambda": input.name, "lowered": true, "report": out.report,
+                    }));
+                    kept.push(out.input);
+                }
+                Err(nic_offload::LowerError::Refused {
+                    refusals, report, ..
+                }) => {
+                    refused_lambdas += 1;
+                    lowering.push(serde_json::json!({
+                        "lambda": input.name, "lowered": false, "report": report,
+                        "refusals": refusals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !args.json {
+            for entry in &lowering {
+                print_lowering(entry);
+            }
+        }
+        if kept.is_empty() {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "nic": model.name, "lowering": lowering,
+                    }))?
+                );
+            } else {
+                println!(
+                    "nothing left to coalesce: {} refused every lambda",
+                    model.name
+                );
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        inputs = kept;
+    }
     let coalesced = nic_offload::coalesce(&inputs)?;
     let program = loader::link::LinkedProgram {
         lambda: "coalesced".into(),
@@ -266,6 +333,7 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             "cores": cores,
             "cores_needed": cores_needed,
             "kernel_verified_insns": kernel,
+            "lowering": lowering,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
@@ -312,9 +380,40 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if verified.is_ok() {
+    Ok(if verified.is_ok() && refused_lambdas == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One lambda's lowering, for people.
+fn print_lowering(entry: &serde_json::Value) {
+    let lambda = entry["lambda"].as_str().unwrap_or("?");
+    let r = &entry["report"];
+    let n = |key: &str| r[key].as_u64().unwrap_or(0);
+    let what = format!(
+        "{} -> {} slots ({} log calls removed, {} .rodata loads folded, {} counters made atomic, \
+         {} branches folded, {} slots removed)",
+        n("insns_before"),
+        n("insns_after"),
+        n("log_calls_removed"),
+        n("rodata_loads_folded"),
+        n("counters_made_atomic"),
+        n("branches_folded"),
+        n("dead_removed"),
+    );
+    if entry["lowered"].as_bool() == Some(true) {
+        println!("lowered {lambda}: {what}");
+        for key in ["maps_lowered", "losses"] {
+            for item in r[key].as_array().into_iter().flatten() {
+                println!("  {}", item.as_str().unwrap_or(""));
+            }
+        }
+    } else {
+        println!("refused {lambda} (left out; lowered as far as it goes: {what}):");
+        for reason in entry["refusals"].as_array().into_iter().flatten() {
+            println!("  {}", reason.as_str().unwrap_or(""));
+        }
+    }
 }

@@ -354,3 +354,96 @@ fn coalesce_reports_sizes_verdicts_and_cores() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("is not a UDP port (1-65535)"));
 }
+
+#[test]
+fn coalesce_lower_leaves_out_what_it_refuses_and_names_why() {
+    let server = lambda_object("static-server");
+    let pong = lambda_object("baseline-raw-pong");
+    let spec = |p: &Path, rule: &str| format!("{}{rule}", p.display());
+    let (server, pong) = (spec(&server, "@9000"), spec(&pong, "@9001"));
+    let out = lambdactl(&[
+        "coalesce", "--lower", "--nic", "nfp-4000", &server, &pong, "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    // A refused lambda makes the exit status 1; the rest is still coalesced and judged.
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let lowering = json["lowering"].as_array().unwrap();
+    assert_eq!(lowering.len(), 2);
+    assert_eq!(lowering[0]["lambda"], "static-server");
+    assert_eq!(lowering[0]["lowered"], false);
+    let reasons: Vec<&str> = lowering[0]["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(
+            &"map OBJECTS has 1496-byte elements (key and value rounded up to 8); nfp-4000 takes at most 64"
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("helper bpf_xdp_load_bytes at instructions ")),
+        "{reasons:?}"
+    );
+    // What lowering did before it gave up: the SDK's logs and counters went.
+    assert!(lowering[0]["report"]["log_calls_removed"].as_u64().unwrap() >= 2);
+    assert_eq!(lowering[1]["lowered"], true);
+    assert_eq!(json["report"]["lambdas"], 1);
+    assert_eq!(json["eligible"], serde_json::json!(["kernel", "nfp"]));
+    assert_eq!(json["cores_needed"], 1);
+
+    let out = lambdactl(&["coalesce", "--lower", "--nic", "nfp-4000", &server, &pong]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("refused static-server (left out; lowered as far as it goes: 1892 -> "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("lowered baseline-raw-pong: 288 -> 288 slots"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("eligible: kernel, nfp"), "{stdout}");
+
+    // The planner, with the same pass: the refused lambda takes no core, with the pass's
+    // reasons; the lowered one is planned as lowered.
+    let server_object = server.trim_end_matches("@9000");
+    let pong_object = pong.trim_end_matches("@9001");
+    let out = lambdactl(&[
+        "plan",
+        "--nic",
+        "nfp-4000",
+        "--lower",
+        server_object,
+        pong_object,
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("each lambda lowered for it first"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("static-server: lowering: map OBJECTS has 1496-byte elements"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("baseline-raw-pong") && l.ends_with("core 0")),
+        "{stdout}"
+    );
+
+    // Nothing left: said so, status 1.
+    let out = lambdactl(&["coalesce", "--lower", "--nic", "nfp-4000", &server]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.contains("nothing left to coalesce: nfp-4000 refused every lambda"),
+        "{stdout}"
+    );
+}

@@ -47,6 +47,10 @@ pub enum PlanError {
     Verify(#[from] VerifyError),
     #[error("no objects to plan")]
     Empty,
+    #[error(transparent)]
+    Link(#[from] loader::link::LinkError),
+    #[error(transparent)]
+    Lower(#[from] crate::lower::LowerError),
 }
 
 /// One lambda in a plan.
@@ -187,13 +191,59 @@ pub fn contract_for(
 
 /// Plans `objects` (`(name, ELF bytes)`) on `model`.
 pub fn plan(model: &'static NicModel, objects: &[(String, Vec<u8>)]) -> Result<Plan, PlanError> {
+    plan_with(model, objects, false)
+}
+
+/// The contract and refusals of `object` after the NFP lowering pass ([`crate::lower`]): of
+/// the lowered program when the pass succeeds; of the object as written, with the pass's
+/// reasons as the refusals, when it refuses.
+fn lowered_contract(
+    bytes: &[u8],
+    name: &str,
+    model: &'static NicModel,
+) -> Result<(LinkedProgram, Contract, Vec<String>), PlanError> {
+    let params = LambdaParams::default();
+    let rule = crate::coalesce::MatchRule {
+        port: params.port,
+        lambda_id: params.lambda_id,
+    };
+    let input = crate::coalesce::CoalesceInput::from_object(bytes, name, rule)?;
+    match crate::lower::lower(&input, model) {
+        Ok(out) => {
+            let mut options = Limits::default().options(Backend::Kernel, 1);
+            options.profiles = vec![Backend::Kernel, Backend::Nfp];
+            options.nfp_insn_budget = model.insn_budget;
+            let contract = loader::verify::verify_linked(&out.input.linked, &options)?;
+            let refusals = offload_refusals(model, &out.input.linked, &contract);
+            Ok((out.input.linked, contract, refusals))
+        }
+        Err(crate::lower::LowerError::Refused { refusals, .. }) => {
+            let (linked, contract) = contract_for(bytes, name, &params, model)?;
+            let refusals = refusals.iter().map(|r| format!("lowering: {r}")).collect();
+            Ok((linked, contract, refusals))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`plan`], with each object first lowered for the model ([`crate::lower`]) when `lower`.
+pub fn plan_with(
+    model: &'static NicModel,
+    objects: &[(String, Vec<u8>)],
+    lower: bool,
+) -> Result<Plan, PlanError> {
     if objects.is_empty() {
         return Err(PlanError::Empty);
     }
     let mut lambdas = Vec::new();
     for (name, bytes) in objects {
-        let (linked, contract) = contract_for(bytes, name, &LambdaParams::default(), model)?;
-        let refusals = offload_refusals(model, &linked, &contract);
+        let (linked, contract, refusals) = if lower {
+            lowered_contract(bytes, name, model)?
+        } else {
+            let (linked, contract) = contract_for(bytes, name, &LambdaParams::default(), model)?;
+            let refusals = offload_refusals(model, &linked, &contract);
+            (linked, contract, refusals)
+        };
         let sites = map_call_sites(&linked);
         let cycles = contract
             .max_insns_executed
@@ -272,4 +322,61 @@ pub fn plan(model: &'static NicModel, objects: &[(String, Vec<u8>)]) -> Result<P
         reasons,
         lambdas,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loader::link::{LinkedMap, LinkedMapKind};
+
+    /// Every rule the model adds to the verifier's nfp profile (map type, element size, map
+    /// flags, stack) refuses a program, with its message.
+    #[test]
+    fn the_models_own_rules_each_refuse_a_program_with_the_message() {
+        let linked = LinkedProgram {
+            lambda: "t".into(),
+            program: "t".into(),
+            section: "xdp".into(),
+            insns: ebpf_isa::asm::assemble(
+                "stdw [%r10-16], 0
+stw [%r10-4], 0
+mov %r2, %r10
+add %r2, -4
+lddw %r1, map_fd 0
+call 1
+mov %r0, 2
+exit",
+            )
+            .unwrap(),
+            maps: vec![LinkedMap {
+                name: "M".into(),
+                map_type: verifier::map_type::HASH,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 16,
+                // BPF_F_NO_PREALLOC.
+                flags: 1,
+                kind: LinkedMapKind::Declared,
+                initial: vec![],
+            }],
+            lines: vec![],
+        };
+        let options = Limits::default().options(Backend::Kernel, 1);
+        let contract = loader::verify::verify_linked(&linked, &options).unwrap();
+        let model = NicModel {
+            map_types: &[crate::model::MAP_ARRAY],
+            max_elem_bytes: 8,
+            stack_bytes: 8,
+            ..crate::model::model("nfp-4000").unwrap().clone()
+        };
+        assert_eq!(
+            offload_refusals(&model, &linked, &contract),
+            vec![
+                "map M is a hash map; nfp-4000 holds only array and hash maps",
+                "map M has 16-byte elements (key and value rounded up to 8); nfp-4000 takes at most 8",
+                "map M has flags 0x1; the nfp driver refuses any map flags (read-only global data included)",
+                "16 bytes of stack; nfp-4000 gives 8",
+            ]
+        );
+    }
 }
