@@ -336,9 +336,9 @@ impl Report {
              `lambdactl invoke --image`), so each request is one round trip on every column.\n\
              - XDP columns deploy the three lambdas behind the tail-call dispatcher \
              (`lambdactl deploy`) with {} generated `whoami` lambdas beside them (the coalesced \
-             column: one program of all of them, `deploy --mode coalesced --xdp drv`, with at \
-             most {} generated, since that program is rebuilt and verified whole on each \
-             deploy). VM columns run \
+             column: `deploy --mode coalesced --xdp drv`, each workload in a coalesced program \
+             of its own, see the note under Table 1, static-server's with at most {} generated). VM \
+             columns run \
              one `lambdactl run` per workload (`--jit` or the interpreter, one worker); the native \
              column one `lambdactl baseline` per workload.\n\
              - **Pinning:** every server process (and memcached) runs on CPU {SERVER_CPU}; the \
@@ -457,6 +457,12 @@ impl Report {
             let _ = writeln!(w, " {wrong} | {lost} |");
         }
         let _ = writeln!(w);
+        for c in &self.columns {
+            if let Some(why) = &c.completion_reason {
+                let _ = writeln!(w, "- **{}**: {why}", c.column.label());
+            }
+        }
+        let _ = writeln!(w);
 
         // Table 3.
         let _ = writeln!(w, "## Table 3 — host resources during the grayscale run\n");
@@ -545,8 +551,13 @@ impl Report {
         s
     }
 
-    /// Every column without figures, with its reason.
+    /// Every column without figures, with its reason, and what differs in the others' setup.
     fn reasons(&self, w: &mut String) {
+        for c in &self.columns {
+            for note in &c.notes {
+                let _ = writeln!(w, "Note on **{}**: {note}.\n", c.column.label());
+            }
+        }
         let missing: Vec<&ColumnResult> =
             self.columns.iter().filter(|c| c.reason.is_some()).collect();
         if missing.is_empty() {
