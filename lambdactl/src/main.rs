@@ -587,6 +587,7 @@ fn ls(json: bool) -> Result<ExitCode> {
             })
             .collect();
         items.extend(deploy_cmd::deployed_json(&host)?);
+        items.extend(deploy_cmd::coalesced_json(&host)?);
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -626,7 +627,7 @@ fn ls(json: bool) -> Result<ExitCode> {
             &rows,
         );
     }
-    let deployed = deploy_cmd::print_deployed(&host)?;
+    let deployed = deploy_cmd::print_deployed(&host)? + deploy_cmd::print_coalesced_ls(&host)?;
     if listed.is_empty() && deployed == 0 {
         println!("no lambdas attached or deployed in this network namespace");
     }
