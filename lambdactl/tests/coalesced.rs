@@ -711,6 +711,15 @@ fn coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_chan
         err.contains("runs lambdas deployed in tail-call mode"),
         "{err}"
     );
+    let err = lambdactl_err(&[
+        "-n",
+        &coal_pair.server_ns,
+        "attach",
+        gen8_object.to_str().unwrap(),
+        "--iface",
+        &coal_pair.server_if,
+    ]);
+    assert!(err.contains("runs a coalesced program"), "{err}");
     assert!(
         coal.call(GENERATED_PORT, &gen8, 3).is_some(),
         "gen-8 still answers"

@@ -260,6 +260,11 @@ pub enum KernelError {
     HasDispatcher { iface: String },
 
     #[error(
+        "`{iface}` runs a coalesced program of deployed lambdas; `attach` needs the interface to itself (use `deploy --mode coalesced`, or undeploy them first)"
+    )]
+    HasCoalesced { iface: String },
+
+    #[error(
         "`{iface}` runs lambdas deployed in {running} mode; one interface's lambdas are all tail-call or all coalesced: undeploy them first, or deploy in {asked} mode on another interface"
     )]
     ModeConflict {

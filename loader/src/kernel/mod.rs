@@ -349,10 +349,13 @@ impl Host {
         image.name = lambda;
         let ifindex = ifindex(iface)?;
         check_privileges(&format!("attaching to {iface}"))?;
-        if self.dispatch_dir(iface).join("link").exists()
-            || self.coalesced_dir(iface).join("link").exists()
-        {
+        if self.dispatch_dir(iface).join("link").exists() {
             return Err(KernelError::HasDispatcher {
+                iface: iface.to_owned(),
+            });
+        }
+        if self.coalesced_dir(iface).join("link").exists() {
+            return Err(KernelError::HasCoalesced {
                 iface: iface.to_owned(),
             });
         }
