@@ -744,3 +744,65 @@ fn load_failed(iface: &str, lambdas: usize, e: RawRunError) -> KernelError {
         reason: format!("loading the coalesced program: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn linked(map_type: u32, key: u32, value: u32, entries: u32) -> LinkedMap {
+        LinkedMap {
+            name: "w/CALLS".into(),
+            map_type,
+            key_size: key,
+            value_size: value,
+            max_entries: entries,
+            flags: 0,
+            kind: LinkedMapKind::Declared,
+            initial: vec![],
+        }
+    }
+
+    #[test]
+    fn layout_and_pin_names() {
+        let host = Host {
+            bpffs: "/sys/fs/bpf".into(),
+            state_dir: "/run/lnic".into(),
+            netns_inode: 7,
+        };
+        assert_eq!(
+            host.coalesced_dir("veth0"),
+            Path::new("/sys/fs/bpf/lnic/7/coalesced:veth0")
+        );
+        assert_ne!(host.coalesced_dir("veth0"), host.dispatch_dir("veth0"));
+        assert_eq!(
+            host.coalesced_object_path("web"),
+            Path::new("/run/lnic/7/coalesced/lambdas/web.o")
+        );
+        // bpffs refuses dots in pin names.
+        assert_eq!(pin_name(".bss"), "_bss");
+        assert_eq!(pin_name("CALLS"), "CALLS");
+    }
+
+    #[test]
+    fn a_pinned_map_is_reused_only_when_it_fits() {
+        let running = MapSpec {
+            name: "CALLS".into(),
+            map_type: MapType::from_raw(2),
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
+            flags: 0,
+        };
+        let pin = Path::new("/sys/fs/bpf/lnic/7/lambda:w/maps/CALLS");
+        assert!(check_fits("CALLS", pin, &running, &linked(2, 4, 8, 1)).is_ok());
+        assert!(check_fits("CALLS", pin, &running, &linked(2, 4, 8, 4)).is_ok());
+        let err = check_fits("CALLS", pin, &running, &linked(2, 4, 16, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("map CALLS: value size 8 in the running lambda, 16 in the new object"),
+            "{err}"
+        );
+        assert!(check_fits("CALLS", pin, &running, &linked(1, 4, 8, 1)).is_err());
+    }
+}
