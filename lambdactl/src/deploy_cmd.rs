@@ -53,6 +53,8 @@ pub(crate) struct DeployArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     xdp: Option<XdpArg>,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
+    /// With --mode coalesced this skips the check of the object alone; the coalesced program
+    /// is always verified before it is loaded.
     #[arg(long)]
     skip_verify: bool,
     #[command(flatten)]
