@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use loader::dispatch::{self, MatchRule};
 use loader::maps::KernelMap;
 use loader::{AttachMode, Host};
 
 use crate::verify::{self, LimitsArgs};
-use crate::{ModeArg, plural, print_table};
+use crate::{plural, print_table};
 
 #[derive(Args)]
 pub(crate) struct DeployArgs {
@@ -35,17 +35,53 @@ pub(crate) struct DeployArgs {
     /// Replace the deployed lambda NAME by this object, keeping its maps (each shared map
     /// must have the same type, key and value size and at least as many entries) and its
     /// rule: the new program takes over its slot in one atomic update, with no request lost.
-    #[arg(long, conflicts_with_all = ["iface", "rule", "mode"])]
+    /// A lambda deployed in coalesced mode is replaced the same way: its interface's program is
+    /// rebuilt with the new object and swapped in on its link.
+    #[arg(long, conflicts_with_all = ["iface", "rule", "mode", "xdp"])]
     replace: bool,
-    /// XDP mode of the dispatcher, when this deploy installs it (auto, the default: drv, else
-    /// skb; hw is refused, since offload NICs run no tail calls).
+    /// How the interface runs its lambdas. auto (the default), drv, skb: behind the
+    /// tail-call dispatcher, in that XDP mode when this deploy installs it (auto: drv, else
+    /// skb); hw is refused (offload NICs run no tail calls). coalesced: the interface runs ONE
+    /// program of every lambda deployed on it in coalesced mode (a dispatch in code calling each
+    /// lambda as a function, no tail calls), rebuilt, verified and swapped in atomically on
+    /// each deploy, replace and undeploy, with each lambda's maps kept; see --xdp. One
+    /// interface's lambdas are all tail-call or all coalesced.
     #[arg(long, value_enum)]
-    mode: Option<ModeArg>,
+    mode: Option<DeployMode>,
+    /// With --mode coalesced: the XDP mode of the coalesced program when this deploy attaches
+    /// it (auto, the default: drv, else skb).
+    #[arg(long, value_enum, value_name = "MODE")]
+    xdp: Option<XdpArg>,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
+    /// With --mode coalesced this skips the check of the object alone; the coalesced program
+    /// is always verified before it is loaded.
     #[arg(long)]
     skip_verify: bool,
     #[command(flatten)]
     limits: LimitsArgs,
+}
+
+/// `deploy --mode`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeployMode {
+    /// Behind the dispatcher, drv mode, else skb.
+    Auto,
+    /// Refused: offload NICs run no tail calls (see `lambdactl coalesce`).
+    Hw,
+    /// Behind the dispatcher, native (driver) mode only.
+    Drv,
+    /// Behind the dispatcher, generic (skb) mode only.
+    Skb,
+    /// One coalesced program per interface, no tail calls.
+    Coalesced,
+}
+
+/// `deploy --xdp`: the XDP mode of a coalesced program.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum XdpArg {
+    Auto,
+    Drv,
+    Skb,
 }
 
 #[derive(Args)]
@@ -61,9 +97,83 @@ pub(crate) struct UndeployArgs {
     iface: Option<String>,
 }
 
+/// Runs `f` with the coalescer (and our verifier, `limits`) as the builder of coalesced
+/// programs, and returns what the last build reported.
+fn with_builder<T>(
+    limits: &loader::verify::Limits,
+    f: impl FnOnce(loader::kernel::CoalesceBuilder<'_>) -> T,
+) -> (T, Option<nic_offload::host::HostBuild>) {
+    let report = std::cell::RefCell::new(None);
+    let builder = |members: &[loader::kernel::CoalesceMember]| {
+        let (program, build) = nic_offload::host::build(members, limits)?;
+        *report.borrow_mut() = Some(build);
+        Ok::<_, Box<dyn std::error::Error>>(program)
+    };
+    let out = f(&builder);
+    (out, report.into_inner())
+}
+
+fn print_coalesced(
+    change: &loader::kernel::CoalescedChange,
+    build: Option<&nic_offload::host::HostBuild>,
+) {
+    let Some(i) = &change.iface else {
+        return;
+    };
+    let sizes = build.map_or_else(String::new, |b| {
+        format!(
+            " (from {} as separate programs; {} functions merged, {} maps), our verifier: at most {} instructions per request",
+            b.report.insns_before, b.report.functions_merged, b.report.maps_after, b.max_insns_executed
+        )
+    });
+    println!(
+        "{} runs one coalesced program of {} lambda{} in {} mode: program id {}, link id {}, {} instruction slots{sizes}; the kernel's verifier processed {} of {} instructions",
+        i.iface,
+        i.lambdas.len(),
+        plural(i.lambdas.len()),
+        i.mode,
+        i.program_id,
+        i.link_id,
+        i.insns,
+        i.verified_insns,
+        loader::kernel::KERNEL_COMPLEXITY_LIMIT
+    );
+    if let Some(reason) = &change.drv_fallback {
+        println!("note: native (drv) mode failed, using generic (skb) mode: {reason}");
+    }
+}
+
+fn print_maps(maps: &[loader::PinnedMap]) {
+    for m in maps {
+        println!(
+            "  map {} ({}) pinned at {}, {}",
+            m.name,
+            m.map_type,
+            m.pin.display(),
+            if m.reused {
+                "reused, contents kept".to_owned()
+            } else {
+                format!("new, seeded {} record{}", m.seeded, plural(m.seeded))
+            }
+        );
+    }
+}
+
 pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
     let host = Host::from_env()?;
     loader::kernel::check_lambda_name(&args.name)?;
+    let coalesced_record = host
+        .coalesced_records()?
+        .into_iter()
+        .find(|r| r.name == args.name);
+    let coalesced =
+        args.mode == Some(DeployMode::Coalesced) || (args.replace && coalesced_record.is_some());
+    if args.xdp.is_some() && !coalesced {
+        bail!("--xdp is for --mode coalesced; a dispatcher's XDP mode is --mode auto|drv|skb");
+    }
+    if coalesced {
+        return deploy_coalesced(&host, args, coalesced_record);
+    }
     let rule = match (args.rule, args.replace) {
         (Some(rule), _) => rule,
         (None, _) => {
@@ -124,12 +234,13 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let iface = args.iface.context("--iface is required")?;
-    let mode = match args.mode.unwrap_or(ModeArg::Auto) {
+    let mode = match args.mode.unwrap_or(DeployMode::Auto) {
         // No offload NIC runs tail calls: auto means drv, else skb, for a dispatcher.
-        ModeArg::Auto => AttachMode::Auto,
-        ModeArg::Drv => AttachMode::Drv,
-        ModeArg::Skb => AttachMode::Skb,
-        ModeArg::Hw => bail!(
+        DeployMode::Auto => AttachMode::Auto,
+        DeployMode::Drv => AttachMode::Drv,
+        DeployMode::Skb => AttachMode::Skb,
+        DeployMode::Coalesced => unreachable!("handled above"),
+        DeployMode::Hw => bail!(
             "--mode hw: the dispatcher tail-calls into the lambdas' slots and offload NICs run no tail calls; `lambdactl coalesce` builds the one-program form a NIC can take"
         ),
     };
@@ -167,8 +278,99 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `deploy --mode coalesced`, and `--replace` of a lambda deployed so.
+fn deploy_coalesced(
+    host: &Host,
+    args: DeployArgs,
+    existing: Option<loader::kernel::CoalescedRecord>,
+) -> Result<ExitCode> {
+    let rule = match (args.rule, &existing) {
+        (Some(rule), _) => rule,
+        (None, Some(r)) => r.rule,
+        (None, None) => bail!(
+            "no lambda named `{}` is deployed: nothing to replace",
+            args.name
+        ),
+    };
+    if !args.skip_verify {
+        // The lambda alone first, for a precise rejection; the coalesced program is verified
+        // as a whole before it is loaded.
+        let contract = verify::check_before_load(
+            &args.object,
+            &rule.params(),
+            verifier::Backend::Kernel,
+            &args.limits,
+        )?;
+        println!("{}", verify::summary(&contract));
+    }
+    let limits = args.limits.limits();
+    if args.replace {
+        let (changed, build) = with_builder(&limits, |b| {
+            host.redeploy_coalesced(&args.name, &args.object, b)
+        });
+        let changed = changed?;
+        let r = &changed.record;
+        println!(
+            "replaced {} on {} ({}) in its coalesced program",
+            r.name, r.iface, r.rule
+        );
+        print_coalesced(&changed, build.as_ref());
+        print_maps(&r.maps);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let iface = args.iface.context("--iface is required")?;
+    let mode = match args.xdp.unwrap_or(XdpArg::Auto) {
+        XdpArg::Auto => AttachMode::Auto,
+        XdpArg::Drv => AttachMode::Drv,
+        XdpArg::Skb => AttachMode::Skb,
+    };
+    let (changed, build) = with_builder(&limits, |b| {
+        host.deploy_coalesced(&args.object, &iface, &args.name, rule, mode, b)
+    });
+    let changed = changed?;
+    let r = &changed.record;
+    println!(
+        "deployed {} (coalesced) on {} for {}",
+        r.name, r.iface, r.rule
+    );
+    print_coalesced(&changed, build.as_ref());
+    print_maps(&r.maps);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn undeploy(args: UndeployArgs) -> Result<ExitCode> {
     let host = Host::from_env()?;
+    if let Some(name) = &args.name
+        && host.coalesced_records()?.iter().any(|r| &r.name == name)
+    {
+        let (changed, build) = with_builder(&loader::verify::Limits::default(), |b| {
+            host.undeploy_coalesced(name, b)
+        });
+        let changed = changed?;
+        let r = &changed.record;
+        println!(
+            "undeployed {} (coalesced) from {} ({})",
+            r.name, r.iface, r.rule
+        );
+        match &changed.iface {
+            Some(_) => print_coalesced(&changed, build.as_ref()),
+            None => println!(
+                "it was the last lambda on {}: removed its coalesced program, link and pins",
+                r.iface
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut removed_coalesced = 0;
+    if args.all {
+        for r in host.undeploy_coalesced_all(args.iface.as_deref())? {
+            println!(
+                "undeployed {} (coalesced) from {} ({})",
+                r.name, r.iface, r.rule
+            );
+            removed_coalesced += 1;
+        }
+    }
     let names: Vec<String> = match &args.name {
         Some(name) => vec![name.clone()],
         None => host
@@ -178,7 +380,7 @@ pub(crate) fn undeploy(args: UndeployArgs) -> Result<ExitCode> {
             .map(|r| r.name)
             .collect(),
     };
-    if names.is_empty() {
+    if names.is_empty() && removed_coalesced == 0 {
         println!("nothing deployed to undeploy");
     }
     for name in names {
@@ -205,8 +407,11 @@ fn undeploy_one(host: &Host, name: &str) -> Result<()> {
 
 /// Invocations counted by a deployed lambda's SDK counters, when it has them.
 fn invocations(record: &loader::kernel::DeployRecord) -> Option<u64> {
-    let pin = record
-        .maps
+    invocations_of(&record.maps)
+}
+
+fn invocations_of(maps: &[loader::PinnedMap]) -> Option<u64> {
+    let pin = maps
         .iter()
         .find(|m| m.name == lambda_ebpf::stats::MAP_NAME)?
         .pin
@@ -293,4 +498,73 @@ pub(crate) fn print_deployed(host: &Host) -> Result<usize> {
         }
     }
     Ok(deployed.len())
+}
+
+/// The coalesced lambdas for `ls --json`, each with `"kind": "coalesced"`.
+pub(crate) fn coalesced_json(host: &Host) -> Result<Vec<serde_json::Value>> {
+    let mut items = Vec::new();
+    for c in host.coalesced()? {
+        let mut v = serde_json::to_value(&c.record).context("serializing a coalesced record")?;
+        v["kind"] = "coalesced".into();
+        v["rule_text"] = c.record.rule.to_string().into();
+        v["liveness"] = match &c.live {
+            Ok(()) => serde_json::json!({ "state": "live", "detail": null }),
+            Err(reason) => serde_json::json!({ "state": "stale", "detail": reason }),
+        };
+        let iface = host.coalesced_iface(&c.record.iface);
+        v["xdp_mode"] = iface.as_ref().map(|r| r.mode.to_string()).into();
+        v["program_id"] = iface.as_ref().map(|r| r.program_id).into();
+        items.push(v);
+    }
+    Ok(items)
+}
+
+/// The coalesced lambdas as a table for `ls`; returns how many there were.
+pub(crate) fn print_coalesced_ls(host: &Host) -> Result<usize> {
+    let all = host.coalesced()?;
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|c| {
+            let r = &c.record;
+            let iface = host.coalesced_iface(&r.iface);
+            let maps: Vec<&str> = r
+                .maps
+                .iter()
+                .map(|m| m.name.as_str())
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            vec![
+                r.name.clone(),
+                r.iface.clone(),
+                iface
+                    .as_ref()
+                    .map_or_else(|| "coalesced".into(), |i| format!("coalesced/{}", i.mode)),
+                r.rule.to_string(),
+                iface
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |i| i.program_id.to_string()),
+                if maps.is_empty() {
+                    "-".into()
+                } else {
+                    maps.join(",")
+                },
+                invocations_of(&r.maps).map_or_else(|| "-".into(), |n| n.to_string()),
+                match &c.live {
+                    Ok(()) => "live".into(),
+                    Err(reason) => format!("STALE: {reason}"),
+                },
+            ]
+        })
+        .collect();
+    println!("deployed in coalesced programs:");
+    print_table(
+        &[
+            "NAME", "IFACE", "MODE", "MATCH", "PROG", "MAPS", "CALLS", "STATE",
+        ],
+        &rows,
+    );
+    Ok(all.len())
 }

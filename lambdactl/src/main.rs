@@ -83,9 +83,14 @@ enum Command {
     /// it with the rule's port and id, pins its own maps under its name, fills its slot and
     /// only then adds its rule, so no packet meets an empty slot. Conflicting rules are
     /// refused with the name of the lambda that holds the rule.
+    ///
+    /// With --mode coalesced the interface instead runs one program of all its coalesced
+    /// lambdas (no tail calls), rebuilt, verified and swapped in atomically on every change,
+    /// each lambda's maps kept across rebuilds.
     Deploy(deploy_cmd::DeployArgs),
     /// Remove a deployed lambda: its rule, then its slot, then its pins. The others keep
-    /// running; the last one on an interface takes the dispatcher with it.
+    /// running; the last one on an interface takes the dispatcher with it. A coalesced lambda:
+    /// its interface's program is rebuilt without it and swapped in, then its pins go.
     Undeploy(deploy_cmd::UndeployArgs),
     /// Detach the lambda from an interface and remove its pins and record.
     Detach {
@@ -610,6 +615,7 @@ fn ls(json: bool) -> Result<ExitCode> {
             })
             .collect();
         items.extend(deploy_cmd::deployed_json(&host)?);
+        items.extend(deploy_cmd::coalesced_json(&host)?);
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -649,7 +655,7 @@ fn ls(json: bool) -> Result<ExitCode> {
             &rows,
         );
     }
-    let deployed = deploy_cmd::print_deployed(&host)?;
+    let deployed = deploy_cmd::print_deployed(&host)? + deploy_cmd::print_coalesced_ls(&host)?;
     if listed.is_empty() && deployed == 0 {
         println!("no lambdas attached or deployed in this network namespace");
     }

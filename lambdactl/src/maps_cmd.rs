@@ -530,6 +530,12 @@ fn map_holders(host: &Host) -> Result<Vec<MapHolder>> {
         object: r.object,
         maps: r.maps,
     }));
+    holders.extend(host.coalesced_records()?.into_iter().map(|r| MapHolder {
+        lambda: r.name,
+        iface: r.iface,
+        object: r.stored_object,
+        maps: r.maps,
+    }));
     Ok(holders)
 }
 

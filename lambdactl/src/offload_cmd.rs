@@ -293,6 +293,8 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
     let mut options = Limits::default().options(Backend::Kernel, 1);
     options.profiles = vec![Backend::Kernel, Backend::Nfp];
     options.nfp_insn_budget = model.insn_budget;
+    // The lambda entries are BTF global functions: the kernel verifies each on its own.
+    options.global_functions = coalesced.entries.clone();
     let verified = verify_linked(&program, &options);
     let sizes: Vec<usize> = inputs.iter().map(|x| x.linked.insns.len()).collect();
     let packing = nic_offload::pack_cores(model, &sizes);

@@ -81,6 +81,7 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<ExitCode> {
         max_map_bytes: limits.max_map_bytes,
         nfp_insn_budget: args.nfp_budget,
         ncpus: possible_cpus(),
+        global_functions: Vec::new(),
     };
     let started = std::time::Instant::now();
     let (_, contract) = verify_object(&bytes, &name, &LambdaParams::default(), &options)?;

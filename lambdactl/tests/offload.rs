@@ -243,12 +243,12 @@ fn plan_fits_a_nic_ready_lambda_and_explains_the_rest() {
     assert_eq!(plan["cores_needed"], 1);
     let lambda = &plan["lambdas"][0];
     assert_eq!(lambda["core"], 0);
-    // 288 executed instructions + the dispatch (34 fixed + 5 for its rule), 2 cycles each,
+    // 288 executed instructions + the dispatch (42 fixed + 5 for its rule), 2 cycles each,
     // no map calls, at 800 MHz.
     assert_eq!(lambda["max_insns_executed"], 288);
-    assert_eq!(lambda["worst_case_cycles"], (288 + 39) * 2);
-    assert_eq!(lambda["worst_case_ns"], (288 + 39) * 2 * 1000 / 800);
-    assert_eq!(plan["core_insns"], serde_json::json!([34 + 5 + 288]));
+    assert_eq!(lambda["worst_case_cycles"], (288 + 47) * 2);
+    assert_eq!(lambda["worst_case_ns"], (288 + 47) * 2 * 1000 / 800);
+    assert_eq!(plan["core_insns"], serde_json::json!([42 + 5 + 288]));
 
     let out = lambdactl(&[
         "plan",

@@ -153,7 +153,19 @@ const JA: u8 = 0x05;
 fn dispatch(rules: &[(usize, MatchRule)]) -> Vec<Insn> {
     // Packet loads below are of network-order fields with a little-endian load, so each
     // constant is byte-swapped into the value the load yields.
-    let mut text = String::from(
+    //
+    // A UDP datagram that is not a λ request (too short, another magic or version) goes to
+    // its port's any-id rule, as behind the tail-call dispatcher (a memcached reply reaches
+    // the memcached lambda so): its "lambda id" register then holds a value no rule with an
+    // id compares equal to.
+    let not_lambda = (0..=u32::MAX)
+        .find(|v| {
+            !rules
+                .iter()
+                .any(|(_, r)| r.lambda_id.map(u32::swap_bytes) == Some(*v))
+        })
+        .expect("fewer rules than lambda ids");
+    let mut text = format!(
         "mov %r6, %r1
 ldxw %r2, [%r6+0]
 ldxw %r3, [%r6+4]
@@ -184,11 +196,22 @@ add %r2, 14
 add %r2, %r5
 udp:
 mov %r4, %r2
-add %r4, 32
+add %r4, 8
 jgt %r4, %r3, pass
 ldxh %r7, [%r2+2]
+mov32 %r8, {not_lambda:#x}
+mov %r4, %r2
+add %r4, 32
+jgt %r4, %r3, rules
+ldxh %r5, [%r2+8]
+jne %r5, {magic:#x}, rules
+ldxb %r5, [%r2+10]
+jne %r5, {version}, rules
 ldxw %r8, [%r2+12]
+rules:
 ",
+        magic = lambda_ebpf::wire::MAGIC.swap_bytes(),
+        version = lambda_ebpf::wire::VERSION,
     );
     for (n, (_, rule)) in rules.iter().enumerate() {
         text.push_str(&format!(

@@ -1,8 +1,9 @@
 //! NIC offload: what a SmartNIC can run ([`model`]), what an interface is and whether it can
 //! offload at all ([`discover`], [`probe`]), the policy of a hardware attach ([`attach`]), the
 //! capacity planner ([`plan`]) and the workload optimizer that coalesces lambdas into one
-//! program without tail calls ([`coalesce`], with its BTF in [`btf`]), and the lowering that
-//! turns an SDK lambda into code the NIC's offload accepts ([`lower`]).
+//! program without tail calls ([`coalesce`], with its BTF in [`btf`]; [`host`] builds it for
+//! `deploy --mode coalesced`), and the lowering that turns an SDK lambda into code the NIC's
+//! offload accepts ([`lower`]).
 //!
 //! The loading itself (maps with `map_ifindex`, the program with `prog_ifindex`, the
 //! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.
@@ -11,6 +12,7 @@ pub mod attach;
 pub mod btf;
 pub mod coalesce;
 pub mod discover;
+pub mod host;
 pub mod lower;
 pub mod model;
 pub mod plan;

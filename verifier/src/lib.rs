@@ -201,6 +201,10 @@ pub struct Options {
     pub nfp_insn_budget: usize,
     /// CPUs to count per-CPU maps for.
     pub ncpus: u32,
+    /// Entries of functions the kernel verifies on their own, not at each call (BTF `FUNC`s
+    /// with global linkage, as the coalescer's lambda entries are): limits the kernel applies
+    /// per verification run count their paths apart from their callers'.
+    pub global_functions: Vec<usize>,
 }
 
 impl Default for Options {
@@ -212,6 +216,7 @@ impl Default for Options {
             max_map_bytes: DEFAULT_MAX_MAP_BYTES,
             nfp_insn_budget: DEFAULT_NFP_INSN_BUDGET,
             ncpus: DEFAULT_NCPUS,
+            global_functions: Vec::new(),
         }
     }
 }

@@ -64,6 +64,36 @@ fn is_atomic(insn: Insn) -> bool {
     insn.class() == op::CLASS_STX && op::mode(insn.opcode) == op::MODE_ATOMIC
 }
 
+/// The largest count of two-way branches one kernel verification run meets, and where that run
+/// starts: the whole program's, unless `options.global_functions` names functions the kernel
+/// verifies on their own; then each of those (reached from the main program) counts apart.
+fn kernel_branch_count(
+    input: &ProgramInput,
+    analysis: &Analysis,
+    options: &Options,
+) -> (usize, u64) {
+    if options.global_functions.is_empty() {
+        return (0, analysis.two_way_branches);
+    }
+    let mut main = 0u64;
+    let mut worst = (0usize, 0u64);
+    for (root, &count) in &analysis.two_way_branches_by_root {
+        let target = root.and_then(|site| {
+            let insn = input.insns.get(site)?;
+            usize::try_from(site as i64 + 1 + i64::from(insn.imm)).ok()
+        });
+        match target {
+            Some(t) if options.global_functions.contains(&t) => {
+                if count > worst.1 {
+                    worst = (t, count);
+                }
+            }
+            _ => main += count,
+        }
+    }
+    if main >= worst.1 { (0, main) } else { worst }
+}
+
 /// Whether `backend` accepts the analysed program; the first reason when not.
 pub fn judge(
     input: &ProgramInput,
@@ -85,14 +115,14 @@ pub fn judge(
             ),
         );
     }
-    if backend == Backend::Kernel && analysis.two_way_branches > KERNEL_JMP_SEQ_LIMIT {
+    let (branch_site, branches) = kernel_branch_count(input, analysis, options);
+    if backend == Backend::Kernel && branches > KERNEL_JMP_SEQ_LIMIT {
         return refuse(
-            0,
+            branch_site,
             format!(
-                "{} conditional jumps with both directions possible on the analysed paths: the \
+                "{branches} conditional jumps with both directions possible on the analysed paths: the \
                  kernel's verifier gives up past {KERNEL_JMP_SEQ_LIMIT} pending branches (\"the \
-                 sequence of jumps is too complex\"); bound the loop lower",
-                analysis.two_way_branches
+                 sequence of jumps is too complex\"); bound the loop lower"
             ),
         );
     }

@@ -47,6 +47,10 @@ pub struct Analysis {
     /// depth-first verifier pushes for later, and it gives up past
     /// `profile::KERNEL_JMP_SEQ_LIMIT` of them.
     pub two_way_branches: u64,
+    /// The same branches by the outermost call site they were reached through (`None`: in the
+    /// main program itself), for programs whose called functions the kernel verifies one by
+    /// one (BTF global functions, see `Options::global_functions`).
+    pub two_way_branches_by_root: BTreeMap<Option<usize>, u64>,
 }
 
 /// Where a node sits beyond its instruction: the call sites it was called from (with their
@@ -199,6 +203,8 @@ struct Analyzer<'a> {
     next: Option<(Key, Node)>,
     /// Per loop context (key without the head's count), the last head states and their count.
     heads: HashMap<Key, (u32, Vec<State>)>,
+    /// The outermost call site of the node being stepped (`None` in the main program).
+    root: Option<usize>,
     out: Analysis,
 }
 
@@ -213,6 +219,7 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
         work: BTreeMap::new(),
         next: None,
         heads: HashMap::new(),
+        root: None,
         out: Analysis {
             max_insns: 0,
             stack_depth: vec![0; cfg.subprogs.len()],
@@ -221,6 +228,7 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
             facts: vec![InsnFacts::default(); cfg.len],
             steps: 0,
             two_way_branches: 0,
+            two_way_branches_by_root: BTreeMap::new(),
         },
     };
     let mut regs = [Value::Uninit; 11];
@@ -339,6 +347,7 @@ impl Analyzer<'_> {
             let pc = node.pc;
             let insn = self.input.insns[pc];
             self.out.facts[pc].visited = true;
+            self.root = node.ctx.calls.first().map(|&(site, _)| site);
             // The node's states are stepped in place, in order: nothing else needs them
             // afterwards. Each travels on in a vector of one that becomes the list of states of
             // the successor node when that node is new; the last one in the node's own vector.
@@ -905,6 +914,11 @@ impl Analyzer<'_> {
                 );
                 if taken_feasible && fall_feasible && target != next {
                     self.out.two_way_branches += 1;
+                    *self
+                        .out
+                        .two_way_branches_by_root
+                        .entry(self.root)
+                        .or_default() += 1;
                 }
                 if taken_feasible && fall_feasible && target == next {
                     // Both branches to the same place: one edge.

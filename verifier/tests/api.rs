@@ -45,3 +45,51 @@ fn contract_serializes_to_json() {
     assert_eq!(json["helpers_used"][0][1], "bpf_ktime_get_ns");
     assert_eq!(json["refused"][0][0], "nfp");
 }
+
+/// Two functions with 5,000 undecided branches each: 10,000 over the whole program exceed the
+/// kernel's 8,192 pending branches, but when both are BTF global functions the kernel verifies
+/// each on its own, and `Options::global_functions` makes our count per function too.
+#[test]
+fn jump_sequence_limit_counts_global_functions_apart() {
+    let function = "call 7
+mov %r6, 0
+mov %r7, 0
+loop:
+jgt %r0, 100, skip
+add %r7, 1
+skip:
+add %r6, 1
+jlt %r6, 5000, loop
+mov %r0, 2
+exit
+";
+    let text = format!(
+        "call local f1\ncall local f2\nmov %r0, 2\nexit\nf1:\n{}f2:\n{}",
+        function.replace("loop", "loop1").replace("skip", "skip1"),
+        function.replace("loop", "loop2").replace("skip", "skip2"),
+    );
+    let insns = ebpf_isa::asm::assemble(&text).unwrap();
+    let entries: Vec<usize> = insns
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.is_local_call())
+        .map(|(pc, i)| (pc as i64 + 1 + i64::from(i.imm)) as usize)
+        .collect();
+    assert_eq!(entries.len(), 2);
+    let input = ProgramInput::new("two-globals", ProgramKind::Xdp, insns);
+    let mut options = Options {
+        profiles: vec![Backend::Kernel],
+        ..Options::default()
+    };
+    let err = verify(&input, &options).unwrap_err().to_string();
+    assert!(
+        err.contains("10000 conditional jumps") && err.contains("8192 pending branches"),
+        "{err}"
+    );
+    options.global_functions = entries.clone();
+    let contract = verify(&input, &options).unwrap();
+    assert_eq!(contract.eligible, vec![Backend::Kernel]);
+    // Only one of them global: the other counts with the main program, still 5,000 each.
+    options.global_functions = vec![entries[0]];
+    assert!(verify(&input, &options).is_ok());
+}

@@ -4,6 +4,7 @@
 //! bpf-linker built against the toolchain's own libLLVM); this is the one place that knows it.
 
 mod bench;
+mod bench_coalesced;
 mod bench_density;
 mod bench_gateway;
 mod bench_paper;
@@ -103,6 +104,18 @@ enum BenchSuite {
         /// Round-trip rounds (servers interleaved, medians reported).
         #[arg(long, default_value_t = 3)]
         rtt_rounds: u32,
+    },
+    /// Coalesced vs tail-call: round trip p50/p99 of the static-server and a whoami deployed
+    /// behind the tail-call dispatcher and in one coalesced program (`deploy --mode
+    /// coalesced`), drv mode, pinned to one CPU, rounds interleaved, medians and ratios. Root.
+    /// Writes target/bench/coalesced-<commit>.json.
+    Coalesced {
+        /// Requests per round-trip measurement.
+        #[arg(long, default_value_t = 5000)]
+        count: u32,
+        /// Rounds (the four measurements interleaved, medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// match+lambda density: N whoami lambdas behind one dispatcher vs one attached alone, in
     /// one run: round trip p50/p99 of lambda #1 and #N (ratios to the lambda alone), deploy
@@ -250,6 +263,14 @@ fn main() -> Result<()> {
                 vm_processes,
             };
             bench_density::density(&root, &options)?;
+        }
+        Task::Bench {
+            suite: BenchSuite::Coalesced { count, rounds },
+        } => {
+            bench::require_root()?;
+            build_ebpf(&root)?;
+            let options = bench_coalesced::CoalescedOptions { count, rounds };
+            bench_coalesced::coalesced(&root, &options)?;
         }
         Task::Bench {
             suite: BenchSuite::Workloads { count, rounds },

@@ -100,10 +100,10 @@ pub struct DeployedLambda {
 }
 
 /// An exclusive `flock` on the namespace's deploy lock, released on drop.
-struct DeployLock(fs::File);
+pub(super) struct DeployLock(fs::File);
 
 impl DeployLock {
-    fn take(path: &Path) -> Result<DeployLock, KernelError> {
+    pub(super) fn take(path: &Path) -> Result<DeployLock, KernelError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         }
@@ -152,7 +152,7 @@ pub fn check_lambda_name(name: &str) -> Result<(), KernelError> {
     Ok(())
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -181,7 +181,10 @@ fn dispatch_err(
     }
 }
 
-fn map_err(iface: &str, operation: &str) -> impl FnOnce(crate::maps::MapError) -> KernelError {
+pub(super) fn map_err(
+    iface: &str,
+    operation: &str,
+) -> impl FnOnce(crate::maps::MapError) -> KernelError {
     let iface = iface.to_owned();
     let operation = operation.to_owned();
     move |e| KernelError::Dispatch {
@@ -191,7 +194,7 @@ fn map_err(iface: &str, operation: &str) -> impl FnOnce(crate::maps::MapError) -
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), KernelError> {
+pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), KernelError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     }
@@ -201,7 +204,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), KernelError> {
     fs::rename(&tmp, path).map_err(io_err("writing", path))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, KernelError> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, KernelError> {
     let text = fs::read_to_string(path).map_err(io_err("reading", path))?;
     serde_json::from_str(&text).map_err(|source| KernelError::BadRecord {
         path: path.to_owned(),
@@ -232,11 +235,11 @@ impl Host {
             .join(format!("{iface}.json"))
     }
 
-    fn deployed_dir(&self) -> PathBuf {
+    pub(super) fn deployed_dir(&self) -> PathBuf {
         self.netns_state_dir().join("deployed")
     }
 
-    fn deploy_record_path(&self, name: &str) -> PathBuf {
+    pub(super) fn deploy_record_path(&self, name: &str) -> PathBuf {
         self.deployed_dir().join(format!("{name}.json"))
     }
 
@@ -327,6 +330,19 @@ impl Host {
                 return Err(KernelError::AttachedAlone {
                     iface: iface.to_owned(),
                     lambda: attached.lambda,
+                });
+            }
+            if let Some(existing) = self.coalesced_records()?.iter().find(|r| r.name == name) {
+                return Err(KernelError::AlreadyDeployed {
+                    name: name.to_owned(),
+                    iface: existing.iface.clone(),
+                });
+            }
+            if self.coalesced_iface(iface).is_some() {
+                return Err(KernelError::ModeConflict {
+                    iface: iface.to_owned(),
+                    running: "coalesced",
+                    asked: "tail-call",
                 });
             }
             Reservation::take(&self.deployed_dir(), name)?
@@ -441,47 +457,7 @@ impl Host {
                 operation: "loading the dispatcher".into(),
                 source: io::Error::other(e.to_string()),
             })?;
-            let attach = |used: ModeUsed| {
-                let flags = match used {
-                    ModeUsed::Drv => sys::XDP_FLAGS_DRV_MODE,
-                    ModeUsed::Skb => sys::XDP_FLAGS_SKB_MODE,
-                    // A dispatcher tail-calls, which no offload NIC runs: never asked for.
-                    ModeUsed::Hw => super::XDP_FLAGS_HW_MODE,
-                };
-                super::xdp_link_create(prog.as_fd(), ifindex, flags)
-            };
-            let failed = |used: ModeUsed, e: io::Error| {
-                super::attach_failed(iface, used, e.raw_os_error(), e.to_string())
-            };
-            let (link, used, drv_fallback) = match mode {
-                AttachMode::Drv => (
-                    attach(ModeUsed::Drv).map_err(|e| failed(ModeUsed::Drv, e))?,
-                    ModeUsed::Drv,
-                    None,
-                ),
-                AttachMode::Skb => (
-                    attach(ModeUsed::Skb).map_err(|e| failed(ModeUsed::Skb, e))?,
-                    ModeUsed::Skb,
-                    None,
-                ),
-                AttachMode::Auto => match attach(ModeUsed::Drv) {
-                    Ok(link) => (link, ModeUsed::Drv, None),
-                    Err(drv) if is_permission(drv.raw_os_error()) => {
-                        return Err(failed(ModeUsed::Drv, drv));
-                    }
-                    Err(drv) => match attach(ModeUsed::Skb) {
-                        Ok(link) => (link, ModeUsed::Skb, Some(drv.to_string())),
-                        Err(skb) => {
-                            return Err(KernelError::AttachFailedAuto {
-                                iface: iface.to_owned(),
-                                drv_reason: drv.to_string(),
-                                skb_reason: skb.to_string(),
-                                hint: super::attach_hint(skb.raw_os_error()),
-                            });
-                        }
-                    },
-                },
-            };
+            let (link, used, drv_fallback) = attach_in_mode(prog.as_fd(), iface, ifindex, mode)?;
             let link_pin = dir.join("link");
             sys::obj_pin(link.as_fd(), &link_pin)
                 .map_err(dispatch_err(iface, "pinning the link"))?;
@@ -905,6 +881,57 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
+}
+
+/// Attaches `prog` to `iface` with a new bpf_link in `mode` (auto: drv, else skb, with why drv
+/// failed). Returns the link, the mode used and the drv failure when auto fell back.
+pub(super) fn attach_in_mode(
+    prog: std::os::fd::BorrowedFd<'_>,
+    iface: &str,
+    ifindex: u32,
+    mode: AttachMode,
+) -> Result<(OwnedFd, ModeUsed, Option<String>), KernelError> {
+    let attach = |used: ModeUsed| {
+        let flags = match used {
+            ModeUsed::Drv => sys::XDP_FLAGS_DRV_MODE,
+            ModeUsed::Skb => sys::XDP_FLAGS_SKB_MODE,
+            // Neither a dispatcher nor a host coalesced program asks for it.
+            ModeUsed::Hw => super::XDP_FLAGS_HW_MODE,
+        };
+        super::xdp_link_create(prog, ifindex, flags)
+    };
+    let failed = |used: ModeUsed, e: io::Error| {
+        super::attach_failed(iface, used, e.raw_os_error(), e.to_string())
+    };
+    Ok(match mode {
+        AttachMode::Drv => (
+            attach(ModeUsed::Drv).map_err(|e| failed(ModeUsed::Drv, e))?,
+            ModeUsed::Drv,
+            None,
+        ),
+        AttachMode::Skb => (
+            attach(ModeUsed::Skb).map_err(|e| failed(ModeUsed::Skb, e))?,
+            ModeUsed::Skb,
+            None,
+        ),
+        AttachMode::Auto => match attach(ModeUsed::Drv) {
+            Ok(link) => (link, ModeUsed::Drv, None),
+            Err(drv) if is_permission(drv.raw_os_error()) => {
+                return Err(failed(ModeUsed::Drv, drv));
+            }
+            Err(drv) => match attach(ModeUsed::Skb) {
+                Ok(link) => (link, ModeUsed::Skb, Some(drv.to_string())),
+                Err(skb) => {
+                    return Err(KernelError::AttachFailedAuto {
+                        iface: iface.to_owned(),
+                        drv_reason: drv.to_string(),
+                        skb_reason: skb.to_string(),
+                        hint: super::attach_hint(skb.raw_os_error()),
+                    });
+                }
+            },
+        },
+    })
 }
 
 fn open_dispatcher_maps(dir: &Path, iface: &str) -> Result<DispatcherMaps, KernelError> {

@@ -259,6 +259,23 @@ pub enum KernelError {
     )]
     HasDispatcher { iface: String },
 
+    #[error(
+        "`{iface}` runs a coalesced program of deployed lambdas; `attach` needs the interface to itself (use `deploy --mode coalesced`, or undeploy them first)"
+    )]
+    HasCoalesced { iface: String },
+
+    #[error(
+        "`{iface}` runs lambdas deployed in {running} mode; one interface's lambdas are all tail-call or all coalesced: undeploy them first, or deploy in {asked} mode on another interface"
+    )]
+    ModeConflict {
+        iface: String,
+        running: &'static str,
+        asked: &'static str,
+    },
+
+    #[error("coalescing the lambdas of `{iface}`: {reason}")]
+    CoalesceFailed { iface: String, reason: String },
+
     #[error("`{iface}` holds {max} lambdas already: no free slot in its dispatcher")]
     DispatcherFull { iface: String, max: u32 },
 

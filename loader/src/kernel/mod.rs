@@ -43,6 +43,7 @@ pub const ENV_STATE_DIR: &str = "LNIC_STATE_DIR";
 /// How many trailing lines of a verifier log the short rendering keeps.
 pub const VERIFIER_LOG_TAIL: usize = 25;
 
+mod coalesced;
 mod deploy;
 mod error;
 mod linked_load;
@@ -57,6 +58,10 @@ mod upgrade;
 pub use crate::lambda::{
     GLOBAL_LAMBDA_ID, GLOBAL_MATCH_ANY_ID, GLOBAL_PORT, LambdaParams, XdpAction,
 };
+pub use coalesced::{
+    CoalesceBuilder, CoalesceMember, CoalescedChange, CoalescedIfaceRecord, CoalescedLambda,
+    CoalescedProgram, CoalescedRecord, KERNEL_COMPLEXITY_LIMIT, MAX_USED_MAPS,
+};
 pub use deploy::{
     DeployRecord, Deployed, DeployedLambda, DispatcherRecord, Undeployed, check_lambda_name,
     rule_of_key,
@@ -66,8 +71,8 @@ pub use linked_load::{LoadedProgram, load_linked, verified_insns};
 pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
 pub use offload::{XDP_FLAGS_HW_MODE, xdp_link_create};
 pub use raw_run::{
-    KernelValue, ProgramBtf, RawRunError, load_xdp_bound, load_xdp_named, load_xdp_with,
-    max_raw_memory, run_raw_in_kernel, test_run_ns, test_run_packet, with_map_fds,
+    KernelValue, ProgramBtf, RawRunError, load_xdp_bound, load_xdp_named, load_xdp_named_with,
+    load_xdp_with, max_raw_memory, run_raw_in_kernel, test_run_ns, test_run_packet, with_map_fds,
 };
 pub use stats::{
     BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,
@@ -346,6 +351,11 @@ impl Host {
         check_privileges(&format!("attaching to {iface}"))?;
         if self.dispatch_dir(iface).join("link").exists() {
             return Err(KernelError::HasDispatcher {
+                iface: iface.to_owned(),
+            });
+        }
+        if self.coalesced_dir(iface).join("link").exists() {
+            return Err(KernelError::HasCoalesced {
                 iface: iface.to_owned(),
             });
         }

@@ -242,6 +242,15 @@ pub fn load_xdp_named(insns: &[Insn], name: &str) -> Result<OwnedFd, RawRunError
     load_xdp_full(insns, 0, None, Some(name))
 }
 
+/// [`load_xdp_named`] with BTF function information (see [`ProgramBtf`]).
+pub fn load_xdp_named_with(
+    insns: &[Insn],
+    name: &str,
+    btf: Option<&ProgramBtf>,
+) -> Result<OwnedFd, RawRunError> {
+    load_xdp_full(insns, 0, btf, Some(name))
+}
+
 fn load_xdp_full(
     insns: &[Insn],
     prog_ifindex: u32,

@@ -594,7 +594,7 @@ fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
 /// Replaces the program of the link `link` with `new` (BPF_LINK_UPDATE). With `expected`, only
 /// if the link still runs that program (BPF_F_REPLACE; EPERM otherwise). The kernel publishes
 /// the new program with one pointer store, so every packet runs either the old or the new one.
-fn link_update(
+pub(super) fn link_update(
     link: BorrowedFd<'_>,
     new: BorrowedFd<'_>,
     expected: Option<BorrowedFd<'_>>,

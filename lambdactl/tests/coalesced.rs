@@ -1,0 +1,809 @@
+//! `deploy --mode coalesced` against the tail-call deployment, over real UDP.
+//!
+//! Two veth pairs, each with its own client namespace and its own memcached there. On the
+//! first pair the three sample workloads (static-server, memcached, grayscale), three `whoami`
+//! lambdas and 60 generated lambdas are deployed behind the tail-call dispatcher (drv mode).
+//! On the second the same lambdas run in coalesced programs (drv mode), in three groups one
+//! after the other, because the kernel's verifier refuses to process more than one million
+//! instructions for one program and the three samples alone cost ≈ 1.8 million (measured: see
+//! `limits_are_refused_by_name`). Every lambda of a group gets the same seeded requests on both
+//! pairs, interleaved, and every answer must be byte for byte the same.
+//!
+//! Then, on the coalesced pair: a lambda replaced and another undeployed while a client keeps
+//! calling the static-server (no request unanswered), with `whoami`'s call count and the
+//! static-server's objects kept across each re-coalescing; conflicting rules, mixed modes and
+//! the kernel's limits refused by name; and nothing left behind by `undeploy --all`.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lambda_ebpf::wire::{HEADER_LEN, LambdaHeader, Status};
+
+const SEED: u64 = 0xc0a1_e5ce_d000_0009;
+const STATIC_PORT: u16 = 9000;
+const MEMCACHED_LAMBDA_PORT: u16 = 9001;
+const GRAYSCALE_PORT: u16 = 9002;
+const WHOAMI_PORT: u16 = 9100;
+const GENERATED_PORT: u16 = 9200;
+const MEMCACHED_PORT: u16 = 11211;
+/// Generated lambdas: 1..=50 share the static-server's group, 51..=60 grayscale's.
+const GENERATED: u32 = 60;
+
+/// xorshift64*: seeded, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn printable(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| 0x21 + self.below(94) as u8).collect()
+    }
+}
+
+/// Generated lambda `i`, hand-written eBPF: answers a λ request to [`GENERATED_PORT`] with
+/// lambda id `i` in place (addresses and ports swapped, RESPONSE set, UDP checksum 0, the
+/// first 8 body bytes XORed with a key of its own); passes everything else. IPv4 without
+/// options only.
+fn generated_program(i: u32) -> Vec<ebpf_isa::Insn> {
+    let key = (i * 37 + 11) & 0xff;
+    // Offsets: Ethernet 0, IPv4 14, UDP 34, λ header 42, body 66.
+    let mut text = format!(
+        "ldxw %r6, [%r1+0]
+ldxw %r7, [%r1+4]
+mov %r2, %r6
+add %r2, 66
+jgt %r2, %r7, pass
+ldxh %r3, [%r6+12]
+jne %r3, 0x0008, pass
+ldxb %r3, [%r6+14]
+jne %r3, 0x45, pass
+ldxb %r3, [%r6+23]
+jne %r3, 17, pass
+ldxh %r3, [%r6+36]
+jne %r3, {port:#x}, pass
+ldxh %r3, [%r6+42]
+jne %r3, 0x4e4c, pass
+ldxb %r3, [%r6+44]
+jne %r3, 1, pass
+ldxb %r3, [%r6+45]
+and %r3, 1
+jne %r3, 0, pass
+ldxw %r3, [%r6+46]
+jne32 %r3, {id:#x}, pass
+ldxw %r3, [%r6+0]
+ldxh %r4, [%r6+4]
+ldxw %r5, [%r6+6]
+ldxh %r8, [%r6+10]
+stxw [%r6+0], %r5
+stxh [%r6+4], %r8
+stxw [%r6+6], %r3
+stxh [%r6+10], %r4
+ldxw %r3, [%r6+26]
+ldxw %r4, [%r6+30]
+stxw [%r6+26], %r4
+stxw [%r6+30], %r3
+ldxh %r3, [%r6+34]
+ldxh %r4, [%r6+36]
+stxh [%r6+34], %r4
+stxh [%r6+36], %r3
+sth [%r6+40], 0
+ldxb %r3, [%r6+45]
+or %r3, 1
+stxb [%r6+45], %r3
+sth [%r6+62], 0
+",
+        port = u32::from(GENERATED_PORT.swap_bytes()),
+        id = i.swap_bytes(),
+    );
+    for k in 0..8 {
+        text.push_str(&format!(
+            "mov %r2, %r6
+add %r2, {end}
+jgt %r2, %r7, done
+ldxb %r3, [%r6+{at}]
+xor %r3, {key}
+stxb [%r6+{at}], %r3
+",
+            end = 67 + k,
+            at = 66 + k,
+        ));
+    }
+    text.push_str("done:\nmov %r0, 3\nexit\npass:\nmov %r0, 2\nexit\n");
+    ebpf_isa::asm::assemble(&text).expect("the generated lambda assembles")
+}
+
+/// [`generated_program`] as a BPF ELF object, as `deploy` takes it.
+fn generated_object(i: u32) -> Vec<u8> {
+    use object::write::{Object, Symbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+    let code = ebpf_isa::encode(&generated_program(i));
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let text = obj.add_section(Vec::new(), b"xdp".to_vec(), SectionKind::Text);
+    obj.append_section_data(text, &code, 8);
+    obj.add_symbol(Symbol {
+        name: format!("gen{i}").into_bytes(),
+        value: 0,
+        size: code.len() as u64,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(text),
+        flags: SymbolFlags::None,
+    });
+    let license = obj.add_section(Vec::new(), b"license".to_vec(), SectionKind::Data);
+    obj.append_section_data(license, b"GPL\0", 1);
+    obj.write().expect("an ELF object")
+}
+
+/// A lambda of the set: its name, object, rule, and how to make its requests.
+#[derive(Clone)]
+struct Lambda {
+    name: String,
+    object: PathBuf,
+    port: u16,
+    id: Option<u32>,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Static,
+    Memcached,
+    Grayscale,
+    Whoami,
+    Generated,
+}
+
+impl Lambda {
+    fn rule(&self) -> String {
+        match self.id {
+            Some(id) => format!("port={},id={id}", self.port),
+            None => format!("port={}", self.port),
+        }
+    }
+}
+
+/// The seeded requests for `lambda`: λ header and body.
+fn requests(lambda: &Lambda, rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|n| {
+            let id = lambda.id.unwrap_or(1 + rng.below(1000) as u32);
+            let mut header = LambdaHeader::request(id, rng.next());
+            let body: Vec<u8> = match lambda.kind {
+                Kind::Static => match rng.below(4) {
+                    0 | 1 => b"index.html".to_vec(),
+                    2 => b"nosuch.html".to_vec(),
+                    _ => {
+                        let len = rng.below(80) as usize;
+                        rng.printable(len)
+                    }
+                },
+                Kind::Memcached => {
+                    // Keys from a small pool so gets hit what earlier sets stored.
+                    let key = format!("k{}", rng.below(6));
+                    if n % 2 == 0 {
+                        let len = rng.below(200) as usize;
+                        [format!("set {key} ").as_bytes(), &rng.printable(len)].concat()
+                    } else {
+                        format!("get {key}").into_bytes()
+                    }
+                }
+                Kind::Grayscale => {
+                    let width = 1 + rng.below(40) as u32;
+                    let height = 1 + rng.below(12) as u32;
+                    let dims = workloads::grayscale::Dimensions::new(width, height).unwrap();
+                    let rgb: Vec<u8> = (0..dims.pixels() * 3).map(|_| rng.next() as u8).collect();
+                    let mut out = vec![0u8; lambda_ebpf::MAX_BODY];
+                    let len = workloads::grayscale::request_body(dims, &rgb, 0, &mut out).unwrap();
+                    header.set_fragment(0, dims.fragment_count());
+                    out.truncate(len);
+                    out
+                }
+                Kind::Whoami | Kind::Generated => {
+                    let len = rng.below(64) as usize;
+                    rng.printable(len)
+                }
+            };
+            [&header.as_bytes()[..], &body].concat()
+        })
+        .collect()
+}
+
+/// Client sockets (IPv4 and IPv6) in a pair's client namespace, aimed at its server.
+struct Client {
+    socket: UdpSocket,
+    server: String,
+    socket6: UdpSocket,
+    server6: String,
+}
+
+impl Client {
+    fn new(pair: &NetnsPair) -> Client {
+        let bind = format!("{}:0", pair.client_v4);
+        let bind6 = format!("[{}]:0", pair.client_v6);
+        // A socket belongs to the namespace it was created in, whichever thread uses it.
+        let (socket, socket6) = NetnsPair::within(&pair.client_ns, || {
+            (
+                UdpSocket::bind(&bind).unwrap(),
+                UdpSocket::bind(&bind6).unwrap(),
+            )
+        });
+        for s in [&socket, &socket6] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        Client {
+            socket,
+            server: pair.server_v4.clone(),
+            socket6,
+            server6: pair.server_v6.clone(),
+        }
+    }
+
+    /// Sends `request` to `port` over IPv4 and returns the answer's payload (matched by request
+    /// id), or `None` when nothing answered after `tries` sends.
+    fn call(&self, port: u16, request: &[u8], tries: usize) -> Option<Vec<u8>> {
+        self.call_on(false, port, request, tries)
+    }
+
+    /// [`Client::call`] over IPv6 when `v6`.
+    fn call_on(&self, v6: bool, port: u16, request: &[u8], tries: usize) -> Option<Vec<u8>> {
+        let id = LambdaHeader::decode(request).unwrap().request_id();
+        let mut buf = [0u8; 2048];
+        let (socket, server) = if v6 {
+            (&self.socket6, self.server6.as_str())
+        } else {
+            (&self.socket, self.server.as_str())
+        };
+        for _ in 0..tries {
+            socket.send_to(request, (server, port)).unwrap();
+            while let Ok(n) = socket.recv(&mut buf) {
+                if let Ok(h) = LambdaHeader::decode(&buf[..n])
+                    && h.request_id() == id
+                {
+                    return Some(buf[..n].to_vec());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A background process killed by its PID on drop.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_memcached(pair: &NetnsPair) -> Background {
+    let port = MEMCACHED_PORT.to_string();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.client_ns,
+            "memcached",
+            "-U",
+            &port,
+            "-p",
+            &port,
+        ])
+        .args(["-l", &pair.client_v4, "-u", "root", "-t", "1", "-m", "16"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting memcached");
+    let server = Background(child);
+    let addr = format!("{}:{port}", pair.client_v4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while NetnsPair::within(&pair.client_ns, || {
+        std::net::TcpStream::connect(&addr).is_err()
+    }) {
+        assert!(Instant::now() < deadline, "memcached did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+fn memcached_available(test: &str) -> bool {
+    if !kernel_tests_enabled(test) {
+        return false;
+    }
+    if Command::new("memcached").arg("-h").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: CI=true but memcached is not installed (.ci/run installs it)");
+    }
+    eprintln!("skipping {test}: memcached is not installed (apt-get install memcached)");
+    false
+}
+
+/// The memcached lambda's `CONFIG` value for the server in `pair`'s client namespace.
+fn memcached_config(pair: &NetnsPair) -> String {
+    let out = run_ok(
+        "ip",
+        &[
+            "-n",
+            &pair.client_ns,
+            "link",
+            "show",
+            "dev",
+            &pair.client_if,
+        ],
+    );
+    let mac: Vec<u8> = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let ip: std::net::Ipv4Addr = pair.client_v4.parse().unwrap();
+    let mut bytes = ip.octets().to_vec();
+    bytes.extend_from_slice(&mac);
+    bytes.extend_from_slice(&MEMCACHED_PORT.to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    format!(
+        "hex:{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A pair ready for drv-mode XDP_TX: software checksums on the client, a peer program.
+fn prepared_pair() -> NetnsPair {
+    let pair = NetnsPair::create();
+    run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.client_ns,
+            "ethtool",
+            "-K",
+            &pair.client_if,
+            "tx",
+            "off",
+        ],
+    );
+    pair.give_client_a_drv_peer_program();
+    pair
+}
+
+fn deploy(pair: &NetnsPair, lambda: &Lambda, coalesced: bool) -> String {
+    let mut args = vec![
+        "-n",
+        &pair.server_ns,
+        "deploy",
+        lambda.object.to_str().unwrap(),
+        "--iface",
+        &pair.server_if,
+        "--name",
+        &lambda.name,
+    ];
+    let rule = lambda.rule();
+    args.extend(["--match", &rule]);
+    if coalesced {
+        args.extend(["--mode", "coalesced", "--xdp", "drv"]);
+    } else {
+        args.extend(["--mode", "drv"]);
+    }
+    let out = lambdactl_ok(&args);
+    if lambda.kind == Kind::Memcached {
+        let map = format!("{}/CONFIG", lambda.name);
+        lambdactl_ok(&[
+            "-n",
+            &pair.server_ns,
+            "maps",
+            "set",
+            &map,
+            "0",
+            &memcached_config(pair),
+        ]);
+    }
+    out
+}
+
+fn lambdactl_err(args: &[&str]) -> String {
+    let out = lambdactl(args);
+    assert!(!out.status.success(), "lambdactl {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The whole set, grouped as the coalesced side runs it.
+fn lambda_groups(dir: &Path) -> Vec<Vec<Lambda>> {
+    let sample = |name: &str, port: u16, kind: Kind| Lambda {
+        name: name.into(),
+        object: lambda_object(name),
+        port,
+        id: None,
+        kind,
+    };
+    let whoami = |k: u32| Lambda {
+        name: format!("whoami-{k}"),
+        object: lambda_object("whoami"),
+        port: WHOAMI_PORT,
+        id: Some(k),
+        kind: Kind::Whoami,
+    };
+    let generated = |i: u32| {
+        let object = dir.join(format!("gen{i}.o"));
+        std::fs::write(&object, generated_object(i)).unwrap();
+        Lambda {
+            name: format!("gen-{i}"),
+            object,
+            port: GENERATED_PORT,
+            id: Some(i),
+            kind: Kind::Generated,
+        }
+    };
+    // Generated lambdas first: each deploy re-coalesces the group, cheapest while it is small.
+    let mut first: Vec<Lambda> = (1..=50).map(generated).collect();
+    first.extend([
+        whoami(1),
+        whoami(2),
+        sample("static-server", STATIC_PORT, Kind::Static),
+    ]);
+    let second = vec![
+        whoami(3),
+        sample("memcached", MEMCACHED_LAMBDA_PORT, Kind::Memcached),
+    ];
+    let mut third: Vec<Lambda> = (51..=GENERATED).map(generated).collect();
+    third.push(sample("grayscale", GRAYSCALE_PORT, Kind::Grayscale));
+    // The first group last: the state checks below run on it.
+    vec![second, third, first]
+}
+
+/// Sends each lambda's requests to both pairs, interleaved, and asserts identical answers.
+/// Returns how many requests were answered.
+fn differential(group: &[Lambda], tail: &Client, coalesced: &Client, rng: &mut Rng) -> usize {
+    let mut answered = 0;
+    for lambda in group {
+        let mut ok = 0;
+        for (n, request) in requests(lambda, rng, 6).into_iter().enumerate() {
+            // The SDK lambdas take IPv6 too (memcached and the generated ones do not).
+            let v6 =
+                n % 3 == 2 && matches!(lambda.kind, Kind::Static | Kind::Whoami | Kind::Grayscale);
+            let a = tail.call_on(v6, lambda.port, &request, 3);
+            let b = coalesced.call_on(v6, lambda.port, &request, 3);
+            assert_eq!(
+                a, b,
+                "{} (IPv6 {v6}): the tail-call and the coalesced deployment answer differently",
+                lambda.name
+            );
+            let answer = a.unwrap_or_else(|| panic!("{}: no answer", lambda.name));
+            let header = LambdaHeader::decode(&answer).unwrap();
+            assert!(header.is_response(), "{}: not a response", lambda.name);
+            if header.status() == Some(Status::Ok) {
+                ok += 1;
+            }
+            answered += 1;
+        }
+        assert!(ok > 0, "{}: no request answered OK", lambda.name);
+    }
+    answered
+}
+
+fn whoami_calls(answer: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(&answer[HEADER_LEN..]).into_owned();
+    text.rsplit("calls=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_changes() {
+    let test = "coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_changes";
+    if !memcached_available(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lnic-coalesced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let groups = lambda_groups(&dir);
+    let tail_pair = prepared_pair();
+    let coal_pair = prepared_pair();
+    let _memcached_t = start_memcached(&tail_pair);
+    let _memcached_c = start_memcached(&coal_pair);
+    let started = Instant::now();
+    for lambda in groups.iter().flatten() {
+        deploy(&tail_pair, lambda, false);
+    }
+    eprintln!(
+        "tail-call: {} lambdas deployed in {:.1?}",
+        groups.iter().map(Vec::len).sum::<usize>(),
+        started.elapsed()
+    );
+    let tail = Client::new(&tail_pair);
+    let coal = Client::new(&coal_pair);
+    let mut rng = Rng(SEED);
+    let mut answered = 0;
+    for (g, group) in groups.iter().enumerate() {
+        let started = Instant::now();
+        let mut last = String::new();
+        for lambda in group {
+            last = deploy(&coal_pair, lambda, true);
+        }
+        eprintln!(
+            "coalesced group {g} ({} lambdas) deployed in {:.1?}: {}",
+            group.len(),
+            started.elapsed(),
+            last.lines()
+                .find(|l| l.contains("runs one coalesced program"))
+                .unwrap_or("")
+        );
+        answered += differential(group, &tail, &coal, &mut rng);
+        // Requests no rule matches pass to the host stack on both: no λ answer.
+        let stray = LambdaHeader::request(999, rng.next()).as_bytes().to_vec();
+        assert_eq!(tail.call(9003, &stray, 1), None);
+        assert_eq!(coal.call(9003, &stray, 1), None);
+        assert_eq!(coal.call(GENERATED_PORT, &stray, 1), None);
+        if g + 1 < groups.len() {
+            lambdactl_ok(&["-n", &coal_pair.server_ns, "undeploy", "--all"]);
+        }
+    }
+    eprintln!("{answered} requests answered identically by both deployments");
+
+    // State across re-coalescing, with a client calling the static-server all along.
+    let ls = lambdactl_ok(&["-n", &coal_pair.server_ns, "ls"]);
+    assert!(ls.contains("coalesced/drv"), "{ls}");
+    let whoami = |k: u32, client: &Client| {
+        let request = LambdaHeader::request(k, rng_id(k)).as_bytes().to_vec();
+        client
+            .call(WHOAMI_PORT, &request, 3)
+            .expect("whoami answers")
+    };
+    let before = whoami_calls(&whoami(1, &coal));
+    let stop = AtomicBool::new(false);
+    let (sent, unanswered) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let client = Client::new(&coal_pair);
+            let mut sent = 0u64;
+            let mut unanswered = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                sent += 1;
+                let request = [
+                    &LambdaHeader::request(1, 0x10ad_0000 + sent).as_bytes()[..],
+                    b"index.html",
+                ]
+                .concat();
+                match client.call(STATIC_PORT, &request, 1) {
+                    Some(answer) => assert_eq!(
+                        LambdaHeader::decode(&answer).unwrap().status(),
+                        Some(Status::Ok)
+                    ),
+                    None => unanswered += 1,
+                }
+            }
+            (sent, unanswered)
+        });
+        let whoami_object = lambda_object("whoami");
+        let out = lambdactl_ok(&[
+            "-n",
+            &coal_pair.server_ns,
+            "deploy",
+            whoami_object.to_str().unwrap(),
+            "--name",
+            "whoami-1",
+            "--replace",
+        ]);
+        assert!(
+            out.contains("map CALLS (array)") && out.contains("reused, contents kept"),
+            "{out}"
+        );
+        lambdactl_ok(&["-n", &coal_pair.server_ns, "undeploy", "gen-7"]);
+        lambdactl_ok(&["-n", &coal_pair.server_ns, "undeploy", "whoami-2"]);
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    eprintln!(
+        "static-server under load during 3 re-coalescings: {sent} requests, {unanswered} unanswered"
+    );
+    assert!(sent > 10, "the load ran: {sent}");
+    assert_eq!(
+        unanswered, 0,
+        "requests went unanswered while re-coalescing"
+    );
+    let after = whoami_calls(&whoami(1, &coal));
+    assert_eq!(
+        after,
+        before + 1,
+        "whoami-1's CALLS survived its replacement"
+    );
+    let calls = lambdactl_ok(&[
+        "-n",
+        &coal_pair.server_ns,
+        "maps",
+        "get",
+        "whoami-1/CALLS",
+        "0",
+    ]);
+    assert!(calls.contains(&after.to_string()), "{calls}");
+    // The undeployed ones are gone, their neighbours answer.
+    let gen7 = LambdaHeader::request(7, 77).as_bytes().to_vec();
+    assert_eq!(
+        coal.call(GENERATED_PORT, &gen7, 1),
+        None,
+        "gen-7 was undeployed"
+    );
+    let gen8 = LambdaHeader::request(8, 88).as_bytes().to_vec();
+    assert!(
+        coal.call(GENERATED_PORT, &gen8, 3).is_some(),
+        "gen-8 answers"
+    );
+    let request = LambdaHeader::request(2, 22).as_bytes().to_vec();
+    assert_eq!(
+        coal.call(WHOAMI_PORT, &request, 1),
+        None,
+        "whoami-2 was undeployed"
+    );
+
+    // Refusals, each naming what is in the way; the running program stays.
+    let gen8_object = dir.join("gen8.o");
+    let err = lambdactl_err(&[
+        "-n",
+        &coal_pair.server_ns,
+        "deploy",
+        gen8_object.to_str().unwrap(),
+        "--iface",
+        &coal_pair.server_if,
+        "--name",
+        "gen-8-again",
+        "--match",
+        &format!("port={GENERATED_PORT},id=8"),
+        "--mode",
+        "coalesced",
+    ]);
+    assert!(err.contains("already held by lambda `gen-8`"), "{err}");
+    let err = lambdactl_err(&[
+        "-n",
+        &coal_pair.server_ns,
+        "deploy",
+        gen8_object.to_str().unwrap(),
+        "--iface",
+        &coal_pair.server_if,
+        "--name",
+        "tail",
+        "--match",
+        "port=9999",
+    ]);
+    assert!(
+        err.contains("runs lambdas deployed in coalesced mode"),
+        "{err}"
+    );
+    let err = lambdactl_err(&[
+        "-n",
+        &tail_pair.server_ns,
+        "deploy",
+        gen8_object.to_str().unwrap(),
+        "--iface",
+        &tail_pair.server_if,
+        "--name",
+        "coal",
+        "--match",
+        "port=9999",
+        "--mode",
+        "coalesced",
+    ]);
+    assert!(
+        err.contains("runs lambdas deployed in tail-call mode"),
+        "{err}"
+    );
+    let err = lambdactl_err(&[
+        "-n",
+        &coal_pair.server_ns,
+        "attach",
+        gen8_object.to_str().unwrap(),
+        "--iface",
+        &coal_pair.server_if,
+    ]);
+    assert!(err.contains("runs a coalesced program"), "{err}");
+    assert!(
+        coal.call(GENERATED_PORT, &gen8, 3).is_some(),
+        "gen-8 still answers"
+    );
+
+    // Undeploying everything leaves nothing: no program on the interface, no pins.
+    lambdactl_ok(&["-n", &coal_pair.server_ns, "undeploy", "--all"]);
+    assert!(
+        !coal_pair.server_xdp_attached(),
+        "a program is left on the interface"
+    );
+    let ls = lambdactl_ok(&["-n", &coal_pair.server_ns, "ls", "--json"]);
+    assert_eq!(ls.trim(), "[]", "{ls}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn rng_id(k: u32) -> u64 {
+    0x7768_6f00_0000_0000 + u64::from(k)
+}
+
+/// The kernel's one-million-instruction verification budget, measured: the three samples do
+/// not fit one coalesced program, and the deploy that would cross it is refused with the
+/// limit named while the running program keeps answering.
+#[test]
+fn limits_are_refused_by_name() {
+    if !kernel_tests_enabled("limits_are_refused_by_name") {
+        return;
+    }
+    let pair = prepared_pair();
+    let lambda = |name: &str, port: u16| Lambda {
+        name: name.into(),
+        object: lambda_object(name),
+        port,
+        id: None,
+        kind: Kind::Static,
+    };
+    let out = deploy(&pair, &lambda("static-server", STATIC_PORT), true);
+    let used = |out: &str| -> u64 {
+        out.split("verifier processed ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no processed count in {out}"))
+    };
+    let alone = used(&out);
+    let mut args = vec![
+        "-n".to_string(),
+        pair.server_ns.clone(),
+        "deploy".into(),
+        lambda_object("grayscale").to_str().unwrap().into(),
+        "--iface".into(),
+        pair.server_if.clone(),
+        "--name".into(),
+        "grayscale".into(),
+        "--match".into(),
+        format!("port={GRAYSCALE_PORT}"),
+        "--mode".into(),
+        "coalesced".into(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = lambdactl_err(&refs);
+    eprintln!("static-server alone: {alone} instructions processed; adding grayscale: {err}");
+    assert!(
+        err.contains("BPF_COMPLEXITY_LIMIT_INSNS") && err.contains("1000000"),
+        "{err}"
+    );
+    // Nothing of the refused lambda stays; the static-server still runs alone.
+    let ls = lambdactl_ok(&["-n", &pair.server_ns, "ls"]);
+    assert!(
+        ls.contains("static-server") && !ls.contains("grayscale"),
+        "{ls}"
+    );
+    args[7] = "grayscale-2".into();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(lambdactl_err(&refs).contains("BPF_COMPLEXITY_LIMIT_INSNS"));
+    let client = Client::new(&pair);
+    let request = [&LambdaHeader::request(1, 5).as_bytes()[..], b"index.html"].concat();
+    let answer = client
+        .call(STATIC_PORT, &request, 3)
+        .expect("static-server answers");
+    assert_eq!(
+        LambdaHeader::decode(&answer).unwrap().status(),
+        Some(Status::Ok)
+    );
+    lambdactl_ok(&["-n", &pair.server_ns, "undeploy", "static-server"]);
+    assert!(!pair.server_xdp_attached());
+}

@@ -1,0 +1,235 @@
+//! `cargo xtask bench coalesced`: per-request round trip of the same lambdas deployed behind
+//! the tail-call dispatcher and in one coalesced program (`deploy --mode coalesced`), both in
+//! drv mode on veth pairs of their own, in the same run: rounds interleaved, medians, ratios,
+//! pinned to one CPU.
+//!
+//! The set is the static-server (port 9000, any id) and two `whoami` lambdas (port 9100, ids
+//! 1 and 2): as many SDK lambdas as fit the kernel's one-million-instruction verification
+//! budget of one coalesced program. Measured: the static-server, and `whoami` #2, whose rule
+//! the coalesced dispatch compares last.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{Header, median, parse_round_trip, require_root};
+use crate::bench_vm::{PINNED_CPU, pin_to_cpu};
+use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl};
+
+pub struct CoalescedOptions {
+    /// Requests per round-trip measurement.
+    pub count: u32,
+    /// Rounds (the four measurements interleaved, medians reported).
+    pub rounds: u32,
+}
+
+const WARMUP: u32 = 200;
+
+pub fn coalesced(root: &Path, opts: &CoalescedOptions) -> Result<()> {
+    require_root()?;
+    if opts.count == 0 || opts.rounds == 0 {
+        bail!("--count and --rounds must be at least 1");
+    }
+    let lambdactl = build_lambdactl(root)?;
+    let dir = super::lambdas_dir(root);
+    let object = |name: &str| -> Result<String> {
+        let path = dir.join(format!("{name}.o"));
+        if !path.exists() {
+            bail!("{} is missing after build-ebpf", path.display());
+        }
+        Ok(path.to_str().context("non-UTF-8 path")?.to_owned())
+    };
+    let (web, whoami) = (object("static-server")?, object("whoami")?);
+    let header = Header::collect(root);
+    println!("==> {}", header.line_for("coalesced"));
+
+    let tail = VethPair::create(&lambdactl, "coalesced", "t")?;
+    let coal = VethPair::create(&lambdactl, "coalesced", "c")?;
+    let set = [
+        ("web", web.as_str(), "port=9000"),
+        ("whoami-1", whoami.as_str(), "port=9100,id=1"),
+        ("whoami-2", whoami.as_str(), "port=9100,id=2"),
+    ];
+    for (pair, mode) in [(&tail, ["--mode", "drv"]), (&coal, ["--mode", "coalesced"])] {
+        // drv-mode XDP_TX on a veth needs a program on the peer (see netns.rs).
+        pair.lambdactl_in(
+            &pair.client,
+            &[
+                "attach",
+                &web,
+                "--iface",
+                &pair.client_if,
+                "--mode",
+                "drv",
+                "--port",
+                "1",
+            ],
+        )?;
+        for (name, object, rule) in set {
+            let mut args = vec![
+                "deploy",
+                object,
+                "--iface",
+                &pair.server_if,
+                "--name",
+                name,
+                "--match",
+                rule,
+            ];
+            args.extend(mode);
+            if mode[1] == "coalesced" {
+                args.extend(["--xdp", "drv"]);
+            }
+            let out = pair.lambdactl_in(&pair.server, &args)?;
+            if let Some(line) = out
+                .lines()
+                .find(|l| l.contains("runs one coalesced program"))
+            {
+                println!("    {line}");
+            }
+        }
+    }
+
+    pin_to_cpu(PINNED_CPU)?;
+    // (label, pair, port, lambda id, body, what the answer must contain)
+    let cases: [(&str, &VethPair, u16, u32, &str, &str); 4] = [
+        (
+            "static-server, tail-call",
+            &tail,
+            9000,
+            1,
+            "index.html",
+            "<html>",
+        ),
+        (
+            "static-server, coalesced",
+            &coal,
+            9000,
+            1,
+            "index.html",
+            "<html>",
+        ),
+        (
+            "whoami #2, tail-call",
+            &tail,
+            9100,
+            2,
+            "who?",
+            "lambda=0000000002",
+        ),
+        (
+            "whoami #2, coalesced",
+            &coal,
+            9100,
+            2,
+            "who?",
+            "lambda=0000000002",
+        ),
+    ];
+    let mut p50 = vec![Vec::new(); cases.len()];
+    let mut p99 = vec![Vec::new(); cases.len()];
+    for round in 0..opts.rounds {
+        for k in 0..cases.len() {
+            let i = (k + round as usize) % cases.len();
+            let (name, pair, port, id, body, expect) = cases[i];
+            let (a, b) = round_trip(pair, port, id, body, expect, opts.count)
+                .with_context(|| format!("round trip {name}, round {}", round + 1))?;
+            println!(
+                "    round {} {name}: p50 {a:.1} µs, p99 {b:.1} µs",
+                round + 1
+            );
+            p50[i].push(a);
+            p99[i].push(b);
+        }
+    }
+    for pair in [&tail, &coal] {
+        pair.lambdactl_in(&pair.server, &["undeploy", "--all"])?;
+    }
+
+    let med = |v: &[f64]| median(v);
+    println!();
+    println!("{}", header.line_for("coalesced"));
+    println!(
+        "round trip over a veth pair, drv mode, pinned to CPU {PINNED_CPU}, medians of {} rounds of {} requests:",
+        opts.rounds, opts.count
+    );
+    println!(
+        "{:<28} {:>9} {:>9} {:>22}",
+        "lambda", "p50 µs", "p99 µs", "coalesced / tail-call"
+    );
+    let mut rows = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let ratio = (i % 2 == 1).then(|| {
+            (
+                med(&p50[i]) / med(&p50[i - 1]),
+                med(&p99[i]) / med(&p99[i - 1]),
+            )
+        });
+        println!(
+            "{:<28} {:>9.1} {:>9.1} {:>22}",
+            case.0,
+            med(&p50[i]),
+            med(&p99[i]),
+            ratio.map_or_else(String::new, |(a, b)| format!("p50 {a:.3}× p99 {b:.3}×"))
+        );
+        rows.push(serde_json::json!({
+            "case": case.0,
+            "p50_us": med(&p50[i]),
+            "p99_us": med(&p99[i]),
+            "p50_ratio_to_tail_call": ratio.map(|r| r.0),
+            "p99_ratio_to_tail_call": ratio.map(|r| r.1),
+            "p50_rounds": p50[i],
+            "p99_rounds": p99[i],
+        }));
+    }
+    let report = serde_json::json!({
+        "suite": "coalesced",
+        "pinned_cpu": PINNED_CPU,
+        "machine": header.json(),
+        "count": opts.count,
+        "rounds": opts.rounds,
+        "round_trip": rows,
+    });
+    let out_dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let path = out_dir.join(format!("coalesced-{}.json", header.commit));
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+/// p50 and p99 of `count` requests to `port`/`id`, after checking who answers and a warm-up.
+fn round_trip(
+    pair: &VethPair,
+    port: u16,
+    id: u32,
+    body: &str,
+    expect: &str,
+    count: u32,
+) -> Result<(f64, f64)> {
+    let target = format!("{SERVER_ADDR}:{port}");
+    let id = id.to_string();
+    let invoke = |n: u32| {
+        pair.lambdactl_in(
+            &pair.client,
+            &[
+                "invoke",
+                &target,
+                "--lambda",
+                &id,
+                "--body",
+                body,
+                "--count",
+                &n.to_string(),
+            ],
+        )
+    };
+    // A benchmark of the wrong lambda measures nothing.
+    let first = invoke(1)?;
+    if !first.contains(expect) {
+        bail!("{target} lambda {id} did not answer with {expect:?}:\n{first}");
+    }
+    invoke(WARMUP).context("warm-up")?;
+    let out = invoke(count)?;
+    parse_round_trip(&out).with_context(|| format!("no round-trip line in:\n{out}"))
+}
