@@ -7,8 +7,9 @@
 //! column alike), and the three workloads served on three UDP ports of the server end:
 //! static-server on 9000, memcached (GET and SET) on 9001, grayscale on 9002. XDP columns deploy
 //! the lambdas behind the tail-call dispatcher (`lambdactl deploy`) with generated `whoami`
-//! lambdas beside them; process columns run one server process per workload. A column that
-//! cannot run on this machine (a missing tool, a part not merged yet) is kept with its reason.
+//! lambdas beside them (the coalesced column: see [`measure_coalesced`]); process columns run one
+//! server process (or container) per workload. A column that cannot run on this machine (no
+//! podman) or fails is kept with its reason.
 //!
 //! Server processes run on CPU [`SERVER_CPU`], client threads on [`CLIENT_CPU`].
 
@@ -159,21 +160,10 @@ impl Column {
         }
     }
 
-    /// Why this column cannot run here, when it cannot.
-    fn unavailable(self, lambdactl: &Path, podman: &Result<Podman, String>) -> Option<String> {
+    /// Why this column cannot run here, when it cannot: the container columns need podman and
+    /// runc (everything else the bench needs is checked before it starts).
+    fn unavailable(self, podman: &Result<Podman, String>) -> Option<String> {
         match self {
-            Column::CoalescedDrv => {
-                let help = Command::new(lambdactl)
-                    .args(["deploy", "--help"])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default();
-                (!help.contains("coalesced")).then(|| {
-                    "`lambdactl deploy --mode coalesced` does not exist in this build yet (the \
-                     offload helper's branch has not landed): no coalesced program to measure"
-                        .to_owned()
-                })
-            }
             Column::NativeContainer | Column::Watchdog => podman.as_ref().err().cloned(),
             _ => None,
         }
@@ -695,7 +685,7 @@ pub fn paper(root: &Path, opts: &PaperOptions) -> Result<()> {
 
     let mut columns = Vec::new();
     for (c, column) in Column::ALL.into_iter().enumerate() {
-        if let Some(reason) = column.unavailable(&lambdactl, &ctx.podman) {
+        if let Some(reason) = column.unavailable(&ctx.podman) {
             println!("==> [{}] {}: not measured: {reason}", c + 1, column.label());
             columns.push(ColumnResult {
                 column,
