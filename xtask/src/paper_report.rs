@@ -594,13 +594,13 @@ impl Report {
                 .find(|x| x.threads == 56)
                 .map(|x| x.seconds)
         };
-        let completion_ratio = match (completion(Column::Native), completion(Column::XdpDrv)) {
+        let completion_ratio = |slow: Column| match (completion(slow), completion(Column::XdpDrv)) {
             (Some(n), Some(x)) => format!("{:.2}×", n / x),
             _ => "n/a".to_owned(),
         };
         let _ = writeln!(
             w,
-            "| ratio (best workload, by average latency) | here | paper |"
+            "| ratio (latency: the best workload's, by average) | here | paper |"
         );
         let _ = writeln!(w, "|---|---:|---:|");
         let _ = writeln!(
@@ -623,9 +623,16 @@ impl Report {
             "| native ÷ VM JIT (latency) | {} | — (no such column) |",
             show(best(Column::VmJit, Column::Native))
         );
+        // The issue quotes 111× without naming the baseline: shown against both.
         let _ = writeln!(
             w,
-            "| native ÷ XDP drv (completion, 56 threads) | {completion_ratio} | 111× |"
+            "| native ÷ XDP drv (completion, 56 threads) | {} | 111× (baseline not named where quoted) |",
+            completion_ratio(Column::Native)
+        );
+        let _ = writeln!(
+            w,
+            "| container (watchdog) ÷ XDP drv (completion, 56 threads) | {} | 111× (baseline not named where quoted) |",
+            completion_ratio(Column::Watchdog)
         );
         let _ = writeln!(w);
         let _ = writeln!(
