@@ -1,6 +1,6 @@
 //! `lambdactl logs`: prints what a lambda logged through the SDK (`lambda_ebpf::log`): for an
-//! attached lambda, read from its pinned ring buffer; for one deployed in coalesced mode, from
-//! its own ring buffer in its interface's coalesced program; for one served by `lambdactl run`,
+//! attached lambda, read from its pinned ring buffer; for one deployed behind a dispatcher or in
+//! coalesced mode, from its own ring buffer (pinned under its name); for one served by `lambdactl run`,
 //! from the ring buffer of its VM, through the control socket.
 
 use std::{process::ExitCode, time::Duration};
@@ -18,12 +18,12 @@ use crate::vm_control::Client;
 #[derive(Args)]
 pub struct LogsArgs {
     /// The lambda whose log to read: its name (the object's stem, as `lambdactl ls` shows it;
-    /// for a lambda deployed in coalesced mode, its --name). A name attached on several
+    /// for a deployed lambda, its --name). A name attached on several
     /// interfaces needs --iface instead.
     #[arg(value_name = "LAMBDA", required_unless_present_any = ["iface", "vm"])]
     lambda: Option<String>,
-    /// The interface whose lambda's log to read (on an interface running a coalesced
-    /// program, its lambda when it has one; with several, name the lambda).
+    /// The interface whose lambda's log to read (on an interface with deployed lambdas, its
+    /// lambda when it has one; with several, name the lambda).
     #[arg(long, value_name = "IF", conflicts_with_all = ["lambda", "vm"])]
     iface: Option<String>,
     /// The lambda served by a `lambdactl run` process instead: its control socket, or
@@ -52,18 +52,18 @@ pub fn run(args: LogsArgs) -> Result<ExitCode> {
     }
     let host = Host::from_env()?;
     let mut reader = match (&args.iface, &args.lambda) {
-        (Some(iface), _) => match coalesced_on(&host, iface)?.as_slice() {
+        (Some(iface), _) => match deployed_on(&host, iface)?.as_slice() {
             [] => host.logs(iface)?,
-            [one] => host.coalesced_logs(one)?,
+            [one] => host.deployed_logs(one)?,
             many => bail!(
-                "`{iface}` runs a coalesced program of {} lambdas ({}): name the one whose log to read",
+                "`{iface}` runs {} deployed lambdas ({}): name the one whose log to read",
                 many.len(),
                 many.join(", ")
             ),
         },
         (None, Some(name)) => {
-            if host.coalesced_records()?.iter().any(|r| &r.name == name) {
-                host.coalesced_logs(name)?
+            if deployed_on_any(&host, name)? {
+                host.deployed_logs(name)?
             } else {
                 host.logs(&iface_of(&host, name)?)?
             }
@@ -89,14 +89,29 @@ pub fn run(args: LogsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The lambdas deployed in coalesced mode on `iface`, by name.
-fn coalesced_on(host: &Host, iface: &str) -> Result<Vec<String>> {
-    Ok(host
+/// The lambdas deployed on `iface` (behind its dispatcher or in its coalesced program), by
+/// name.
+fn deployed_on(host: &Host, iface: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = host
         .coalesced_records()?
         .into_iter()
         .filter(|r| r.iface == iface)
         .map(|r| r.name)
-        .collect())
+        .collect();
+    names.extend(
+        host.deploy_records()?
+            .into_iter()
+            .filter(|r| r.iface == iface)
+            .map(|r| r.name),
+    );
+    names.sort();
+    Ok(names)
+}
+
+/// Whether a lambda is deployed (not attached) under `name`.
+fn deployed_on_any(host: &Host, name: &str) -> Result<bool> {
+    Ok(host.coalesced_records()?.iter().any(|r| r.name == name)
+        || host.deploy_records()?.iter().any(|r| r.name == name))
 }
 
 /// The interface the lambda `name` is attached on: an error when it is attached nowhere, or on

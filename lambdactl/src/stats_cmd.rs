@@ -1,7 +1,8 @@
 //! `lambdactl stats`: per attached lambda, the kernel's run count and run time and the SDK's
-//! counters per XDP action and λ status. Lambdas deployed in coalesced mode show their own SDK
-//! counters; the kernel's figures are their interface's coalesced program's, shown once in a
-//! row of their own (the kernel counts runs per program, not per function).
+//! counters per XDP action and λ status. Lambdas deployed behind a dispatcher or in coalesced
+//! mode show their own SDK counters; the kernel's figures are their interface's program's (the
+//! dispatcher or the coalesced program), shown once in a row of their own: the kernel counts
+//! runs of the program a packet enters, not of tail-call targets or functions.
 //!
 //! The kernel times runs only while BPF statistics are on (see `loader::kernel`'s stats
 //! module). A one-shot `stats` shows what was counted while they were; `stats --watch` turns
@@ -319,7 +320,7 @@ fn lambda_json(s: &LambdaStats, window: Option<f64>) -> Value {
         "kernel": kernel,
         "sdk": sdk,
     });
-    if let StatsKind::CoalescedProgram { lambdas } = &s.kind {
+    if let StatsKind::CoalescedProgram { lambdas } | StatsKind::Dispatcher { lambdas } = &s.kind {
         v["lambdas"] = json!(lambdas);
     }
     if let Some(w) = window {
@@ -365,6 +366,8 @@ fn lambda_cell(s: &LambdaStats) -> String {
         StatsKind::CoalescedProgram { lambdas } => {
             format!("[coalesced program: {}]", lambdas.join(","))
         }
+        StatsKind::Deployed => format!("{} (tail call)", s.lambda),
+        StatsKind::Dispatcher { lambdas } => format!("[dispatcher: {}]", lambdas.join(",")),
     }
 }
 
@@ -383,10 +386,11 @@ fn print_table(stats: &[LambdaStats], window: Option<f64>) {
             let sdk = |f: &dyn Fn(&StatsSnapshot) -> u64| {
                 s.sdk.as_ref().map_or("-".to_owned(), |c| f(c).to_string())
             };
-            // A coalesced program has no SDK counters of its own: INVOKED is its lambdas'.
-            let invoked = match s.kind {
-                StatsKind::CoalescedProgram { .. } => "-".to_owned(),
-                _ => invocations(s).to_string(),
+            // A program row has no SDK counters of its own: INVOKED is its lambdas'.
+            let invoked = if s.kind.is_program() {
+                "-".to_owned()
+            } else {
+                invocations(s).to_string()
             };
             let mut row = vec![
                 s.iface.clone(),
@@ -395,12 +399,14 @@ fn print_table(stats: &[LambdaStats], window: Option<f64>) {
                 invoked,
             ];
             if let Some(w) = window {
-                row.push(match s.kind {
-                    StatsKind::CoalescedProgram { .. } => "-".to_owned(),
-                    _ => format!("{:.0}", invocations(s) as f64 / w),
+                row.push(if s.kind.is_program() {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}", invocations(s) as f64 / w)
                 });
             }
-            // A coalesced lambda's runs are its program's: shown once, on the program's row.
+            // A coalesced or tail-called lambda's runs are its interface's program's: shown
+            // once, on that program's row.
             match &s.kernel {
                 Some(k) => {
                     row.push(k.run_count.to_string());

@@ -3,7 +3,8 @@
 //! (deploys and undeploys of the others); `--xdp` on an interface that already runs its
 //! coalesced program is refused when it conflicts and noted when it changes nothing;
 //! `lambdactl stats` lists coalesced lambdas with their own SDK counters and the program's
-//! kernel figures once; `lambdactl logs` reads a coalesced lambda's own ring buffer.
+//! kernel figures once; `lambdactl logs` reads a coalesced lambda's own ring buffer. The same
+//! for lambdas deployed behind the tail-call dispatcher, whose dispatcher gets the row.
 //!
 //! Lambdas: `static-server` (named `ss`, port 9002, deployed with --max-insns 20000) and
 //! `hello-log` (named `hl`, port 9000, --max-insns 4500). hello-log alone stays under 4500
@@ -238,7 +239,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
-            "`{iface}` runs a coalesced program of 2 lambdas (hl, ss): name the one"
+            "`{iface}` runs 2 deployed lambdas (hl, ss): name the one"
         )),
         "{}",
         text(&out)
@@ -271,4 +272,82 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
     );
     let out = lambdactl(&["-n", ns, "stats", "--iface", iface]);
     assert!(!out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn tail_call_lambdas_show_in_stats_and_logs_with_the_dispatcher_once() {
+    if !kernel_tests_enabled("tail_call_lambdas_show_in_stats_and_logs_with_the_dispatcher_once") {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
+    assert!(out.status.success(), "ethtool: {out:?}");
+    let (ns, iface) = (pair.server_ns.as_str(), pair.server_if.as_str());
+    for (object, name, rule) in [
+        ("static-server", "ss", "port=9002"),
+        ("hello-log", "hl", "port=9000"),
+    ] {
+        lambdactl_ok(&[
+            "-n",
+            ns,
+            "deploy",
+            lambda_object(object).to_str().unwrap(),
+            "--iface",
+            iface,
+            "--name",
+            name,
+            "--match",
+            rule,
+            "--mode",
+            "skb",
+        ]);
+    }
+    send_requests(&pair, 3);
+
+    let stats = stats_json(ns, &["--iface", iface]);
+    let rows = stats["lambdas"].as_array().expect("lambdas");
+    assert_eq!(rows.len(), 3, "{stats}");
+    assert_eq!(rows[0]["kind"], "dispatcher", "{stats}");
+    assert_eq!(
+        rows[0]["lambdas"],
+        serde_json::json!(["hl", "ss"]),
+        "{stats}"
+    );
+    assert!(rows[0]["kernel"]["run_count"].is_u64(), "{stats}");
+    for (row, name, invoked) in [(&rows[1], "hl", 3), (&rows[2], "ss", 0)] {
+        assert_eq!(row["kind"], "deployed", "{stats}");
+        assert_eq!(row["lambda"], name, "{stats}");
+        assert_ne!(row["program_id"], rows[0]["program_id"], "{stats}");
+        assert_eq!(row["kernel"], Value::Null, "{stats}");
+        assert_eq!(row["sdk"]["invocations"], invoked, "{stats}");
+    }
+    let table = lambdactl_ok(&["-n", ns, "stats"]);
+    assert!(table.contains("[dispatcher: hl,ss]"), "{table}");
+    assert!(table.contains("hl (tail call)"), "{table}");
+
+    let out = lambdactl_ok(&["-n", ns, "logs", "hl", "--json"]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("logs --json"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for line in &lines {
+        assert_eq!(line["text"], TEXT, "{line}");
+        assert_eq!(line["lambda"], "hl", "{line}");
+        assert_eq!(line["iface"], iface, "{line}");
+    }
+    assert_eq!(lambdactl_ok(&["-n", ns, "logs", "hl"]), "");
+    let out = lambdactl(&["-n", ns, "logs", "--iface", iface]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "`{iface}` runs 2 deployed lambdas (hl, ss): name the one"
+        )),
+        "{}",
+        text(&out)
+    );
+    lambdactl_ok(&["-n", ns, "undeploy", "--all"]);
+    assert!(
+        !pair.server_xdp_attached(),
+        "nothing attached after undeploy --all"
+    );
 }

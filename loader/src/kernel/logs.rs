@@ -67,6 +67,24 @@ impl Host {
         open_ring(&pin, program_id, iface, &record.lambda)
     }
 
+    /// Opens the log ring buffer of `name`, deployed behind a dispatcher or in coalesced mode:
+    /// its own `LNIC_LOG`, pinned under its name. [`KernelError::NotDeployed`] when no lambda
+    /// is deployed under that name, [`KernelError::NotLive`] when it is not running,
+    /// [`KernelError::NoLog`] when it does not log.
+    pub fn deployed_logs(&self, name: &str) -> Result<LogReader, KernelError> {
+        let Some(record) = self.deploy_records()?.into_iter().find(|r| r.name == name) else {
+            return self.coalesced_logs(name);
+        };
+        let Some(map) = record.maps.iter().find(|m| m.name == MAP_NAME) else {
+            return Err(KernelError::NoLog {
+                iface: record.iface.clone(),
+                lambda: record.name.clone(),
+            });
+        };
+        // The lambda's own program writes the ring (the dispatcher tail-calls into it).
+        open_ring(&map.pin, record.program_id, &record.iface, &record.name)
+    }
+
     /// Opens the log ring buffer of `name`, deployed in coalesced mode: its own `LNIC_LOG`,
     /// which the interface's coalesced program writes its log lines to.
     /// [`KernelError::NotDeployed`] when no coalesced lambda has that name,

@@ -59,6 +59,12 @@ pub enum StatsKind {
     /// The coalesced program of an interface (its `lambda` is empty): the kernel's figures,
     /// for every request to any of `lambdas` and every other packet it passed.
     CoalescedProgram { lambdas: Vec<String> },
+    /// A lambda deployed behind a dispatcher: its own SDK counters only (the kernel counts
+    /// runs of the program a packet enters, the dispatcher, not of tail-call targets).
+    Deployed,
+    /// The dispatcher of an interface (its `lambda` is empty): the kernel's figures, for every
+    /// packet it dispatched to any of `lambdas` or passed.
+    Dispatcher { lambdas: Vec<String> },
 }
 
 impl StatsKind {
@@ -67,7 +73,17 @@ impl StatsKind {
             StatsKind::Attached => "attached",
             StatsKind::Coalesced => "coalesced",
             StatsKind::CoalescedProgram { .. } => "coalesced-program",
+            StatsKind::Deployed => "deployed",
+            StatsKind::Dispatcher { .. } => "dispatcher",
         }
+    }
+
+    /// A row of a whole program (a coalesced program or a dispatcher), not of one lambda.
+    pub fn is_program(&self) -> bool {
+        matches!(
+            self,
+            StatsKind::CoalescedProgram { .. } | StatsKind::Dispatcher { .. }
+        )
     }
 }
 
@@ -81,8 +97,8 @@ pub struct LambdaStats {
     /// with it the kernel's figures, which are per program; the SDK counters live in a pinned
     /// map and carry on).
     pub program_id: u32,
-    /// The program's figures; `None` for a [`StatsKind::Coalesced`] lambda, whose program's
-    /// figures are its interface's [`StatsKind::CoalescedProgram`] row.
+    /// The program's figures; `None` for a [`StatsKind::Coalesced`] or [`StatsKind::Deployed`]
+    /// lambda, whose packets the kernel counts on its interface's program row.
     pub kernel: Option<KernelRunStats>,
     /// The SDK's counters summed over CPUs; `None` when the program keeps none (written
     /// without the SDK, or an object older than the counters).
@@ -119,9 +135,11 @@ impl Host {
     pub fn stats(&self, iface: Option<&str>) -> Result<Vec<LambdaStats>, KernelError> {
         let listed = self.list()?;
         let coalesced = self.coalesced_records()?;
+        let deployed = self.deploy_records()?;
         if let Some(iface) = iface
             && !listed.iter().any(|l| l.record.iface == iface)
             && !coalesced.iter().any(|r| r.iface == iface)
+            && !deployed.iter().any(|r| r.iface == iface)
         {
             return Err(KernelError::NotAttached {
                 iface: iface.to_owned(),
@@ -164,6 +182,7 @@ impl Host {
                 sdk,
             });
         }
+        self.dispatched_stats(iface, &deployed, &mut out)?;
         let mut ifaces: Vec<&str> = coalesced.iter().map(|r| r.iface.as_str()).collect();
         ifaces.sort_unstable();
         ifaces.dedup();
@@ -227,6 +246,79 @@ impl Host {
             }
         }
         Ok(out)
+    }
+
+    /// The rows of the interfaces with a dispatcher (all, or `iface`'s): the dispatcher's,
+    /// then its lambdas' in name order.
+    fn dispatched_stats(
+        &self,
+        iface: Option<&str>,
+        deployed: &[super::DeployRecord],
+        out: &mut Vec<LambdaStats>,
+    ) -> Result<(), KernelError> {
+        let mut ifaces: Vec<&str> = deployed.iter().map(|r| r.iface.as_str()).collect();
+        ifaces.sort_unstable();
+        ifaces.dedup();
+        for name in ifaces {
+            if iface.is_some_and(|i| i != name) {
+                continue;
+            }
+            let live = self
+                .dispatcher(name)
+                .ok_or_else(|| "it has no dispatcher record".to_owned())
+                .and_then(|r| match sys::pinned_link_state(&r.link_pin) {
+                    Ok(s) if s.ifindex == r.ifindex => Ok(s.program_id),
+                    Ok(_) => Err("the dispatcher's link is defunct or elsewhere".to_owned()),
+                    Err(e) => Err(format!("no dispatcher link ({e})")),
+                });
+            let program_id = match live {
+                Ok(id) => id,
+                Err(reason) if iface.is_some() => {
+                    return Err(KernelError::NotLive {
+                        iface: name.to_owned(),
+                        reason,
+                    });
+                }
+                Err(_) => continue,
+            };
+            let info = sys::program_run_info(program_id)
+                .map_err(|source| program_info_err(program_id, source))?;
+            let members: Vec<&super::DeployRecord> =
+                deployed.iter().filter(|r| r.iface == name).collect();
+            out.push(LambdaStats {
+                iface: name.to_owned(),
+                lambda: String::new(),
+                kind: StatsKind::Dispatcher {
+                    lambdas: members.iter().map(|r| r.name.clone()).collect(),
+                },
+                program_id,
+                kernel: Some(KernelRunStats {
+                    run_count: info.run_count,
+                    run_time_ns: info.run_time_ns,
+                }),
+                sdk: None,
+            });
+            for r in members {
+                // The lambda's own program references its counters (not the dispatcher).
+                let sdk = match r.maps.iter().find(|m| m.name == MAP_NAME) {
+                    Some(m) => match sys::program_run_info(r.program_id) {
+                        Ok(own) => sdk_counters(&m.pin, &own.map_ids)?,
+                        // Undeployed meanwhile: no counters to show.
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                out.push(LambdaStats {
+                    iface: name.to_owned(),
+                    lambda: r.name.clone(),
+                    kind: StatsKind::Deployed,
+                    program_id: r.program_id,
+                    kernel: None,
+                    sdk,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
