@@ -40,7 +40,7 @@ const ACTION_COLUMNS: [(u32, &str); 5] = [
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Only the lambda on this interface.
+    /// Only the lambda(s) on this interface.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
     /// Keep BPF run-time statistics on and print, every SECS seconds (default 1), what the
