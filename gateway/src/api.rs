@@ -199,7 +199,7 @@ impl State {
 
     fn backend(&self, kind: BackendKind) -> Option<&dyn FunctionBackend> {
         match kind {
-            BackendKind::Drv | BackendKind::Skb => {
+            BackendKind::Drv | BackendKind::Skb | BackendKind::Coalesced => {
                 self.xdp.as_ref().map(|b| b as &dyn FunctionBackend)
             }
             BackendKind::Vm => Some(&self.vm),
@@ -305,7 +305,7 @@ impl State {
             None => self.default_kind,
             Some(text) => BackendKind::parse(text).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "annotation {ANNOTATION_BACKEND}: `{text}` is not one of drv, skb, vm, native"
+                    "annotation {ANNOTATION_BACKEND}: `{text}` is not one of drv, skb, coalesced, vm, native"
                 ))
             })?,
         };
@@ -319,7 +319,7 @@ impl State {
         if let Some(name) = &iface {
             if !kind.is_xdp() {
                 return Err(ApiError::bad_request(format!(
-                    "annotation {ANNOTATION_IFACE} applies to the drv and skb backends only"
+                    "annotation {ANNOTATION_IFACE} applies to the drv, skb and coalesced backends only"
                 )));
             }
             let valid = !name.is_empty()

@@ -26,6 +26,9 @@ pub enum BackendKind {
     Drv,
     /// XDP in generic (skb) mode.
     Skb,
+    /// `lambdactl deploy --mode coalesced`: the interface's functions in one coalesced XDP
+    /// program (drv mode when the gateway has the peer helper, else skb), no tail calls.
+    Coalesced,
     /// `lambdactl run`: the userspace VM.
     Vm,
     /// `lambdactl baseline`: the workload as a plain native UDP server (static-server,
@@ -38,6 +41,7 @@ impl BackendKind {
         match text {
             "drv" => Some(BackendKind::Drv),
             "skb" => Some(BackendKind::Skb),
+            "coalesced" => Some(BackendKind::Coalesced),
             "vm" => Some(BackendKind::Vm),
             "native" => Some(BackendKind::Native),
             _ => None,
@@ -48,13 +52,17 @@ impl BackendKind {
         match self {
             BackendKind::Drv => "drv",
             BackendKind::Skb => "skb",
+            BackendKind::Coalesced => "coalesced",
             BackendKind::Vm => "vm",
             BackendKind::Native => "native",
         }
     }
 
     pub fn is_xdp(self) -> bool {
-        matches!(self, BackendKind::Drv | BackendKind::Skb)
+        matches!(
+            self,
+            BackendKind::Drv | BackendKind::Skb | BackendKind::Coalesced
+        )
     }
 }
 
@@ -691,11 +699,30 @@ impl XdpBackend {
         })
     }
 
-    fn mode_arg(kind: BackendKind) -> &'static str {
-        if kind == BackendKind::Drv {
-            "drv"
-        } else {
-            "skb"
+    /// The XDP mode functions of `kind` run in: a coalesced program in drv mode when the
+    /// peer can have its helper (native-mode `XDP_TX` on veth needs one), else skb.
+    fn xdp_mode(&self, kind: BackendKind) -> &'static str {
+        match kind {
+            BackendKind::Drv => "drv",
+            BackendKind::Coalesced if self.peer_helper.is_some() => "drv",
+            _ => "skb",
+        }
+    }
+
+    /// `lambdactl deploy`'s mode arguments for `kind`.
+    fn deploy_mode_args(&self, kind: BackendKind) -> Vec<&'static str> {
+        match kind {
+            BackendKind::Coalesced => vec!["--mode", "coalesced", "--xdp", self.xdp_mode(kind)],
+            _ => vec!["--mode", self.xdp_mode(kind)],
+        }
+    }
+
+    /// One letter of the interface names of `kind`'s pairs.
+    fn tag(kind: BackendKind) -> &'static str {
+        match kind {
+            BackendKind::Drv => "d",
+            BackendKind::Coalesced => "c",
+            _ => "s",
         }
     }
 
@@ -746,7 +773,7 @@ impl XdpBackend {
                 "off",
             ],
         )?;
-        if pair.mode == BackendKind::Drv {
+        if self.xdp_mode(pair.mode) == "drv" {
             let helper = self.peer_helper.as_deref().ok_or_else(|| {
                 BackendError::Unsupported(
                     "drv mode on veth needs static-server.o for the peer; use skb".into(),
@@ -774,7 +801,7 @@ impl XdpBackend {
             &self.server_ns,
             &["undeploy", "--all", "--iface", &pair.server_if],
         );
-        if pair.mode == BackendKind::Drv {
+        if self.xdp_mode(pair.mode) == "drv" {
             let _ = self.lambdactl_in(&self.client_ns, &["detach", "--iface", &pair.client_if]);
         }
         // Deleting one end deletes the pair.
@@ -785,12 +812,12 @@ impl XdpBackend {
     /// and subnet.
     fn pair_for(&self, spec: &DeploySpec) -> Result<(String, usize), BackendError> {
         let pid = std::process::id() % 100_000;
-        let mode = Self::mode_arg(spec.kind);
-        // ≤ 15 bytes: "g" + pid (≤ 5) + s|c + d|s, or the annotation's name.
+        let tag = Self::tag(spec.kind);
+        // ≤ 15 bytes: "g" + pid (≤ 5) + s|c + d|s|c, or the annotation's name.
         let server_if = spec
             .iface
             .clone()
-            .unwrap_or_else(|| format!("g{pid}s{}", &mode[..1]));
+            .unwrap_or_else(|| format!("g{pid}s{tag}"));
         let pair = {
             let mut state = self.state.lock().expect("xdp state");
             if state.shut_down {
@@ -814,7 +841,7 @@ impl XdpBackend {
             let subnet = free + 1;
             XdpPair {
                 subnet,
-                client_if: format!("g{pid}c{}{subnet}", &mode[..1]),
+                client_if: format!("g{pid}c{tag}{subnet}"),
                 server_if: server_if.clone(),
                 mode: spec.kind,
                 functions: 0,
@@ -889,21 +916,18 @@ impl FunctionBackend for XdpBackend {
         }
         let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
         let rule = format!("port={port},id={}", spec.lambda_id);
-        let deployed = self.lambdactl_in(
-            &self.server_ns,
-            &[
-                "deploy",
-                path_str(&spec.object)?,
-                "--iface",
-                &server_if,
-                "--name",
-                &spec.name,
-                "--match",
-                &rule,
-                "--mode",
-                Self::mode_arg(spec.kind),
-            ],
-        );
+        let mut args = vec![
+            "deploy",
+            path_str(&spec.object)?,
+            "--iface",
+            &server_if,
+            "--name",
+            &spec.name,
+            "--match",
+            &rule,
+        ];
+        args.extend(self.deploy_mode_args(spec.kind));
+        let deployed = self.lambdactl_in(&self.server_ns, &args);
         if let Err(e) = deployed {
             self.release(&server_if);
             return Err(e);
@@ -929,7 +953,8 @@ impl FunctionBackend for XdpBackend {
             state.pairs.get(server_if).map_or(0, |p| p.subnet)
         };
         // `deploy --replace` keeps the lambda's pinned maps and rule and swaps its slot in the
-        // dispatcher's program array atomically.
+        // dispatcher's program array atomically (coalesced: rebuilds the interface's program
+        // with the new object and swaps it in on the interface's link).
         self.lambdactl_in(
             &self.server_ns,
             &[
@@ -981,5 +1006,35 @@ impl FunctionBackend for XdpBackend {
 impl Drop for XdpBackend {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_round_trip_and_coalesced_is_xdp() {
+        for kind in [
+            BackendKind::Drv,
+            BackendKind::Skb,
+            BackendKind::Coalesced,
+            BackendKind::Vm,
+            BackendKind::Native,
+        ] {
+            assert_eq!(BackendKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(BackendKind::parse("gpu"), None);
+        assert!(BackendKind::Coalesced.is_xdp());
+        assert!(!BackendKind::Vm.is_xdp());
+        // Each XDP kind has its own interface names.
+        assert_ne!(
+            XdpBackend::tag(BackendKind::Coalesced),
+            XdpBackend::tag(BackendKind::Drv)
+        );
+        assert_ne!(
+            XdpBackend::tag(BackendKind::Coalesced),
+            XdpBackend::tag(BackendKind::Skb)
+        );
     }
 }

@@ -49,12 +49,15 @@ pub(crate) struct DeployArgs {
     #[arg(long, value_enum)]
     mode: Option<DeployMode>,
     /// With --mode coalesced: the XDP mode of the coalesced program when this deploy attaches
-    /// it (auto, the default: drv, else skb).
+    /// it (auto, the default: drv, else skb). When the interface already runs its coalesced
+    /// program the new one is swapped in on that attachment: drv or skb differing from its mode
+    /// is refused, and a matching one (or auto) is noted as changing nothing.
     #[arg(long, value_enum, value_name = "MODE")]
     xdp: Option<XdpArg>,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
     /// With --mode coalesced this skips the check of the object alone; the coalesced program
-    /// is always verified before it is loaded.
+    /// is always verified before it is loaded, against the limits each of its lambdas was
+    /// deployed with (kept in its record: later deploys and undeploys of others use them).
     #[arg(long)]
     skip_verify: bool,
     #[command(flatten)]
@@ -84,6 +87,16 @@ pub(crate) enum XdpArg {
     Skb,
 }
 
+impl XdpArg {
+    fn name(self) -> &'static str {
+        match self {
+            XdpArg::Auto => "auto",
+            XdpArg::Drv => "drv",
+            XdpArg::Skb => "skb",
+        }
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct UndeployArgs {
     /// The deployed lambda's name.
@@ -97,15 +110,14 @@ pub(crate) struct UndeployArgs {
     iface: Option<String>,
 }
 
-/// Runs `f` with the coalescer (and our verifier, `limits`) as the builder of coalesced
-/// programs, and returns what the last build reported.
-fn with_builder<T>(
-    limits: &loader::verify::Limits,
+/// Runs `f` with the coalescer (and our verifier, with the limits each lambda was deployed
+/// with) as the builder of coalesced programs, and returns what the last build reported.
+pub(crate) fn with_builder<T>(
     f: impl FnOnce(loader::kernel::CoalesceBuilder<'_>) -> T,
 ) -> (T, Option<nic_offload::host::HostBuild>) {
     let report = std::cell::RefCell::new(None);
     let builder = |members: &[loader::kernel::CoalesceMember]| {
-        let (program, build) = nic_offload::host::build(members, limits)?;
+        let (program, build) = nic_offload::host::build(members)?;
         *report.borrow_mut() = Some(build);
         Ok::<_, Box<dyn std::error::Error>>(program)
     };
@@ -122,8 +134,14 @@ fn print_coalesced(
     };
     let sizes = build.map_or_else(String::new, |b| {
         format!(
-            " (from {} as separate programs; {} functions merged, {} maps), our verifier: at most {} instructions per request",
-            b.report.insns_before, b.report.functions_merged, b.report.maps_after, b.max_insns_executed
+            " (from {} as separate programs; {} functions merged, {} maps), our verifier: at most {} instructions per request (limits from its lambdas' deploys: max-insns {}, max-stack {}, max-map-bytes {})",
+            b.report.insns_before,
+            b.report.functions_merged,
+            b.report.maps_after,
+            b.max_insns_executed,
+            b.limits.max_insns,
+            b.limits.max_stack,
+            b.limits.max_map_bytes
         )
     });
     println!(
@@ -305,9 +323,8 @@ fn deploy_coalesced(
     }
     let limits = args.limits.limits();
     if args.replace {
-        let (changed, build) = with_builder(&limits, |b| {
-            host.redeploy_coalesced(&args.name, &args.object, b)
-        });
+        let (changed, build) =
+            with_builder(|b| host.redeploy_coalesced(&args.name, &args.object, limits, b));
         let changed = changed?;
         let r = &changed.record;
         println!(
@@ -324,8 +341,11 @@ fn deploy_coalesced(
         XdpArg::Drv => AttachMode::Drv,
         XdpArg::Skb => AttachMode::Skb,
     };
-    let (changed, build) = with_builder(&limits, |b| {
-        host.deploy_coalesced(&args.object, &iface, &args.name, rule, mode, b)
+    // --xdp applies when this deploy attaches the program; the loader refuses a mode that
+    // conflicts with the running attachment, and one that does not is said to change nothing.
+    let running = host.coalesced_iface(&iface).map(|r| r.mode);
+    let (changed, build) = with_builder(|b| {
+        host.deploy_coalesced(&args.object, &iface, &args.name, rule, mode, limits, b)
     });
     let changed = changed?;
     let r = &changed.record;
@@ -333,6 +353,15 @@ fn deploy_coalesced(
         "deployed {} (coalesced) on {} for {}",
         r.name, r.iface, r.rule
     );
+    if let (Some(xdp), Some(running), Some(i)) = (args.xdp, running, &changed.iface)
+        && i.lambdas.len() > 1
+    {
+        println!(
+            "note: --xdp {} changed nothing: {} already ran its coalesced program in {running} mode, attached by its first deploy (the new program was swapped in on that link)",
+            xdp.name(),
+            r.iface
+        );
+    }
     print_coalesced(&changed, build.as_ref());
     print_maps(&r.maps);
     Ok(ExitCode::SUCCESS)
@@ -343,9 +372,7 @@ pub(crate) fn undeploy(args: UndeployArgs) -> Result<ExitCode> {
     if let Some(name) = &args.name
         && host.coalesced_records()?.iter().any(|r| &r.name == name)
     {
-        let (changed, build) = with_builder(&loader::verify::Limits::default(), |b| {
-            host.undeploy_coalesced(name, b)
-        });
+        let (changed, build) = with_builder(|b| host.undeploy_coalesced(name, b));
         let changed = changed?;
         let r = &changed.record;
         println!(

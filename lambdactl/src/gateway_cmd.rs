@@ -21,6 +21,9 @@ enum BackendArg {
     Drv,
     /// XDP, generic (skb) mode, likewise.
     Skb,
+    /// XDP, each interface's functions in one coalesced program (`deploy --mode coalesced`;
+    /// native mode with the peer helper, else generic), likewise.
+    Coalesced,
     /// `lambdactl run` children on loopback ports: no root needed.
     Vm,
     /// `lambdactl baseline` children on loopback ports: each workload as a plain native UDP
@@ -100,6 +103,7 @@ pub(crate) fn run(args: GatewayArgs) -> Result<ExitCode> {
         BackendArg::Auto => BackendChoice::Auto,
         BackendArg::Drv => BackendChoice::Fixed(BackendKind::Drv),
         BackendArg::Skb => BackendChoice::Fixed(BackendKind::Skb),
+        BackendArg::Coalesced => BackendChoice::Fixed(BackendKind::Coalesced),
         BackendArg::Vm => BackendChoice::Fixed(BackendKind::Vm),
         BackendArg::Native => BackendChoice::Fixed(BackendKind::Native),
     };

@@ -1,6 +1,7 @@
 //! `lambdactl logs`: prints what a lambda logged through the SDK (`lambda_ebpf::log`): for an
-//! attached lambda, read from its pinned ring buffer; for one served by `lambdactl run`, from
-//! the ring buffer of its VM, through the control socket.
+//! attached lambda, read from its pinned ring buffer; for one deployed behind a dispatcher or in
+//! coalesced mode, from its own ring buffer (pinned under its name); for one served by `lambdactl run`,
+//! from the ring buffer of its VM, through the control socket.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -16,11 +17,13 @@ use crate::vm_control::Client;
 
 #[derive(Args)]
 pub struct LogsArgs {
-    /// The lambda whose log to read: its name (the object's stem, as `lambdactl ls` shows it).
-    /// A name attached on several interfaces needs --iface instead.
+    /// The lambda whose log to read: its name (the object's stem, as `lambdactl ls` shows it;
+    /// for a deployed lambda, its --name). A name attached on several
+    /// interfaces needs --iface instead.
     #[arg(value_name = "LAMBDA", required_unless_present_any = ["iface", "vm"])]
     lambda: Option<String>,
-    /// The interface whose lambda's log to read.
+    /// The interface whose lambda's log to read (on an interface with deployed lambdas, its
+    /// lambda when it has one; with several, name the lambda).
     #[arg(long, value_name = "IF", conflicts_with_all = ["lambda", "vm"])]
     iface: Option<String>,
     /// The lambda served by a `lambdactl run` process instead: its control socket, or
@@ -48,13 +51,27 @@ pub fn run(args: LogsArgs) -> Result<ExitCode> {
         return run_vm(&args, spec);
     }
     let host = Host::from_env()?;
-    let iface = match (&args.iface, &args.lambda) {
-        (Some(iface), _) => iface.clone(),
-        (None, Some(name)) => iface_of(&host, name)?,
+    let mut reader = match (&args.iface, &args.lambda) {
+        (Some(iface), _) => match deployed_on(&host, iface)?.as_slice() {
+            [] => host.logs(iface)?,
+            [one] => host.deployed_logs(one)?,
+            many => bail!(
+                "`{iface}` runs {} deployed lambdas ({}): name the one whose log to read",
+                many.len(),
+                many.join(", ")
+            ),
+        },
+        (None, Some(name)) => {
+            if deployed_on_any(&host, name)? {
+                host.deployed_logs(name)?
+            } else {
+                host.logs(&iface_of(&host, name)?)?
+            }
+        }
         // clap requires one of LAMBDA, --iface and --vm.
         (None, None) => bail!("name the lambda, or pass --iface or --vm"),
     };
-    let mut reader = host.logs(&iface)?;
+    let iface = reader.iface.clone();
     let place = json!({ "iface": iface });
     loop {
         let lines = reader.drain();
@@ -70,6 +87,31 @@ pub fn run(args: LogsArgs) -> Result<ExitCode> {
     }
     warn_malformed(reader.malformed);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lambdas deployed on `iface` (behind its dispatcher or in its coalesced program), by
+/// name.
+fn deployed_on(host: &Host, iface: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = host
+        .coalesced_records()?
+        .into_iter()
+        .filter(|r| r.iface == iface)
+        .map(|r| r.name)
+        .collect();
+    names.extend(
+        host.deploy_records()?
+            .into_iter()
+            .filter(|r| r.iface == iface)
+            .map(|r| r.name),
+    );
+    names.sort();
+    Ok(names)
+}
+
+/// Whether a lambda is deployed (not attached) under `name`.
+fn deployed_on_any(host: &Host, name: &str) -> Result<bool> {
+    Ok(host.coalesced_records()?.iter().any(|r| r.name == name)
+        || host.deploy_records()?.iter().any(|r| r.name == name))
 }
 
 /// The interface the lambda `name` is attached on: an error when it is attached nowhere, or on

@@ -175,11 +175,15 @@ enum Command {
     /// The kernel times runs only while BPF statistics are on: --watch turns them on while it
     /// runs (BPF_ENABLE_STATS) and prints what each interval added; a one-shot `stats` shows
     /// what was counted while they were on. Lambdas built without the SDK have only the
-    /// kernel's figures.
+    /// kernel's figures. Deployed lambdas (behind a dispatcher, or in a coalesced program) have
+    /// their own SDK counts; the kernel's figures are their interface's program's, on a row of
+    /// its own (`[dispatcher: …]`, `[coalesced program: …]`): the kernel counts runs of the
+    /// program a packet enters, not of tail-call targets or functions.
     Stats(stats_cmd::StatsArgs),
     /// Print what a lambda logged through the SDK (`lambda_ebpf::log`), one line per record:
-    /// `<time> <lambda> <text>`. The lambda is named (`logs hello-log`), or given by its
-    /// interface (`--iface IF`), or served by `lambdactl run` (`--vm SOCKET|vm:<name>`).
+    /// `<time> <lambda> <text>`. The lambda is named (`logs hello-log`, or a deployed lambda's
+    /// --name), or given by its interface (`--iface IF`), or served by `lambdactl run`
+    /// (`--vm SOCKET|vm:<name>`).
     ///
     /// The time is the record's `bpf_ktime_get_ns` (CLOCK_MONOTONIC) converted to UTC wall
     /// clock with the current offset between CLOCK_REALTIME and CLOCK_MONOTONIC.

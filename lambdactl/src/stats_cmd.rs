@@ -1,5 +1,8 @@
 //! `lambdactl stats`: per attached lambda, the kernel's run count and run time and the SDK's
-//! counters per XDP action and λ status.
+//! counters per XDP action and λ status. Lambdas deployed behind a dispatcher or in coalesced
+//! mode show their own SDK counters; the kernel's figures are their interface's program's (the
+//! dispatcher or the coalesced program), shown once in a row of their own: the kernel counts
+//! runs of the program a packet enters, not of tail-call targets or functions.
 //!
 //! The kernel times runs only while BPF statistics are on (see `loader::kernel`'s stats
 //! module). A one-shot `stats` shows what was counted while they were; `stats --watch` turns
@@ -21,7 +24,7 @@ use lambda_ebpf::{
 };
 use loader::{
     Host,
-    kernel::{KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled},
+    kernel::{KernelRunStats, LambdaStats, RunTimeStats, StatsKind, stats_sysctl_enabled},
 };
 use serde_json::{Value, json};
 
@@ -37,7 +40,7 @@ const ACTION_COLUMNS: [(u32, &str); 5] = [
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Only the lambda on this interface.
+    /// Only the lambda(s) on this interface.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
     /// Keep BPF run-time statistics on and print, every SECS seconds (default 1), what the
@@ -250,17 +253,16 @@ fn watch(host: &Host, args: &StatsArgs, secs: f64) -> Result<ExitCode> {
 /// now runs another program (an upgrade: the kernel's figures are per program), counts its
 /// kernel figures from zero; the SDK counters live in a pinned map and carry on over upgrades.
 fn deltas(previous: &[LambdaStats], now: &[LambdaStats]) -> Vec<LambdaStats> {
-    let before: HashMap<&str, &LambdaStats> =
-        previous.iter().map(|s| (s.iface.as_str(), s)).collect();
+    let key = |s: &LambdaStats| (s.iface.clone(), s.lambda.clone(), s.kind.name());
+    let before: HashMap<_, &LambdaStats> = previous.iter().map(|s| (key(s), s)).collect();
     now.iter()
         .map(|s| {
-            let Some(b) = before.get(s.iface.as_str()) else {
+            let Some(b) = before.get(&key(s)) else {
                 return s.clone();
             };
-            let kernel = if b.program_id == s.program_id {
-                s.kernel.since(&b.kernel)
-            } else {
-                s.kernel
+            let kernel = match (&s.kernel, &b.kernel) {
+                (Some(n), Some(p)) if b.program_id == s.program_id => Some(n.since(p)),
+                (n, _) => *n,
             };
             let sdk = match (&s.sdk, &b.sdk) {
                 (Some(n), Some(p)) => Some(n.since(p)),
@@ -303,17 +305,24 @@ fn report(json: bool, stats: &[LambdaStats], window: Option<f64>, elapsed: f64) 
 
 fn lambda_json(s: &LambdaStats, window: Option<f64>) -> Value {
     let sdk = s.sdk.as_ref().map(sdk_json);
+    let kernel = s.kernel.as_ref().map(|k| {
+        json!({
+            "run_count": k.run_count,
+            "run_time_ns": k.run_time_ns,
+            "mean_ns": k.mean_ns(),
+        })
+    });
     let mut v = json!({
         "iface": s.iface,
-        "lambda": s.lambda,
+        "kind": s.kind.name(),
+        "lambda": if s.lambda.is_empty() { Value::Null } else { json!(s.lambda) },
         "program_id": s.program_id,
-        "kernel": {
-            "run_count": s.kernel.run_count,
-            "run_time_ns": s.kernel.run_time_ns,
-            "mean_ns": s.kernel.mean_ns(),
-        },
+        "kernel": kernel,
         "sdk": sdk,
     });
+    if let StatsKind::CoalescedProgram { lambdas } | StatsKind::Dispatcher { lambdas } = &s.kind {
+        v["lambdas"] = json!(lambdas);
+    }
     if let Some(w) = window {
         v["per_second"] = json!(invocations(s) as f64 / w);
     }
@@ -340,11 +349,26 @@ pub(crate) fn sdk_json(c: &StatsSnapshot) -> Value {
 }
 
 /// Invocations: the SDK's count when the lambda keeps one (it counts whether or not BPF
-/// statistics are on), else the kernel's.
+/// statistics are on), else the kernel's (a coalesced program's: its runs).
 fn invocations(s: &LambdaStats) -> u64 {
-    s.sdk
-        .as_ref()
-        .map_or(s.kernel.run_count, |c: &StatsSnapshot| c.invocations)
+    match (&s.sdk, &s.kernel) {
+        (Some(c), _) => c.invocations,
+        (None, Some(k)) => k.run_count,
+        (None, None) => 0,
+    }
+}
+
+/// The LAMBDA cell: a coalesced program's row names its lambdas.
+fn lambda_cell(s: &LambdaStats) -> String {
+    match &s.kind {
+        StatsKind::Attached => s.lambda.clone(),
+        StatsKind::Coalesced => format!("{} (coalesced)", s.lambda),
+        StatsKind::CoalescedProgram { lambdas } => {
+            format!("[coalesced program: {}]", lambdas.join(","))
+        }
+        StatsKind::Deployed => format!("{} (tail call)", s.lambda),
+        StatsKind::Dispatcher { lambdas } => format!("[dispatcher: {}]", lambdas.join(",")),
+    }
 }
 
 fn print_table(stats: &[LambdaStats], window: Option<f64>) {
@@ -362,17 +386,34 @@ fn print_table(stats: &[LambdaStats], window: Option<f64>) {
             let sdk = |f: &dyn Fn(&StatsSnapshot) -> u64| {
                 s.sdk.as_ref().map_or("-".to_owned(), |c| f(c).to_string())
             };
+            // A program row has no SDK counters of its own: INVOKED is its lambdas'.
+            let invoked = if s.kind.is_program() {
+                "-".to_owned()
+            } else {
+                invocations(s).to_string()
+            };
             let mut row = vec![
                 s.iface.clone(),
-                s.lambda.clone(),
+                lambda_cell(s),
                 s.program_id.to_string(),
-                invocations(s).to_string(),
+                invoked,
             ];
             if let Some(w) = window {
-                row.push(format!("{:.0}", invocations(s) as f64 / w));
+                row.push(if s.kind.is_program() {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}", invocations(s) as f64 / w)
+                });
             }
-            row.push(s.kernel.run_count.to_string());
-            row.push(mean_text(&s.kernel));
+            // A coalesced or tail-called lambda's runs are its interface's program's: shown
+            // once, on that program's row.
+            match &s.kernel {
+                Some(k) => {
+                    row.push(k.run_count.to_string());
+                    row.push(mean_text(k));
+                }
+                None => row.extend(["^".to_owned(), "^".to_owned()]),
+            }
             for (code, _) in ACTION_COLUMNS {
                 row.push(sdk(&|c| c.action(code)));
             }
@@ -426,11 +467,12 @@ mod tests {
         LambdaStats {
             iface: iface.into(),
             lambda: "static-server".into(),
+            kind: StatsKind::Attached,
             program_id,
-            kernel: KernelRunStats {
+            kernel: Some(KernelRunStats {
                 run_count: runs,
                 run_time_ns: runs * 100,
-            },
+            }),
             sdk: Some(StatsSnapshot::from_slots(&slots)),
         }
     }
@@ -445,11 +487,54 @@ mod tests {
             lambda("c", 4, 1, 1),
         ];
         let d = deltas(&before, &now);
-        assert_eq!(d[0].kernel.run_count, 5);
+        assert_eq!(d[0].kernel.unwrap().run_count, 5);
         assert_eq!(d[0].sdk.unwrap().status(Status::Ok), 5);
-        assert_eq!(d[1].kernel.run_count, 2);
+        assert_eq!(d[1].kernel.unwrap().run_count, 2);
         assert_eq!(d[1].sdk.unwrap().invocations, 2);
-        assert_eq!(d[2].kernel.run_count, 1);
+        assert_eq!(d[2].kernel.unwrap().run_count, 1);
+    }
+
+    #[test]
+    fn coalesced_rows_keep_apart_and_show_the_program_once() {
+        // One interface, a coalesced program and two of its lambdas.
+        let program = |runs: u64| LambdaStats {
+            lambda: String::new(),
+            kind: StatsKind::CoalescedProgram {
+                lambdas: vec!["static-server".into(), "whoami".into()],
+            },
+            sdk: None,
+            ..lambda("c", 9, runs, 0)
+        };
+        let member = |name: &str, ok: u64| LambdaStats {
+            lambda: name.into(),
+            kind: StatsKind::Coalesced,
+            kernel: None,
+            ..lambda("c", 9, 0, ok)
+        };
+        let before = vec![program(10), member("static-server", 4), member("whoami", 6)];
+        let now = vec![
+            program(25),
+            member("static-server", 9),
+            member("whoami", 16),
+        ];
+        let d = deltas(&before, &now);
+        assert_eq!(d[0].kernel.unwrap().run_count, 15);
+        assert_eq!(d[1].sdk.unwrap().invocations, 5);
+        assert_eq!(d[2].sdk.unwrap().invocations, 10);
+        assert_eq!(d[1].kernel, None);
+        let v = lambda_json(&d[0], None);
+        assert_eq!(v["kind"], "coalesced-program");
+        assert_eq!(v["lambda"], Value::Null);
+        assert_eq!(v["lambdas"][1], "whoami");
+        assert_eq!(v["kernel"]["run_count"], 15);
+        let v = lambda_json(&d[2], None);
+        assert_eq!(v["kind"], "coalesced");
+        assert_eq!(v["kernel"], Value::Null);
+        assert_eq!(v["sdk"]["invocations"], 10);
+        assert_eq!(
+            lambda_cell(&d[0]),
+            "[coalesced program: static-server,whoami]"
+        );
     }
 
     #[test]

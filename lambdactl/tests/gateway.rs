@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{kernel_tests_enabled, lambda_object, workspace_root};
+use common::{kernel_tests_enabled, lambda_object, lambdactl_ok, run_ok, workspace_root};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "lambda-nic-test";
@@ -820,5 +820,183 @@ fn the_native_backend_serves_the_baselines_behind_the_same_api() {
         refused.text().contains("no native baseline"),
         "{}",
         refused.text()
+    );
+}
+
+/// A deployment with the `lambda-nic.backend` annotation.
+fn annotated(service: &str, image: &str, backend: &str) -> Vec<u8> {
+    serde_json::json!({
+        "service": service,
+        "image": image,
+        "annotations": { "lambda-nic.backend": backend },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The count in a `counter` or `counter-v2` answer (`count=N`, `v2 count=N`).
+fn count_of(answer: &Answer) -> u64 {
+    let text = answer.text();
+    text.rsplit('=')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("not a count: {text:?}"))
+}
+
+#[test]
+fn the_coalesced_backend_deploys_updates_and_removes_through_deploy_mode_coalesced() {
+    if !kernel_tests_enabled(
+        "the_coalesced_backend_deploys_updates_and_removes_through_deploy_mode_coalesced",
+    ) {
+        return;
+    }
+    let gw = GatewayProcess::start("drv", "coalesced");
+    let (addr, auth) = (gw.addr, basic());
+    let server_ns = format!("lnic-gw-{}-s", gw.child.id());
+    let post = |body: &[u8]| http(addr, "POST", "/system/functions", Some(&auth), body);
+    for (service, image) in [("web", "static-server"), ("count", "counter")] {
+        let a = post(&annotated(service, image, "coalesced"));
+        assert_eq!(a.status, 202, "{service}: {}", a.text());
+    }
+    // Without the annotation: the gateway's default backend (drv, behind a dispatcher).
+    assert_eq!(post(&deployment("echo", "echo")).status, 202);
+
+    // The two annotated functions are lambdas of ONE coalesced program on one interface.
+    let ls = run_ok("ip", &["netns", "list"]);
+    assert!(ls.contains(&server_ns), "{ls}");
+    let ls = lambdactl_ok(&["-n", &server_ns, "ls", "--json"]);
+    let items: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let of_kind = |kind: &str| -> Vec<(String, String)> {
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == kind)
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_owned(),
+                    v["iface"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let coalesced = of_kind("coalesced");
+    assert_eq!(coalesced.len(), 2, "{ls}");
+    assert_eq!(coalesced[0].0, "count", "{ls}");
+    assert_eq!(coalesced[1].0, "web", "{ls}");
+    assert_eq!(coalesced[0].1, coalesced[1].1, "one interface: {ls}");
+    let deployed = of_kind("deployed");
+    assert_eq!(deployed.len(), 1, "{ls}");
+    assert_ne!(
+        deployed[0].1, coalesced[0].1,
+        "echo is on another pair: {ls}"
+    );
+    let program_ids: Vec<&serde_json::Value> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "coalesced")
+        .map(|v| &v["program_id"])
+        .collect();
+    assert_eq!(program_ids[0], program_ids[1], "{ls}");
+    // The gateway has the peer helper: native mode.
+    for v in items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "coalesced")
+    {
+        assert_eq!(v["xdp_mode"], "drv", "{ls}");
+    }
+
+    // faas-cli invoke, through the coalesced program.
+    let page = http(addr, "POST", "/function/web", None, b"index.html");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.text().contains("Hello from a lambda"),
+        "{}",
+        page.text()
+    );
+    assert_eq!(
+        http(addr, "POST", "/function/web", None, b"nothing.html").status,
+        404
+    );
+    let counts: Vec<u64> = (0..3)
+        .map(|_| {
+            let a = http(addr, "POST", "/function/count", None, b"");
+            assert_eq!(a.status, 200, "{}", a.text());
+            assert!(a.text().starts_with("count="), "{}", a.text());
+            count_of(&a)
+        })
+        .collect();
+    assert_eq!(counts, [1, 2, 3]);
+    let echoed = http(addr, "POST", "/function/echo", None, b"abc");
+    assert_eq!(echoed.text(), "ABC");
+
+    // faas-cli deploy of a new version: `deploy --replace` re-coalesces; the count is kept.
+    let put = http(
+        addr,
+        "PUT",
+        "/system/functions",
+        Some(&auth),
+        &annotated("count", "counter-v2", "coalesced"),
+    );
+    assert_eq!(put.status, 202, "{}", put.text());
+    let a = http(addr, "POST", "/function/count", None, b"");
+    assert!(a.text().starts_with("v2 count="), "{}", a.text());
+    assert_eq!(count_of(&a), 4, "the count survives the re-coalescing");
+
+    // The stats of the coalesced lambdas: count's own SDK counters, the program's row once.
+    let stats = lambdactl_ok(&["-n", &server_ns, "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let rows = stats["lambdas"].as_array().unwrap();
+    let program = rows
+        .iter()
+        .find(|r| r["kind"] == "coalesced-program")
+        .unwrap_or_else(|| panic!("a coalesced program row: {stats}"));
+    assert_eq!(
+        program["lambdas"],
+        serde_json::json!(["web", "count"]),
+        "{stats}"
+    );
+    let count = rows
+        .iter()
+        .find(|r| r["kind"] == "coalesced" && r["lambda"] == "count")
+        .unwrap_or_else(|| panic!("count's row: {stats}"));
+    assert_eq!(count["sdk"]["invocations"], 4, "{stats}");
+
+    // faas-cli remove: web goes, count keeps answering from the rebuilt program.
+    let removed = http(
+        addr,
+        "DELETE",
+        "/system/functions",
+        Some(&auth),
+        br#"{"functionName":"web"}"#,
+    );
+    assert_eq!(removed.status, 202, "{}", removed.text());
+    assert_eq!(
+        http(addr, "POST", "/function/web", None, b"index.html").status,
+        404
+    );
+    let a = http(addr, "POST", "/function/count", None, b"");
+    assert_eq!(count_of(&a), 5, "{}", a.text());
+    let ls = lambdactl_ok(&["-n", &server_ns, "ls", "--json"]);
+    let items: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let names: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "coalesced")
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["count"], "{ls}");
+
+    // An unknown backend names the choices, coalesced among them.
+    let bad = post(&annotated("x", "echo", "gpu"));
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.text().contains("drv, skb, coalesced, vm, native"),
+        "{}",
+        bad.text()
     );
 }

@@ -21,7 +21,7 @@ pub enum VerifyError {
 
 /// The limits a deployment puts on a program's contract (the verifier refuses a program whose
 /// contract exceeds them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Largest acceptable bound on instructions executed per run.
     pub max_insns: u64,

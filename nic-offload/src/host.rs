@@ -40,14 +40,41 @@ pub struct HostBuild {
     pub report: CoalesceReport,
     /// Our verifier's bound on the instructions one request executes.
     pub max_insns_executed: u64,
+    /// The limits it was verified with ([`combined_limits`]).
+    pub limits: Limits,
 }
 
-/// Coalesces `members` into one program for the host and verifies it with `limits` (the map
-/// memory limit applies per lambda, as it does in tail-call mode).
+/// The limits the coalesced program of `members` is verified with, from the limits each was
+/// deployed with: a request runs the dispatch and ONE lambda, so the instruction and stack
+/// bounds are the largest any member was admitted with (each lambda alone was checked against
+/// its own at deploy); map memory is per lambda, as in tail-call mode, so the bounds add up.
+pub fn combined_limits(members: &[CoalesceMember]) -> Limits {
+    if members.is_empty() {
+        return Limits::default();
+    }
+    Limits {
+        max_insns: members
+            .iter()
+            .map(|m| m.limits.max_insns)
+            .max()
+            .unwrap_or(0),
+        max_stack: members
+            .iter()
+            .map(|m| m.limits.max_stack)
+            .max()
+            .unwrap_or(0),
+        max_map_bytes: members
+            .iter()
+            .fold(0u64, |sum, m| sum.saturating_add(m.limits.max_map_bytes)),
+    }
+}
+
+/// Coalesces `members` into one program for the host and verifies it with their
+/// [`combined_limits`].
 pub fn build(
     members: &[CoalesceMember],
-    limits: &Limits,
 ) -> Result<(CoalescedProgram, HostBuild), HostCoalesceError> {
+    let limits = combined_limits(members);
     let mut inputs = Vec::with_capacity(members.len());
     for m in members {
         let rule = MatchRule {
@@ -91,9 +118,6 @@ pub fn build(
     );
     // The lambda entries are BTF global functions: the kernel verifies each on its own.
     options.global_functions = coalesced.entries.clone();
-    options.max_map_bytes = limits
-        .max_map_bytes
-        .saturating_mul(members.len().max(1) as u64);
     let contract = verify_linked(&program, &options)
         .map_err(|e| HostCoalesceError::Rejected(e.to_string()))?;
     Ok((
@@ -106,6 +130,41 @@ pub fn build(
         HostBuild {
             report: coalesced.report,
             max_insns_executed: contract.max_insns_executed,
+            limits,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, max_insns: u64, max_stack: u32, max_map_bytes: u64) -> CoalesceMember {
+        CoalesceMember {
+            name: name.into(),
+            bytes: vec![],
+            rule: "port=9000".parse().unwrap(),
+            limits: Limits {
+                max_insns,
+                max_stack,
+                max_map_bytes,
+            },
+        }
+    }
+
+    #[test]
+    fn limits_combine_per_request_bounds_by_max_and_map_memory_by_sum() {
+        let members = [member("a", 500, 256, 1000), member("b", 90_000, 64, 24)];
+        assert_eq!(
+            combined_limits(&members),
+            Limits {
+                max_insns: 90_000,
+                max_stack: 256,
+                max_map_bytes: 1024,
+            }
+        );
+        assert_eq!(combined_limits(&[]), Limits::default());
+        let one = [member("a", 7, 8, 9)];
+        assert_eq!(combined_limits(&one), one[0].limits);
+    }
 }

@@ -40,6 +40,7 @@ use crate::dispatch::MatchRule;
 use crate::image::LambdaImage;
 use crate::link::{LinkedMap, LinkedMapKind};
 use crate::maps::{KernelMap, MapAccess as _, MapSpec, MapType, UpdateFlags};
+use crate::verify::Limits;
 
 /// The kernel's limit on the maps one program uses (`MAX_USED_MAPS`).
 pub const MAX_USED_MAPS: usize = 64;
@@ -53,6 +54,9 @@ pub struct CoalesceMember {
     pub name: String,
     pub bytes: Vec<u8>,
     pub rule: MatchRule,
+    /// The verifier limits the lambda was deployed with (the builder checks the coalesced
+    /// program against them; see [`CoalescedRecord::limits`]).
+    pub limits: Limits,
 }
 
 /// What a [`CoalesceBuilder`] returns: the program with its maps numbered by index. A map
@@ -107,6 +111,11 @@ pub struct CoalescedRecord {
     pub maps: Vec<PinnedMap>,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// The verifier limits it was deployed (or last replaced) with: every re-coalescing,
+    /// including one for another lambda's deploy or undeploy, checks the program against
+    /// them. A record written before they were kept has none and gets the defaults.
+    #[serde(default)]
+    pub limits: Option<Limits>,
 }
 
 /// The result of a coalesced deploy, replace or undeploy.
@@ -196,6 +205,15 @@ impl Host {
             .collect())
     }
 
+    /// The XDP mode of `iface`'s coalesced program when its link is live there.
+    fn live_coalesced_mode(&self, iface: &str, ifindex: u32) -> Option<ModeUsed> {
+        let record = self.coalesced_iface(iface)?;
+        match pinned_link_state(&record.link_pin) {
+            Ok(s) if s.ifindex == ifindex => Some(record.mode),
+            _ => None,
+        }
+    }
+
     fn coalesced_liveness(&self, record: &CoalescedRecord) -> Result<(), String> {
         let Some(iface) = self.coalesced_iface(&record.iface) else {
             return Err("its interface has no coalesced program record".into());
@@ -224,8 +242,12 @@ impl Host {
 
     /// Deploys `object` as lambda `name` on `iface` in coalesced mode: the interface's
     /// coalesced program is rebuilt with it (by `build`) and swapped in atomically, or
-    /// attached in `mode` when this is the interface's first. On failure the running program
-    /// and every other lambda's state are as they were.
+    /// attached in `mode` when this is the interface's first. `mode` drv or skb on an
+    /// interface whose live program runs in the other mode is refused
+    /// ([`KernelError::CoalescedXdpConflict`]): the running attachment stays. `limits` are the
+    /// lambda's, kept in its record for every later re-coalescing. On failure the running
+    /// program and every other lambda's state are as they were.
+    #[allow(clippy::too_many_arguments)]
     pub fn deploy_coalesced(
         &self,
         object: &Path,
@@ -233,6 +255,7 @@ impl Host {
         name: &str,
         rule: MatchRule,
         mode: AttachMode,
+        limits: Limits,
         build: CoalesceBuilder<'_>,
     ) -> Result<CoalescedChange, KernelError> {
         super::check_lambda_name(name)?;
@@ -270,6 +293,20 @@ impl Host {
                 asked: "coalesced",
             });
         }
+        if let Some(running) = self.live_coalesced_mode(iface, ifindex) {
+            let asked = match mode {
+                AttachMode::Drv if running != ModeUsed::Drv => Some("drv"),
+                AttachMode::Skb if running != ModeUsed::Skb => Some("skb"),
+                _ => None,
+            };
+            if let Some(asked) = asked {
+                return Err(KernelError::CoalescedXdpConflict {
+                    iface: iface.to_owned(),
+                    running,
+                    asked,
+                });
+            }
+        }
         let mut members = self.coalesced_on(iface)?;
         if let Some(holder) = members.iter().find(|r| r.rule == rule) {
             return Err(KernelError::RuleTaken {
@@ -290,6 +327,7 @@ impl Host {
             rule,
             maps: Vec::new(),
             deployed_at: now_secs(),
+            limits: Some(limits),
         };
         members.push(record);
         let fresh = !self.lambda_dir(name).exists();
@@ -314,11 +352,13 @@ impl Host {
 
     /// Replaces coalesced lambda `name` by `object`, keeping its rule and its maps (each map
     /// it still declares must fit the pinned one: same type, key and value size, at least as
-    /// many entries); the interface's program is rebuilt and swapped in atomically.
+    /// many entries); the interface's program is rebuilt and swapped in atomically. `limits`
+    /// replace the lambda's recorded ones.
     pub fn redeploy_coalesced(
         &self,
         name: &str,
         object: &Path,
+        limits: Limits,
         build: CoalesceBuilder<'_>,
     ) -> Result<CoalescedChange, KernelError> {
         super::check_lambda_name(name)?;
@@ -337,6 +377,7 @@ impl Host {
         let mut members = self.coalesced_on(&iface)?;
         for m in members.iter_mut().filter(|m| m.name == name) {
             m.object = fs::canonicalize(object).unwrap_or_else(|_| object.to_owned());
+            m.limits = Some(limits);
         }
         let mode = self
             .coalesced_iface(&iface)
@@ -479,6 +520,7 @@ impl Host {
                     bytes: fs::read(&m.stored_object)
                         .map_err(io_err("reading", &m.stored_object))?,
                     rule: m.rule,
+                    limits: m.limits.unwrap_or_default(),
                 })
             })
             .collect::<Result<_, KernelError>>()?;

@@ -273,6 +273,15 @@ pub enum KernelError {
         asked: &'static str,
     },
 
+    #[error(
+        "`{iface}` runs its coalesced program in {running} mode, attached by its first deploy; --xdp {asked} would need another attachment: undeploy its lambdas first, or deploy without --xdp (or with --xdp {running})"
+    )]
+    CoalescedXdpConflict {
+        iface: String,
+        running: ModeUsed,
+        asked: &'static str,
+    },
+
     #[error("coalescing the lambdas of `{iface}`: {reason}")]
     CoalesceFailed { iface: String, reason: String },
 

@@ -1,5 +1,7 @@
 //! Logs of attached lambdas: the records a lambda wrote into the SDK's ring buffer
 //! (`lambda_ebpf::log`, map `LNIC_LOG`), read from the map `attach` pinned for its interface.
+//! A lambda deployed in coalesced mode keeps its own ring buffer inside the coalesced program,
+//! pinned under its name ([`Host::coalesced_logs`]).
 //!
 //! A ring buffer has one consumer position: reading a record consumes it, for every reader.
 //! Two `lambdactl logs` at once therefore split the records between them, and a record shown
@@ -61,35 +63,98 @@ impl Host {
             }
         };
         let record = listed.record;
-        let no_log = || KernelError::NoLog {
-            iface: iface.to_owned(),
-            lambda: record.lambda.clone(),
-        };
         let pin = self.maps_dir(iface).join(MAP_NAME);
-        if !pin.exists() {
-            return Err(no_log());
-        }
-        let opening = || format!("opening the log ring buffer {}", pin.display());
-        let data = MapData::from_pin(&pin).map_err(|e| aya_err(opening(), e))?;
-        let map = Map::from_map_data(data).map_err(|e| aya_err(opening(), e))?;
-        let ring = RingBuf::try_from(map).map_err(|e| aya_err(opening(), e))?;
-        // Pinned maps outlive the programs that used them (detach and upgrades keep state):
-        // the pin only counts if the running program writes to it.
-        let map_id = sys::map_info(ring.as_fd())
-            .map_err(|e| io_err("reading the map info of", &pin)(e))?
-            .id;
-        let info = sys::program_run_info(program_id)
-            .map_err(|source| program_info_err(program_id, source))?;
-        if !info.map_ids.contains(&map_id) {
-            return Err(no_log());
-        }
-        Ok(LogReader {
-            ring,
-            iface: iface.to_owned(),
-            lambda: record.lambda,
-            malformed: 0,
-        })
+        open_ring(&pin, program_id, iface, &record.lambda)
     }
+
+    /// Opens the log ring buffer of `name`, deployed behind a dispatcher or in coalesced mode:
+    /// its own `LNIC_LOG`, pinned under its name. [`KernelError::NotDeployed`] when no lambda
+    /// is deployed under that name, [`KernelError::NotLive`] when it is not running,
+    /// [`KernelError::NoLog`] when it does not log.
+    pub fn deployed_logs(&self, name: &str) -> Result<LogReader, KernelError> {
+        let Some(record) = self.deploy_records()?.into_iter().find(|r| r.name == name) else {
+            return self.coalesced_logs(name);
+        };
+        let Some(map) = record.maps.iter().find(|m| m.name == MAP_NAME) else {
+            return Err(KernelError::NoLog {
+                iface: record.iface.clone(),
+                lambda: record.name.clone(),
+            });
+        };
+        // The lambda's own program writes the ring (the dispatcher tail-calls into it).
+        open_ring(&map.pin, record.program_id, &record.iface, &record.name)
+    }
+
+    /// Opens the log ring buffer of `name`, deployed in coalesced mode: its own `LNIC_LOG`,
+    /// which the interface's coalesced program writes its log lines to.
+    /// [`KernelError::NotDeployed`] when no coalesced lambda has that name,
+    /// [`KernelError::NotLive`] when its program is not running, [`KernelError::NoLog`] when
+    /// the lambda does not log.
+    pub fn coalesced_logs(&self, name: &str) -> Result<LogReader, KernelError> {
+        let record = self
+            .coalesced_records()?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| KernelError::NotDeployed {
+                name: name.to_owned(),
+            })?;
+        let not_live = |reason: String| KernelError::NotLive {
+            iface: record.iface.clone(),
+            reason,
+        };
+        let iface = self
+            .coalesced_iface(&record.iface)
+            .ok_or_else(|| not_live("it has no coalesced program record".into()))?;
+        let program_id = match sys::pinned_link_state(&iface.link_pin) {
+            Ok(s) if s.ifindex == record.ifindex => s.program_id,
+            Ok(_) => return Err(not_live("its link is defunct or elsewhere".into())),
+            Err(e) => return Err(not_live(format!("no link ({e})"))),
+        };
+        let Some(map) = record.maps.iter().find(|m| m.name == MAP_NAME) else {
+            return Err(KernelError::NoLog {
+                iface: record.iface.clone(),
+                lambda: record.name.clone(),
+            });
+        };
+        open_ring(&map.pin, program_id, &record.iface, &record.name)
+    }
+}
+
+/// Opens the ring buffer pinned at `pin` as the log of `lambda` on `iface`, when program
+/// `program_id` (the running one) writes to it.
+fn open_ring(
+    pin: &std::path::Path,
+    program_id: u32,
+    iface: &str,
+    lambda: &str,
+) -> Result<LogReader, KernelError> {
+    let no_log = || KernelError::NoLog {
+        iface: iface.to_owned(),
+        lambda: lambda.to_owned(),
+    };
+    if !pin.exists() {
+        return Err(no_log());
+    }
+    let opening = || format!("opening the log ring buffer {}", pin.display());
+    let data = MapData::from_pin(pin).map_err(|e| aya_err(opening(), e))?;
+    let map = Map::from_map_data(data).map_err(|e| aya_err(opening(), e))?;
+    let ring = RingBuf::try_from(map).map_err(|e| aya_err(opening(), e))?;
+    // Pinned maps outlive the programs that used them (detach and upgrades keep state):
+    // the pin only counts if the running program writes to it.
+    let map_id = sys::map_info(ring.as_fd())
+        .map_err(|e| io_err("reading the map info of", pin)(e))?
+        .id;
+    let info =
+        sys::program_run_info(program_id).map_err(|source| program_info_err(program_id, source))?;
+    if !info.map_ids.contains(&map_id) {
+        return Err(no_log());
+    }
+    Ok(LogReader {
+        ring,
+        iface: iface.to_owned(),
+        lambda: lambda.to_owned(),
+        malformed: 0,
+    })
 }
 
 impl LogReader {

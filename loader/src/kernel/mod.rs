@@ -75,7 +75,8 @@ pub use raw_run::{
     load_xdp_with, max_raw_memory, run_raw_in_kernel, test_run_ns, test_run_packet, with_map_fds,
 };
 pub use stats::{
-    BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, stats_sysctl_enabled, sum_slots,
+    BPF_STATS_SYSCTL, KernelRunStats, LambdaStats, RunTimeStats, StatsKind, stats_sysctl_enabled,
+    sum_slots,
 };
 pub use sys::{check_privileges, ifindex, netns_inode, open_pinned};
 pub use test_run::{TestRunOutcome, TestRunner, test_run};

@@ -1,5 +1,7 @@
 //! Statistics of attached lambdas: the kernel's run count and run time of the program behind
-//! each pinned link, and the SDK's counters from its pinned `LNIC_STATS` map.
+//! each pinned link, and the SDK's counters from its pinned `LNIC_STATS` map. Lambdas deployed
+//! in coalesced mode share one program per interface: the kernel's figures are that program's
+//! (one [`StatsKind::CoalescedProgram`] row), and each lambda's row has its own SDK counters.
 //!
 //! The kernel counts runs and their time only while BPF statistics are enabled: by a
 //! `BPF_ENABLE_STATS` file descriptor that some process holds open ([`RunTimeStats`]), or
@@ -46,15 +48,58 @@ impl KernelRunStats {
     }
 }
 
-/// The statistics of one attached lambda.
+/// What a [`LambdaStats`] row is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatsKind {
+    /// A lambda attached alone: the program's figures are the lambda's.
+    Attached,
+    /// A lambda inside its interface's coalesced program: its own SDK counters only (the
+    /// kernel counts runs per program, not per function).
+    Coalesced,
+    /// The coalesced program of an interface (its `lambda` is empty): the kernel's figures,
+    /// for every request to any of `lambdas` and every other packet it passed.
+    CoalescedProgram { lambdas: Vec<String> },
+    /// A lambda deployed behind a dispatcher: its own SDK counters only (the kernel counts
+    /// runs of the program a packet enters, the dispatcher, not of tail-call targets).
+    Deployed,
+    /// The dispatcher of an interface (its `lambda` is empty): the kernel's figures, for every
+    /// packet it dispatched to any of `lambdas` or passed.
+    Dispatcher { lambdas: Vec<String> },
+}
+
+impl StatsKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StatsKind::Attached => "attached",
+            StatsKind::Coalesced => "coalesced",
+            StatsKind::CoalescedProgram { .. } => "coalesced-program",
+            StatsKind::Deployed => "deployed",
+            StatsKind::Dispatcher { .. } => "dispatcher",
+        }
+    }
+
+    /// A row of a whole program (a coalesced program or a dispatcher), not of one lambda.
+    pub fn is_program(&self) -> bool {
+        matches!(
+            self,
+            StatsKind::CoalescedProgram { .. } | StatsKind::Dispatcher { .. }
+        )
+    }
+}
+
+/// The statistics of one attached lambda, coalesced lambda or coalesced program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LambdaStats {
     pub iface: String,
     pub lambda: String,
-    /// The program the pinned link runs now (an upgrade changes it, and with it the kernel's
-    /// figures, which are per program; the SDK counters live in a pinned map and carry on).
+    pub kind: StatsKind,
+    /// The program the pinned link runs now (an upgrade or a re-coalescing changes it, and
+    /// with it the kernel's figures, which are per program; the SDK counters live in a pinned
+    /// map and carry on).
     pub program_id: u32,
-    pub kernel: KernelRunStats,
+    /// The program's figures; `None` for a [`StatsKind::Coalesced`] or [`StatsKind::Deployed`]
+    /// lambda, whose packets the kernel counts on its interface's program row.
+    pub kernel: Option<KernelRunStats>,
     /// The SDK's counters summed over CPUs; `None` when the program keeps none (written
     /// without the SDK, or an object older than the counters).
     pub sdk: Option<StatsSnapshot>,
@@ -89,12 +134,16 @@ impl Host {
     /// alone.
     pub fn stats(&self, iface: Option<&str>) -> Result<Vec<LambdaStats>, KernelError> {
         let listed = self.list()?;
-        if let Some(iface) = iface {
-            if !listed.iter().any(|l| l.record.iface == iface) {
-                return Err(KernelError::NotAttached {
-                    iface: iface.to_owned(),
-                });
-            }
+        let coalesced = self.coalesced_records()?;
+        let deployed = self.deploy_records()?;
+        if let Some(iface) = iface
+            && !listed.iter().any(|l| l.record.iface == iface)
+            && !coalesced.iter().any(|r| r.iface == iface)
+            && !deployed.iter().any(|r| r.iface == iface)
+        {
+            return Err(KernelError::NotAttached {
+                iface: iface.to_owned(),
+            });
         }
         let mut out = Vec::new();
         for l in listed {
@@ -124,15 +173,152 @@ impl Host {
             out.push(LambdaStats {
                 iface: l.record.iface,
                 lambda: l.record.lambda,
+                kind: StatsKind::Attached,
                 program_id,
-                kernel: KernelRunStats {
+                kernel: Some(KernelRunStats {
                     run_count: info.run_count,
                     run_time_ns: info.run_time_ns,
-                },
+                }),
                 sdk,
             });
         }
+        self.dispatched_stats(iface, &deployed, &mut out)?;
+        let mut ifaces: Vec<&str> = coalesced.iter().map(|r| r.iface.as_str()).collect();
+        ifaces.sort_unstable();
+        ifaces.dedup();
+        for name in ifaces {
+            if iface.is_some_and(|i| i != name) {
+                continue;
+            }
+            let live = self
+                .coalesced_iface(name)
+                .ok_or_else(|| "it has no coalesced program record".to_owned())
+                .and_then(|r| match sys::pinned_link_state(&r.link_pin) {
+                    Ok(s) if s.ifindex == r.ifindex => Ok((r, s.program_id)),
+                    Ok(_) => Err("its link is defunct or elsewhere".to_owned()),
+                    Err(e) => Err(format!("no link ({e})")),
+                });
+            let (record, program_id) = match live {
+                Ok(x) => x,
+                Err(reason) if iface.is_some() => {
+                    return Err(KernelError::NotLive {
+                        iface: name.to_owned(),
+                        reason,
+                    });
+                }
+                Err(_) => continue,
+            };
+            let info = sys::program_run_info(program_id)
+                .map_err(|source| program_info_err(program_id, source))?;
+            out.push(LambdaStats {
+                iface: name.to_owned(),
+                lambda: String::new(),
+                kind: StatsKind::CoalescedProgram {
+                    lambdas: record.lambdas.clone(),
+                },
+                program_id,
+                kernel: Some(KernelRunStats {
+                    run_count: info.run_count,
+                    run_time_ns: info.run_time_ns,
+                }),
+                sdk: None,
+            });
+            // In the program's order (deploy order), the members the program runs.
+            for lambda in &record.lambdas {
+                let Some(member) = coalesced
+                    .iter()
+                    .find(|r| &r.name == lambda && r.iface == name)
+                else {
+                    continue;
+                };
+                let sdk = match member.maps.iter().find(|m| m.name == MAP_NAME) {
+                    Some(m) => sdk_counters(&m.pin, &info.map_ids)?,
+                    None => None,
+                };
+                out.push(LambdaStats {
+                    iface: name.to_owned(),
+                    lambda: lambda.clone(),
+                    kind: StatsKind::Coalesced,
+                    program_id,
+                    kernel: None,
+                    sdk,
+                });
+            }
+        }
         Ok(out)
+    }
+
+    /// The rows of the interfaces with a dispatcher (all, or `iface`'s): the dispatcher's,
+    /// then its lambdas' in name order.
+    fn dispatched_stats(
+        &self,
+        iface: Option<&str>,
+        deployed: &[super::DeployRecord],
+        out: &mut Vec<LambdaStats>,
+    ) -> Result<(), KernelError> {
+        let mut ifaces: Vec<&str> = deployed.iter().map(|r| r.iface.as_str()).collect();
+        ifaces.sort_unstable();
+        ifaces.dedup();
+        for name in ifaces {
+            if iface.is_some_and(|i| i != name) {
+                continue;
+            }
+            let live = self
+                .dispatcher(name)
+                .ok_or_else(|| "it has no dispatcher record".to_owned())
+                .and_then(|r| match sys::pinned_link_state(&r.link_pin) {
+                    Ok(s) if s.ifindex == r.ifindex => Ok(s.program_id),
+                    Ok(_) => Err("the dispatcher's link is defunct or elsewhere".to_owned()),
+                    Err(e) => Err(format!("no dispatcher link ({e})")),
+                });
+            let program_id = match live {
+                Ok(id) => id,
+                Err(reason) if iface.is_some() => {
+                    return Err(KernelError::NotLive {
+                        iface: name.to_owned(),
+                        reason,
+                    });
+                }
+                Err(_) => continue,
+            };
+            let info = sys::program_run_info(program_id)
+                .map_err(|source| program_info_err(program_id, source))?;
+            let members: Vec<&super::DeployRecord> =
+                deployed.iter().filter(|r| r.iface == name).collect();
+            out.push(LambdaStats {
+                iface: name.to_owned(),
+                lambda: String::new(),
+                kind: StatsKind::Dispatcher {
+                    lambdas: members.iter().map(|r| r.name.clone()).collect(),
+                },
+                program_id,
+                kernel: Some(KernelRunStats {
+                    run_count: info.run_count,
+                    run_time_ns: info.run_time_ns,
+                }),
+                sdk: None,
+            });
+            for r in members {
+                // The lambda's own program references its counters (not the dispatcher).
+                let sdk = match r.maps.iter().find(|m| m.name == MAP_NAME) {
+                    Some(m) => match sys::program_run_info(r.program_id) {
+                        Ok(own) => sdk_counters(&m.pin, &own.map_ids)?,
+                        // Undeployed meanwhile: no counters to show.
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                out.push(LambdaStats {
+                    iface: name.to_owned(),
+                    lambda: r.name.clone(),
+                    kind: StatsKind::Deployed,
+                    program_id: r.program_id,
+                    kernel: None,
+                    sdk,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
