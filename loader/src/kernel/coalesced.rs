@@ -111,6 +111,11 @@ pub struct CoalescedRecord {
     pub maps: Vec<PinnedMap>,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// Deploy order on the interface (one more than the highest before it): seconds are too
+    /// coarse to order two deploys in the same second, and the order is the program's layout
+    /// and what `stats` lists. Records written before it existed read as 0.
+    #[serde(default)]
+    pub seq: u64,
     /// The verifier limits it was deployed (or last replaced) with: every re-coalescing,
     /// including one for another lambda's deploy or undeploy, checks the program against
     /// them. A record written before they were kept has none and gets the defaults.
@@ -236,7 +241,7 @@ impl Host {
             .into_iter()
             .filter(|r| r.iface == iface)
             .collect();
-        on.sort_by(|a, b| (a.deployed_at, &a.name).cmp(&(b.deployed_at, &b.name)));
+        on.sort_by(|a, b| (a.seq, a.deployed_at, &a.name).cmp(&(b.seq, b.deployed_at, &b.name)));
         Ok(on)
     }
 
@@ -327,6 +332,7 @@ impl Host {
             rule,
             maps: Vec::new(),
             deployed_at: now_secs(),
+            seq: members.iter().map(|m| m.seq).max().map_or(0, |s| s + 1),
             limits: Some(limits),
         };
         members.push(record);
