@@ -78,7 +78,10 @@ impl Frame for BufFrame {
     fn csum_partial(&self, addr: usize, len: u32) -> Result<u32, HelperError> {
         assert!(len.is_multiple_of(4) && len as usize <= CSUM_CHUNK);
         let offset = addr - self.data();
-        let bytes = &self.bytes()[offset..offset + len as usize];
+        self.csum_bytes(&self.bytes()[offset..offset + len as usize])
+    }
+    fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError> {
+        assert!(bytes.len().is_multiple_of(4) && bytes.len() <= CSUM_CHUNK);
         let sum: u64 = bytes
             .chunks(2)
             .map(|w| u64::from(u16::from_ne_bytes([w[0], w[1]])))
