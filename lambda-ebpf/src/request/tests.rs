@@ -279,6 +279,37 @@ fn replies_over_ipv4_with_options_and_ethernet_padding() {
     assert_valid_ipv4_response(frame.bytes(), b"", Status::NotFound, 24);
 }
 
+/// Every body length a reply can have, behind the shortest and the longest IPv4 header: the
+/// checksum takes a different set of chunks, halves, quarters and tail bytes for each.
+#[test]
+fn every_body_length_gets_valid_checksums() {
+    let body: Vec<u8> = (0..MAX_BODY).map(|i| (i * 7 + 3) as u8).collect();
+    for options in [&[][..], &[1; 40][..]] {
+        let packet = ipv4_packet_with(9000, &udp_payload(7, 0xfeed_beef, b"x"), options, 0);
+        let request = parse(&packet).expect("a λ request");
+        for len in 0..=MAX_BODY {
+            let mut frame = BufFrame::new(&packet, 2048);
+            assert_eq!(
+                request.reply(&mut frame, Status::Ok, &body[..len]),
+                Verdict::Reply
+            );
+            assert_valid_ipv4_response(frame.bytes(), &body[..len], Status::Ok, 20 + options.len());
+        }
+    }
+}
+
+/// A request whose IPv4 header checksum is wrong, with or without options, is not answered.
+#[test]
+fn a_bad_ipv4_header_checksum_is_not_a_request() {
+    for options in [&[][..], &[1; 4][..], &[1; 40][..]] {
+        let mut packet = ipv4_packet_with(9000, &udp_payload(7, 1, b"x"), options, 0);
+        assert!(parse(&packet).is_some());
+        // The last header byte: an option byte, or the destination address's.
+        packet[14 + 20 + options.len() - 1] ^= 0x10;
+        assert!(parse(&packet).is_none(), "options {}", options.len());
+    }
+}
+
 #[test]
 fn replies_over_ipv6_with_a_valid_checksum() {
     for body in [&b"odd"[..], b"even", &[0xff; 1000][..]] {
