@@ -32,34 +32,42 @@ const MAX_CSUM_CHUNKS: usize = (UDP_LEN + HEADER_LEN + MAX_BODY) / CSUM_CHUNK + 
 /// Whether the IPv4 header at `ip` (frame offset [`ETH_LEN`], its first byte proven inside the
 /// packet) sums to all ones. `None`: truncated, or shorter than 20 bytes.
 ///
-/// The header, `ihl` bytes (20 to 60), is copied with one variable-length `bpf_xdp_load_bytes`
-/// into a zeroed buffer that is then summed whole. A loop over the options that stops at `ihl`
-/// gives the kernel verifier one path per possible header length, each walked through the rest
-/// of the program.
+/// The fixed 20 bytes are read in place. Options (rare) are copied with one variable-length
+/// `bpf_xdp_load_bytes` into a zeroed buffer that is then summed whole: a loop over them that
+/// stops at `ihl` would give the kernel verifier one path per possible header length, each
+/// walked through the rest of the program. The options branch tests a fresh copy of the
+/// length, so the two outcomes differ only in values that are dead where they meet, and the
+/// verifier walks what follows once.
 #[inline(always)]
 fn ipv4_header_checksum_ok<F: Frame>(frame: &F, ip: usize) -> Option<bool> {
-    let mut words = [0u64; 60 / 8 + 1];
-    // Zeroed by single stores rather than a `memset` call.
-    for word in &mut words {
-        // SAFETY: a valid, aligned pointer to a local.
-        unsafe { core::ptr::write_volatile(word, 0) };
+    // SAFETY: `read_at` checks against `data_end`.
+    let fixed: [u32; 5] = unsafe { read_at(ip, frame.data_end())? };
+    let mut sum = 0u64;
+    for word in fixed {
+        sum += u64::from(word);
     }
-    // SAFETY: the u64 array covers at least 60 initialised bytes.
-    let bytes: &mut [u8; 60] = unsafe { &mut *words.as_mut_ptr().cast() };
-    // The length is read again here, right before the copy: the caller's copy is spilled to
-    // the stack, and the λ-NIC verifier does not carry a check of a register to its spilled
-    // copy, so the helper's size must be the register the `>= 20` check just bounded.
     // SAFETY: the caller proved `ip` inside the packet.
     let ihl = usize::from(unsafe { core::ptr::read_volatile(ip as *const u8) } & 0x0f) * 4;
-    if ihl < IPV4_MIN_LEN {
-        return None;
-    }
-    frame
-        .load_bytes(ETH_LEN as u32, bytes.get_mut(..ihl)?)
-        .ok()?;
-    let mut sum = 0u64;
-    for word in words {
-        sum += (word & 0xffff_ffff) + (word >> 32);
+    if ihl > IPV4_MIN_LEN {
+        let mut words = [0u64; 40 / 8];
+        // Zeroed by single stores rather than a `memset` call: across a call the compiler
+        // would spill `ihl`, and the λ-NIC verifier does not carry the check above to the
+        // spilled copy that becomes the helper's size.
+        for word in &mut words {
+            // SAFETY: a valid, aligned pointer to a local.
+            unsafe { core::ptr::write_volatile(word, 0) };
+        }
+        // SAFETY: the u64 array is 40 initialised bytes.
+        let bytes: &mut [u8; 40] = unsafe { &mut *words.as_mut_ptr().cast() };
+        frame
+            .load_bytes(
+                (ETH_LEN + IPV4_MIN_LEN) as u32,
+                bytes.get_mut(..ihl - IPV4_MIN_LEN)?,
+            )
+            .ok()?;
+        for word in words {
+            sum += (word & 0xffff_ffff) + (word >> 32);
+        }
     }
     Some(fold(sum) == 0xffff)
 }
