@@ -379,18 +379,8 @@ impl Request {
             // The body is stored here, on the path where it fits, rather than after the two
             // outcomes meet: there `body` would be either the caller's pointer or an empty
             // slice's, which no verifier can tell apart.
-            // The length is read again right before the copy and checked there: otherwise the
-            // compiler may hand the helper a copy of it spilled before the checks above, and
-            // the λ-NIC verifier does not carry a check to a spilled copy.
-            // SAFETY: a read of a local.
-            let n = unsafe { core::ptr::read_volatile(&len) };
-            if n > 0 {
-                let Some(src) = body.get(..n) else {
-                    return Verdict::Aborted;
-                };
-                if n > MAX_BODY || frame.store_bytes(self.body_offset() as u32, src).is_err() {
-                    return Verdict::Aborted;
-                }
+            if len > 0 && frame.store_bytes(self.body_offset() as u32, body).is_err() {
+                return Verdict::Aborted;
             }
             (status, len)
         } else {
@@ -509,70 +499,6 @@ impl Request {
     }
 }
 
-/// The 4 bytes at `addr` as a native-endian `u32`, loaded one by one (what an unaligned load
-/// becomes on BPF anyway, without the stack temporary the compiler may give it).
-///
-/// # Safety
-/// `addr..addr + 4` must be readable (checked against `data_end`).
-#[inline(always)]
-unsafe fn packet_u32(addr: usize) -> u32 {
-    let p = addr as *const u8;
-    // SAFETY: the caller's range.
-    unsafe { u32::from_ne_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]) }
-}
-
-/// The furthest frame offset [`tail_sum`] accepts (a jumbo frame's end).
-const MAX_FRAME_OFFSET: usize = 9216;
-
-/// The 16-bit sum of the last `tail` bytes (fewer than 32) before frame offset `end_offset`,
-/// as the checksum adds them: words in memory order from an even offset of the datagram
-/// that ends at `end_offset`, an odd last byte padded with zero.
-///
-/// Reads the 32 bytes before `end_offset` in place (a λ datagram is at least 32 bytes long,
-/// UDP and λ headers; for a shorter one the window starts in the IP header, whose bytes are
-/// masked off like the datagram's own before the tail) and keeps the last `tail`. The window
-/// starts `32 - tail` bytes before the tail, an odd number when the datagram's length is odd:
-/// its 16-bit words then pair bytes the other way round, and the sum is swapped back (RFC
-/// 1071: byte order independence).
-#[inline(always)]
-fn tail_sum<F: Frame>(frame: &F, end_offset: usize, tail: usize) -> Option<u16> {
-    const WINDOW: usize = 32;
-    // Re-read volatile and bounded again: otherwise the compiler reads at negative offsets
-    // from a pointer to `end_offset`, which the verifiers refuse.
-    // SAFETY: a read of a local.
-    let start = unsafe { core::ptr::read_volatile(&end_offset.checked_sub(WINDOW)?) };
-    if start > MAX_FRAME_OFFSET {
-        return None;
-    }
-    let at = frame.data() + start;
-    if at + WINDOW > frame.data_end() {
-        return None;
-    }
-    // Window bytes before index `skip` are not the tail's.
-    let skip = WINDOW - tail;
-    let mut sum = 0u64;
-    for k in 0..WINDOW / 4 {
-        // SAFETY: inside the range checked above; packet memory has no alignment guarantee.
-        let word = unsafe { packet_u32(at + 4 * k) };
-        let first = 4 * k;
-        let kept = if skip <= first {
-            word
-        } else if skip >= first + 4 {
-            0
-        } else {
-            // Little-endian: the word's first bytes in memory are its low bits.
-            word & (u32::MAX << (8 * (skip - first)))
-        };
-        sum += u64::from(kept);
-    }
-    let folded = fold(sum);
-    Some(if skip % 2 == 1 {
-        folded.swap_bytes()
-    } else {
-        folded
-    })
-}
-
 /// The partial sum of `len` packet bytes (a multiple of 4, at most [`CSUM_CHUNK`]) at frame
 /// offset `offset`, read in place after a constant-size bounds check. `None`: past the end.
 #[inline(always)]
@@ -615,13 +541,14 @@ pub fn udp_checksum<F: Frame>(
             }
         }
     }
-    // The datagram, `udp_len` bytes: whole chunks, then 128, 64 and 32 bytes as the length's
-    // bits say, through `bpf_csum_diff` straight from the packet, then the last bytes (fewer
-    // than 32) read in place from a 32-byte window that ends where the datagram ends, the bytes
-    // before them masked off (no helper: copying them out with `bpf_xdp_load_bytes` cost
-    // ≈ 60 ns per reply). Every branch depends on `udp_len` alone, not on where the
-    // packet ends: when the body length is a constant the kernel verifier walks one path, and
-    // otherwise one per chunk count and partial chunk, instead of one per 4-byte word.
+    // The datagram, `udp_len` bytes: whole chunks through the helper straight from the packet,
+    // then 128, 64 and 32 bytes the same way as the length's bits say, then the last bytes
+    // (fewer than 32) copied into a zeroed buffer and summed there, padded to whole words (a
+    // zero pad byte is what the checksum adds for an odd length). Every branch depends on
+    // `udp_len` alone, not on where the packet ends: when the body length is a constant the
+    // kernel verifier walks one path, and otherwise one per chunk count and partial chunk,
+    // instead of one per 4-byte word of the datagram. Sizes are masked from `udp_len` itself
+    // so that the verifier sees their bounds whatever the compiler makes of the arithmetic.
     let len = usize::from(udp_len);
     if len >= MAX_CSUM_CHUNKS * CSUM_CHUNK {
         // Longer than any datagram a lambda sends.
@@ -646,8 +573,19 @@ pub fn udp_checksum<F: Frame>(
     }
     if len & 32 != 0 {
         sum += u64::from(csum_packet(frame, offset, 32)?);
+        offset += 32;
     }
-    sum += u64::from(tail_sum(frame, udp_offset + len, len & 31)?);
+    let tail = len & 31;
+    if tail > 0 {
+        // 40 bytes: the tail rounded up to whole words (at most 34 as the verifier bounds it).
+        // Small, as it shares the 512-byte stack with the lambda's own buffers.
+        let mut words = [0u64; 5];
+        // SAFETY: the u64 array is 40 initialised bytes.
+        let buf: &mut [u8; 40] = unsafe { &mut *words.as_mut_ptr().cast() };
+        frame.load_bytes(offset as u32, buf.get_mut(..tail)?).ok()?;
+        let padded = (tail + 3) & !3;
+        sum += u64::from(frame.csum_bytes(buf.get(..padded)?).ok()?);
+    }
     let check = !fold(sum);
     // A computed zero is sent as all ones: zero means "no checksum" in UDP over IPv4 and is
     // forbidden over IPv6.

@@ -618,34 +618,10 @@ mod lambda {
         {
             return None;
         }
-        Some(unpack(answer(frame)))
-    }
-
-    /// `answer`'s result as one number: the XDP action in the low byte, the λ status of the
-    /// response sent plus one above it (0: none). A function's result that the compiler
-    /// returns through memory leaves `r0` as whatever it last held, which may be a pointer on
-    /// some paths; the λ-NIC verifier requires a number there.
-    #[inline(always)]
-    fn pack(answered: Result<(Verdict, Option<Status>), ()>) -> u32 {
-        let (verdict, status) = answered.unwrap_or((Verdict::Aborted, None));
-        let status = status.map_or(0, |s| u32::from(s.to_wire()) + 1);
-        verdict.xdp_action() | status << 8
-    }
-
-    /// The inverse of [`pack`].
-    #[inline(always)]
-    fn unpack(packed: u32) -> (Verdict, Option<Status>) {
-        let verdict = match packed & 0xff {
-            0 => Verdict::Aborted,
-            1 => Verdict::Drop,
-            2 => Verdict::Pass,
-            _ => Verdict::Reply,
-        };
-        let status = match packed >> 8 {
-            0 => None,
-            s => Status::from_wire((s - 1) as u16),
-        };
-        (verdict, status)
+        Some(match answer(frame) {
+            Ok(answered) => answered,
+            Err(()) => (Verdict::Aborted, None),
+        })
     }
 
     /// Turns memcached's reply into the λ response for whoever asked.
@@ -654,12 +630,7 @@ mod lambda {
     /// request path's call chain (with the SDK's reply code) also carries; together they
     /// exceeded the kernel's 512 bytes.
     #[inline(never)]
-    fn answer(frame: &mut XdpFrame<'_>) -> u32 {
-        pack(answer_with(frame))
-    }
-
-    #[inline(always)]
-    fn answer_with(frame: &mut XdpFrame<'_>) -> Result<(Verdict, Option<Status>), ()> {
+    fn answer(frame: &mut XdpFrame<'_>) -> Result<(Verdict, Option<Status>), ()> {
         let data = frame.data();
         let end = frame.data_end();
         // SAFETY (reads): `read_at` checks against `end`.
