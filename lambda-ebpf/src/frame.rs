@@ -32,6 +32,10 @@ pub trait Frame {
     /// 16-bit words in memory order (`bpf_csum_diff`). `len` is a multiple of 4, at most
     /// [`CSUM_CHUNK`], and `addr + len` has been checked against `data_end`.
     fn csum_partial(&self, addr: usize, len: u32) -> Result<u32, HelperError>;
+    /// The same partial sum over `bytes` in the program's own memory (a stack buffer), whose
+    /// length is a multiple of 4 and at most [`CSUM_CHUNK`] (`bpf_csum_diff`). The length may
+    /// vary at run time: the kernel verifier checks the buffer against its largest value.
+    fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError>;
 }
 
 /// The largest block summed by one [`Frame::csum_partial`] call.

@@ -136,6 +136,21 @@ impl Frame for XdpFrame<'_> {
         check(sum)?;
         Ok(sum as u32)
     }
+    #[inline(always)]
+    fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError> {
+        // SAFETY: the helper only reads `bytes.len()` bytes of `bytes`; `from` is empty.
+        let sum = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                bytes.as_ptr() as *mut _,
+                bytes.len() as u32,
+                0,
+            )
+        };
+        check(sum)?;
+        Ok(sum as u32)
+    }
 }
 
 /// Runs `handler` for each λ request addressed to this lambda; passes everything else.

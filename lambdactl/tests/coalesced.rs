@@ -3,11 +3,11 @@
 //! Two veth pairs, each with its own client namespace and its own memcached there. On the
 //! first pair the three sample workloads (static-server, memcached, grayscale), three `whoami`
 //! lambdas and 60 generated lambdas are deployed behind the tail-call dispatcher (drv mode).
-//! On the second the same lambdas run in coalesced programs (drv mode), in three groups one
-//! after the other, because the kernel's verifier refuses to process more than one million
-//! instructions for one program and the three samples alone cost ≈ 1.8 million (measured: see
-//! `limits_are_refused_by_name`). Every lambda of a group gets the same seeded requests on both
-//! pairs, interleaved, and every answer must be byte for byte the same.
+//! On the second the same 66 lambdas run in ONE coalesced program (drv mode): the kernel's
+//! verifier processes at most one million instructions for one program, and this set costs it
+//! about a tenth of that (each lambda's own cost: `loader/tests/kernel_verify_cost.rs`).
+//! Every lambda gets the same seeded requests on both pairs, interleaved, and every answer must
+//! be byte for byte the same.
 //!
 //! Then, on the coalesced pair: a lambda replaced and another undeployed while a client keeps
 //! calling the static-server (no request unanswered), with `whoami`'s call count and the
@@ -32,7 +32,7 @@ const GRAYSCALE_PORT: u16 = 9002;
 const WHOAMI_PORT: u16 = 9100;
 const GENERATED_PORT: u16 = 9200;
 const MEMCACHED_PORT: u16 = 11211;
-/// Generated lambdas: 1..=50 share the static-server's group, 51..=60 grayscale's.
+/// Generated lambdas.
 const GENERATED: u32 = 60;
 
 /// xorshift64*: seeded, so a failure reproduces.
@@ -127,16 +127,56 @@ stxb [%r6+{at}], %r3
 
 /// [`generated_program`] as a BPF ELF object, as `deploy` takes it.
 fn generated_object(i: u32) -> Vec<u8> {
+    elf_object(&format!("gen{i}"), &generated_program(i))
+}
+
+/// Independent two-way branches in [`costly_object`].
+const COSTLY_BRANCHES: u32 = 17;
+
+/// A lambda the kernel's verifier walks path by path: [`COSTLY_BRANCHES`] branches on packet
+/// bytes, each adding its own power of two to a sum that a final comparison makes precise, so
+/// no two of the 2^17 paths are the same state to the kernel and it walks them all (≈ 650,000
+/// processed instructions, of the one million a program may take: two never fit one
+/// program). Our verifier joins the paths, so it stays cheap there. It passes every packet.
+/// Variants differ in one constant, so the coalescer does not merge them into one function.
+fn costly_object(variant: i32) -> Vec<u8> {
+    let mut text = format!(
+        "ldxw %r6, [%r1+0]
+ldxw %r7, [%r1+4]
+mov %r0, 2
+mov %r2, %r6
+add %r2, {COSTLY_BRANCHES}
+jgt %r2, %r7, out
+mov %r8, 0
+"
+    );
+    for j in 0..COSTLY_BRANCHES {
+        text.push_str(&format!(
+            "ldxb %r3, [%r6+{j}]\njeq %r3, 0, +1\nadd %r8, {}\n",
+            1u32 << j
+        ));
+    }
+    // Never equal (the sum is below 2^17), but decided on every path: the kernel then marks
+    // the sum precise back through every branch.
+    text.push_str(&format!("jeq %r8, {}, out\nout:\nexit\n", -1 - variant));
+    elf_object(
+        "costly",
+        &ebpf_isa::asm::assemble(&text).expect("the costly lambda assembles"),
+    )
+}
+
+/// `code` as a BPF ELF object with one XDP program `symbol`, as `deploy` takes it.
+fn elf_object(symbol: &str, code: &[ebpf_isa::Insn]) -> Vec<u8> {
     use object::write::{Object, Symbol, SymbolSection};
     use object::{
         Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
     };
-    let code = ebpf_isa::encode(&generated_program(i));
+    let code = ebpf_isa::encode(code);
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
     let text = obj.add_section(Vec::new(), b"xdp".to_vec(), SectionKind::Text);
     obj.append_section_data(text, &code, 8);
     obj.add_symbol(Symbol {
-        name: format!("gen{i}").into_bytes(),
+        name: symbol.as_bytes().to_vec(),
         value: 0,
         size: code.len() as u64,
         kind: SymbolKind::Text,
@@ -430,7 +470,7 @@ fn lambdactl_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The whole set, grouped as the coalesced side runs it.
+/// The whole set, grouped as the coalesced side runs it: one group, one program.
 fn lambda_groups(dir: &Path) -> Vec<Vec<Lambda>> {
     let sample = |name: &str, port: u16, kind: Kind| Lambda {
         name: name.into(),
@@ -458,20 +498,17 @@ fn lambda_groups(dir: &Path) -> Vec<Vec<Lambda>> {
         }
     };
     // Generated lambdas first: each deploy re-coalesces the group, cheapest while it is small.
-    let mut first: Vec<Lambda> = (1..=50).map(generated).collect();
-    first.extend([
+    // The static-server last: the state checks below replace and undeploy lambdas around it.
+    let mut all: Vec<Lambda> = (1..=GENERATED).map(generated).collect();
+    all.extend([
         whoami(1),
         whoami(2),
-        sample("static-server", STATIC_PORT, Kind::Static),
-    ]);
-    let second = vec![
         whoami(3),
         sample("memcached", MEMCACHED_LAMBDA_PORT, Kind::Memcached),
-    ];
-    let mut third: Vec<Lambda> = (51..=GENERATED).map(generated).collect();
-    third.push(sample("grayscale", GRAYSCALE_PORT, Kind::Grayscale));
-    // The first group last: the state checks below run on it.
-    vec![second, third, first]
+        sample("grayscale", GRAYSCALE_PORT, Kind::Grayscale),
+        sample("static-server", STATIC_PORT, Kind::Static),
+    ]);
+    vec![all]
 }
 
 /// Sends each lambda's requests to both pairs, interleaved, and asserts identical answers.
@@ -740,15 +777,23 @@ fn rng_id(k: u32) -> u64 {
     0x7768_6f00_0000_0000 + u64::from(k)
 }
 
-/// The kernel's one-million-instruction verification budget, measured: the three samples do
-/// not fit one coalesced program, and the deploy that would cross it is refused with the
-/// limit named while the running program keeps answering.
+/// The kernel's one-million-instruction verification budget, measured: a lambda the kernel's
+/// verifier walks ≈ 650,000 instructions for fits beside the static-server, a second does not,
+/// and the deploy that would cross the limit is refused with the limit named while the running
+/// program keeps answering.
 #[test]
 fn limits_are_refused_by_name() {
     if !kernel_tests_enabled("limits_are_refused_by_name") {
         return;
     }
     let pair = prepared_pair();
+    let dir = std::env::temp_dir().join(format!("lnic-coalesced-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let costly_path = |variant: i32| {
+        let path = dir.join(format!("costly-{variant}.o"));
+        std::fs::write(&path, costly_object(variant)).unwrap();
+        path
+    };
     let lambda = |name: &str, port: u16| Lambda {
         name: name.into(),
         object: lambda_object(name),
@@ -756,7 +801,13 @@ fn limits_are_refused_by_name() {
         id: None,
         kind: Kind::Static,
     };
-    let out = deploy(&pair, &lambda("static-server", STATIC_PORT), true);
+    let costly = |name: &str, port: u16| Lambda {
+        name: name.into(),
+        object: costly_path(1),
+        port,
+        id: None,
+        kind: Kind::Generated,
+    };
     let used = |out: &str| -> u64 {
         out.split("verifier processed ")
             .nth(1)
@@ -764,35 +815,45 @@ fn limits_are_refused_by_name() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no processed count in {out}"))
     };
-    let alone = used(&out);
+    let alone = used(&deploy(&pair, &lambda("static-server", STATIC_PORT), true));
+    let with_costly = used(&deploy(&pair, &costly("costly-1", 9300), true));
+    assert!(
+        with_costly > alone + (1 << COSTLY_BRANCHES),
+        "the costly lambda costs the kernel's verifier at least one instruction per path: \
+         {alone} alone, {with_costly} with it"
+    );
     let mut args = vec![
         "-n".to_string(),
         pair.server_ns.clone(),
         "deploy".into(),
-        lambda_object("grayscale").to_str().unwrap().into(),
+        costly_path(2).to_str().unwrap().into(),
         "--iface".into(),
         pair.server_if.clone(),
         "--name".into(),
-        "grayscale".into(),
+        "costly-2".into(),
         "--match".into(),
-        format!("port={GRAYSCALE_PORT}"),
+        "port=9301".into(),
         "--mode".into(),
         "coalesced".into(),
     ];
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = lambdactl_err(&refs);
-    eprintln!("static-server alone: {alone} instructions processed; adding grayscale: {err}");
+    eprintln!(
+        "static-server alone: {alone} instructions processed; with one costly lambda: \
+         {with_costly}; adding a second: {err}"
+    );
     assert!(
         err.contains("BPF_COMPLEXITY_LIMIT_INSNS") && err.contains("1000000"),
         "{err}"
     );
-    // Nothing of the refused lambda stays; the static-server still runs alone.
+    // Nothing of the refused lambda stays; the others still run.
     let ls = lambdactl_ok(&["-n", &pair.server_ns, "ls"]);
     assert!(
-        ls.contains("static-server") && !ls.contains("grayscale"),
+        ls.contains("static-server") && ls.contains("costly-1") && !ls.contains("costly-2"),
         "{ls}"
     );
-    args[7] = "grayscale-2".into();
+    args[3] = costly_path(3).to_str().unwrap().into();
+    args[7] = "costly-3".into();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     assert!(lambdactl_err(&refs).contains("BPF_COMPLEXITY_LIMIT_INSNS"));
     let client = Client::new(&pair);
@@ -804,6 +865,8 @@ fn limits_are_refused_by_name() {
         LambdaHeader::decode(&answer).unwrap().status(),
         Some(Status::Ok)
     );
+    lambdactl_ok(&["-n", &pair.server_ns, "undeploy", "costly-1"]);
     lambdactl_ok(&["-n", &pair.server_ns, "undeploy", "static-server"]);
     assert!(!pair.server_xdp_attached());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,23 +29,45 @@ const MAX_HEADERS_LEN: usize = ETH_LEN + 60 + UDP_LEN + HEADER_LEN;
 /// Upper bound on the number of [`CSUM_CHUNK`]-byte blocks in one UDP datagram we checksum.
 const MAX_CSUM_CHUNKS: usize = (UDP_LEN + HEADER_LEN + MAX_BODY) / CSUM_CHUNK + 1;
 
-/// Whether the IPv4 header of `ihl` bytes at `ip` sums to all ones. `None`: truncated.
+/// Whether the IPv4 header at `ip` (frame offset [`ETH_LEN`], its first byte proven inside the
+/// packet) sums to all ones. `None`: truncated, or shorter than 20 bytes.
+///
+/// The fixed 20 bytes are read in place. Options (rare) are copied with one variable-length
+/// `bpf_xdp_load_bytes` into a zeroed buffer that is then summed whole: a loop over them that
+/// stops at `ihl` would give the kernel verifier one path per possible header length, each
+/// walked through the rest of the program. The options branch tests a fresh copy of the
+/// length, so the two outcomes differ only in values that are dead where they meet, and the
+/// verifier walks what follows once.
 #[inline(always)]
-fn ipv4_header_checksum_ok(ip: usize, ihl: usize, end: usize) -> Option<bool> {
-    // SAFETY: `read_at` checks against `end`.
-    let fixed: [u32; 5] = unsafe { read_at(ip, end)? };
+fn ipv4_header_checksum_ok<F: Frame>(frame: &F, ip: usize) -> Option<bool> {
+    // SAFETY: `read_at` checks against `data_end`.
+    let fixed: [u32; 5] = unsafe { read_at(ip, frame.data_end())? };
     let mut sum = 0u64;
     for word in fixed {
         sum += u64::from(word);
     }
-    // Options: at most 40 bytes, in 4-byte words.
-    for i in 0..10 {
-        let at = IPV4_MIN_LEN + 4 * i;
-        if at >= ihl {
-            break;
+    // SAFETY: the caller proved `ip` inside the packet.
+    let ihl = usize::from(unsafe { core::ptr::read_volatile(ip as *const u8) } & 0x0f) * 4;
+    if ihl > IPV4_MIN_LEN {
+        let mut words = [0u64; 40 / 8];
+        // Zeroed by single stores rather than a `memset` call: across a call the compiler
+        // would spill `ihl`, and the λ-NIC verifier does not carry the check above to the
+        // spilled copy that becomes the helper's size.
+        for word in &mut words {
+            // SAFETY: a valid, aligned pointer to a local.
+            unsafe { core::ptr::write_volatile(word, 0) };
         }
-        // SAFETY: `read_at` checks against `end`.
-        sum += u64::from(unsafe { read_at::<u32>(ip + at, end)? });
+        // SAFETY: the u64 array is 40 initialised bytes.
+        let bytes: &mut [u8; 40] = unsafe { &mut *words.as_mut_ptr().cast() };
+        frame
+            .load_bytes(
+                (ETH_LEN + IPV4_MIN_LEN) as u32,
+                bytes.get_mut(..ihl - IPV4_MIN_LEN)?,
+            )
+            .ok()?;
+        for word in words {
+            sum += (word & 0xffff_ffff) + (word >> 32);
+        }
     }
     Some(fold(sum) == 0xffff)
 }
@@ -166,7 +188,7 @@ impl Request {
                 }
                 // XDP runs before the stack checks anything: a header with a bad checksum is
                 // left to the stack to drop (and count) rather than answered.
-                if !ipv4_header_checksum_ok(ip, ihl, end)? {
+                if !ipv4_header_checksum_ok(frame, ip)? {
                     return None;
                 }
                 (IpVersion::V4, ETH_LEN + ihl)
@@ -330,8 +352,7 @@ impl Request {
         {
             (status, body_len)
         } else {
-            // Shrinking to the headers always fits: the request already had them.
-            let _ = self.resize_body(frame, 0);
+            self.drop_body(frame);
             (Status::TooLarge, 0)
         };
         match self.rewrite_headers(frame, status, body_len) {
@@ -353,28 +374,34 @@ impl Request {
     /// is [`Verdict::Aborted`].
     #[inline(always)]
     pub fn reply<F: Frame>(&self, frame: &mut F, status: Status, body: &[u8]) -> Verdict {
-        let (status, body) = self.resize_for(frame, status, body);
-        match self.rewrite(frame, status, body) {
+        let len = body.len();
+        let (status, body_len) = if len <= MAX_BODY && self.resize_body(frame, len).is_ok() {
+            // The body is stored here, on the path where it fits, rather than after the two
+            // outcomes meet: there `body` would be either the caller's pointer or an empty
+            // slice's, which no verifier can tell apart.
+            if len > 0 && frame.store_bytes(self.body_offset() as u32, body).is_err() {
+                return Verdict::Aborted;
+            }
+            (status, len)
+        } else {
+            self.drop_body(frame);
+            (Status::TooLarge, 0)
+        };
+        match self.rewrite_headers(frame, status, body_len) {
             Some(()) => Verdict::Reply,
             None => Verdict::Aborted,
         }
     }
 
-    /// Resizes the packet so the body is exactly `body.len()` bytes, falling back to an empty
-    /// `TOO_LARGE` response when it cannot grow that far.
+    /// Shrinks the packet to the headers (the request had them, so this never grows it; a
+    /// failure leaves the packet as it was, and the headers still describe an empty body).
     #[inline(always)]
-    fn resize_for<'b, F: Frame>(
-        &self,
-        frame: &mut F,
-        status: Status,
-        body: &'b [u8],
-    ) -> (Status, &'b [u8]) {
-        if body.len() <= MAX_BODY && self.resize_body(frame, body.len()).is_ok() {
-            return (status, body);
+    fn drop_body<F: Frame>(&self, frame: &mut F) {
+        let current = (frame.data_end() - frame.data()) as i64;
+        let delta = self.body_offset() as i64 - current;
+        if delta < 0 {
+            let _ = frame.adjust_tail(delta as i32);
         }
-        // Shrinking to the headers always fits: the request already had them.
-        let _ = self.resize_body(frame, 0);
-        (Status::TooLarge, &[])
     }
 
     #[inline(always)]
@@ -408,16 +435,6 @@ impl Request {
         frame.load_bytes(0, headers)?;
         frame.adjust_head(-delta)?;
         frame.store_bytes(0, headers)
-    }
-
-    /// Writes body and headers of the response; the packet already has the final size.
-    #[inline(always)]
-    fn rewrite<F: Frame>(&self, frame: &mut F, status: Status, body: &[u8]) -> Option<()> {
-        let body_len = body.len();
-        if body_len > 0 && body_len <= MAX_BODY {
-            frame.store_bytes(self.body_offset() as u32, body).ok()?;
-        }
-        self.rewrite_headers(frame, status, body_len)
     }
 
     /// Turns the headers into the response's for a body of `body_len` bytes that is already in
@@ -482,6 +499,17 @@ impl Request {
     }
 }
 
+/// The partial sum of `len` packet bytes (a multiple of 4, at most [`CSUM_CHUNK`]) at frame
+/// offset `offset`, read in place after a constant-size bounds check. `None`: past the end.
+#[inline(always)]
+fn csum_packet<F: Frame>(frame: &F, offset: usize, len: usize) -> Option<u32> {
+    let at = frame.data() + offset;
+    if at + len > frame.data_end() {
+        return None;
+    }
+    frame.csum_partial(at, len as u32).ok()
+}
+
 /// The UDP checksum over the pseudo-header and the whole datagram of `udp_len` bytes at
 /// `udp_offset` (whose checksum field must be zero), in memory byte order, ready to store.
 /// For lambdas that build a packet of their own (the memcached client); replies get theirs
@@ -513,36 +541,50 @@ pub fn udp_checksum<F: Frame>(
             }
         }
     }
-    // The datagram: whole chunks through the helper, then words, then the odd byte. Every
-    // loop has a constant bound so the verifier sees it terminate.
-    let mut at = data + udp_offset;
-    for _ in 0..MAX_CSUM_CHUNKS {
-        if at + CSUM_CHUNK > end {
+    // The datagram, `udp_len` bytes: whole chunks through the helper straight from the packet,
+    // then 128, 64 and 32 bytes the same way as the length's bits say, then the last bytes
+    // (fewer than 32) copied into a zeroed buffer and summed there, padded to whole words (a
+    // zero pad byte is what the checksum adds for an odd length). Every branch depends on
+    // `udp_len` alone, not on where the packet ends: when the body length is a constant the
+    // kernel verifier walks one path, and otherwise one per chunk count and partial chunk,
+    // instead of one per 4-byte word of the datagram. Sizes are masked from `udp_len` itself
+    // so that the verifier sees their bounds whatever the compiler makes of the arithmetic.
+    let len = usize::from(udp_len);
+    if len >= MAX_CSUM_CHUNKS * CSUM_CHUNK {
+        // Longer than any datagram a lambda sends.
+        return None;
+    }
+    let chunks = len / CSUM_CHUNK;
+    let mut offset = udp_offset;
+    for i in 0..MAX_CSUM_CHUNKS {
+        if i >= chunks {
             break;
         }
-        sum += u64::from(frame.csum_partial(at, CSUM_CHUNK as u32).ok()?);
-        at += CSUM_CHUNK;
+        sum += u64::from(csum_packet(frame, offset, CSUM_CHUNK)?);
+        offset += CSUM_CHUNK;
     }
-    for _ in 0..CSUM_CHUNK / 4 {
-        // SAFETY: `read_at` checks against `end`.
-        let Some(word) = (unsafe { read_at::<u32>(at, end) }) else {
-            break;
-        };
-        sum += u64::from(word);
-        at += 4;
+    if len & 128 != 0 {
+        sum += u64::from(csum_packet(frame, offset, 128)?);
+        offset += 128;
     }
-    // SAFETY: `read_at` checks against `end`.
-    if let Some(half) = unsafe { read_at::<u16>(at, end) } {
-        sum += u64::from(half);
+    if len & 64 != 0 {
+        sum += u64::from(csum_packet(frame, offset, 64)?);
+        offset += 64;
     }
-    if udp_len % 2 == 1 {
-        // The odd last byte goes through the helper: a direct one-byte read needs an
-        // `at + 1 > end` check, which the compiler rewrites into `at >= end`, a form the
-        // kernel verifier draws no packet range from.
-        let mut byte = [0u8; 1];
-        let offset = (udp_offset + usize::from(udp_len) - 1) as u32;
-        frame.load_bytes(offset, &mut byte).ok()?;
-        sum += u64::from(u16::from_ne_bytes([byte[0], 0]));
+    if len & 32 != 0 {
+        sum += u64::from(csum_packet(frame, offset, 32)?);
+        offset += 32;
+    }
+    let tail = len & 31;
+    if tail > 0 {
+        // 40 bytes: the tail rounded up to whole words (at most 34 as the verifier bounds it).
+        // Small, as it shares the 512-byte stack with the lambda's own buffers.
+        let mut words = [0u64; 5];
+        // SAFETY: the u64 array is 40 initialised bytes.
+        let buf: &mut [u8; 40] = unsafe { &mut *words.as_mut_ptr().cast() };
+        frame.load_bytes(offset as u32, buf.get_mut(..tail)?).ok()?;
+        let padded = (tail + 3) & !3;
+        sum += u64::from(frame.csum_bytes(buf.get(..padded)?).ok()?);
     }
     let check = !fold(sum);
     // A computed zero is sent as all ones: zero means "no checksum" in UDP over IPv4 and is

@@ -414,10 +414,17 @@ mod lambda {
     /// a value read from a map is just a number, to be bounded by the checks that follow.
     #[inline(always)]
     fn opaque(scratch: &mut Scratch, x: usize) -> usize {
+        forget(&mut scratch.opaque, x)
+    }
+
+    /// [`opaque`] through the scratch value's `opaque` field alone (for use while other
+    /// fields are borrowed).
+    #[inline(always)]
+    fn forget(slot: &mut u64, x: usize) -> usize {
         // SAFETY: a write and a read of this CPU's own scratch value.
         unsafe {
-            core::ptr::write_volatile(&mut scratch.opaque, x as u64);
-            core::ptr::read_volatile(&scratch.opaque) as usize
+            core::ptr::write_volatile(slot, x as u64);
+            core::ptr::read_volatile(slot) as usize
         }
     }
 
@@ -657,7 +664,8 @@ mod lambda {
         } else {
             load(frame, TEXT_AT, &mut scratch.text, text_len).ok_or(())?;
             let text = scratch.text.get(..text_len).ok_or(())?;
-            match memcached::classify_reply(text) {
+            // The line's end is forgotten as the stopping places of `forward`'s parser are.
+            match memcached::classify_reply_via(text, |x| forget(&mut scratch.opaque, x)) {
                 Reply::Value { offset, len } if offset <= FROM_MAX => {
                     if len > MAX_BODY {
                         (Status::TooLarge, 0, 0)
