@@ -7,9 +7,10 @@
 //! for lambdas deployed behind the tail-call dispatcher, whose dispatcher gets the row.
 //!
 //! Lambdas: `static-server` (named `ss`, port 9002, deployed with --max-insns 20000) and
-//! `hello-log` (named `hl`, port 9000, --max-insns 4500). hello-log alone stays under 4500
-//! instructions per request, but the coalesced program of both does not (static-server's
-//! path is longer): it is accepted only because static-server's own limit is kept for it.
+//! `hello-log` (named `hl`, port 9000, --max-insns set to exactly its own bound, read from
+//! `lambdactl verify`). hello-log alone fits that limit, but the coalesced program of both
+//! does not (static-server's path is longer): it is accepted only because static-server's own
+//! limit is kept for it.
 
 mod common;
 
@@ -83,6 +84,15 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
     let (ns, iface) = (pair.server_ns.as_str(), pair.server_if.as_str());
     let ss = lambda_object("static-server");
     let hl = lambda_object("hello-log");
+    // hello-log's own bound, so its limit is tight whatever the SDK's code size is today.
+    let verified = lambdactl_ok(&["verify", hl.to_str().unwrap()]);
+    let hl_bound: u64 = verified
+        .split("max instructions executed")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("`lambdactl verify` prints the bound: {verified}"));
+    let hl_limit = hl_bound.to_string();
     let deploy = |object: &std::path::Path, name: &str, rule: &str, extra: &[&str]| {
         lambdactl(
             &[
@@ -124,7 +134,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         &hl,
         "hl",
         "port=9000",
-        &["--xdp", "drv", "--max-insns", "4500"],
+        &["--xdp", "drv", "--max-insns", &hl_limit],
     );
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -147,13 +157,13 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
     assert_eq!(names, ["ss"], "{ls}");
 
     // --xdp skb matches: deployed, with a note that it changed nothing. The coalesced program
-    // runs static-server's path too, longer than hello-log's own 4500: it is verified against
+    // runs static-server's path too, longer than hello-log's own limit: it is verified against
     // the largest limit its lambdas were deployed with, static-server's 20000.
     let out = deploy(
         &hl,
         "hl",
         "port=9000",
-        &["--xdp", "skb", "--max-insns", "4500"],
+        &["--xdp", "skb", "--max-insns", &hl_limit],
     );
     assert!(out.status.success(), "{}", text(&out));
     let second = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -171,7 +181,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         .and_then(|n| n.parse().ok())
         .expect("the per-request bound is printed");
     assert!(
-        bound > 4500,
+        bound > hl_bound,
         "the test needs a bound above hl's own limit: {second}"
     );
 
@@ -188,7 +198,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
             .unwrap_or_else(|| panic!("{name} in ls --json: {ls}"))
     };
     assert_eq!(record("ss")["limits"]["max_insns"], 20000, "{ls}");
-    assert_eq!(record("hl")["limits"]["max_insns"], 4500, "{ls}");
+    assert_eq!(record("hl")["limits"]["max_insns"], hl_bound, "{ls}");
 
     // Requests to hello-log; its own SDK counters count them, static-server's none.
     send_requests(&pair, 3);
