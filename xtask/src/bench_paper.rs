@@ -778,7 +778,8 @@ fn measure_coalesced(ctx: &Ctx, tag: &str) -> Result<ColumnResult> {
     let generated_note = |d: &Deployment| {
         d.full.clone().unwrap_or_else(|| {
             format!(
-                "the static-server's program holds {} generated whoami lambdas too",
+                "the program holds {} generated whoami lambdas too (at most {COALESCED_GENERATED} \
+                 are tried: each brings maps of its own, and one program may use 64)",
                 d.generated
             )
         })

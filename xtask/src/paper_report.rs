@@ -336,8 +336,9 @@ impl Report {
              `lambdactl invoke --image`), so each request is one round trip on every column.\n\
              - XDP columns deploy the three lambdas behind the tail-call dispatcher \
              (`lambdactl deploy`) with {} generated `whoami` lambdas beside them (the coalesced \
-             column: `deploy --mode coalesced --xdp drv`, each workload in a coalesced program \
-             of its own, see the note under Table 1, static-server's with at most {} generated). VM \
+             column: `deploy --mode coalesced --xdp drv`, at most {} generated, all in one \
+             coalesced program when the kernel verifier's limits allow, else one per workload: \
+             the note under Table 1 says which ran). VM \
              columns run \
              one `lambdactl run` per workload (`--jit` or the interpreter, one worker); the native \
              column one `lambdactl baseline` per workload.\n\
@@ -357,7 +358,8 @@ impl Report {
              process(es) (VmRSS; the VM and native columns run one process per workload, so only \
              the grayscale one counts), kernel memory of the grayscale lambda's program and maps \
              plus the dispatcher's (fdinfo `memlock`, via bpftool; memcached is not involved and \
-             not counted), the server processes' CPU time (every thread's schedstat, ns) and the \
+             not counted; on the coalesced column the grayscale lambda's program is the whole \
+             coalesced program, so every lambda's code and maps in it count), the server processes' CPU time (every thread's schedstat, ns) and the \
              host's softirq time (/proc/stat, all CPUs: XDP runs there, but so does every \
              column's receive path, the client's included), each as % of one CPU over the run, \
              the two summed per answered request (the load is a closed loop: a faster column \
