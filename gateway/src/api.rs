@@ -146,9 +146,12 @@ impl State {
         if want_xdp {
             let lambdactl = config.lambdactl.clone();
             let helper = peer_helper.clone();
-            match tokio::task::spawn_blocking(move || XdpBackend::new(lambdactl, helper))
-                .await
-                .expect("backend setup thread")
+            let memcached = config.memcached;
+            match tokio::task::spawn_blocking(move || {
+                XdpBackend::new(lambdactl, helper).map(|b| b.with_memcached(memcached))
+            })
+            .await
+            .expect("backend setup thread")
             {
                 Ok(b) => xdp = Some(b),
                 Err(e) => xdp_reason = e.to_string(),
@@ -179,8 +182,9 @@ impl State {
             Invoker::new(Invoker::bind_local(config.sockets).map_err(GatewayError::Sockets)?)
                 .map_err(GatewayError::Sockets)?;
         Ok(State {
-            vm: VmBackend::new(config.lambdactl.clone(), config.vm_workers),
-            native: VmBackend::native(config.lambdactl.clone()),
+            vm: VmBackend::new(config.lambdactl.clone(), config.vm_workers)
+                .with_memcached(config.memcached),
+            native: VmBackend::native(config.lambdactl.clone()).with_memcached(config.memcached),
             config,
             default_kind,
             xdp,

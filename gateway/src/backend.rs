@@ -113,6 +113,11 @@ pub enum BackendError {
         "no native baseline for `{workload}`: the native backend serves static-server, memcached and grayscale"
     )]
     NoBaseline { workload: String },
+    /// The memcached lambda (or baseline) was deployed but the gateway has no memcached server.
+    #[error(
+        "function `{name}` is the memcached workload, but this gateway has no memcached server to send it to (start the gateway with --memcached ADDR:PORT)"
+    )]
+    NoMemcached { name: String },
 }
 
 impl BackendError {
@@ -123,6 +128,7 @@ impl BackendError {
             BackendError::Refused { .. }
                 | BackendError::NotServing { .. }
                 | BackendError::NoBaseline { .. }
+                | BackendError::NoMemcached { .. }
         )
     }
 }
@@ -172,6 +178,26 @@ fn run(program: &Path, args: &[&str]) -> Result<String, BackendError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether `spec` deploys the memcached workload (its object is `memcached.o`), which needs
+/// the gateway's memcached server.
+fn is_memcached(spec: &DeploySpec) -> bool {
+    spec.object.file_stem().and_then(|s| s.to_str()) == Some("memcached")
+}
+
+/// The memcached lambda's `CONFIG` value: server IPv4 address, the MAC its requests go to,
+/// UDP port (network order), flags (0: no hot-key cache) and 3 reserved bytes.
+fn memcached_config(server: SocketAddrV4, mac: [u8; 6]) -> Vec<u8> {
+    let mut bytes = server.ip().octets().to_vec();
+    bytes.extend_from_slice(&mac);
+    bytes.extend_from_slice(&server.port().to_be_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn path_str(path: &Path) -> Result<&str, BackendError> {
     path.to_str()
         .ok_or_else(|| BackendError::Unsupported(format!("non-UTF-8 path {}", path.display())))
@@ -189,6 +215,8 @@ pub struct VmBackend {
     children: Mutex<HashMap<String, VmChild>>,
     /// New versions started by `update`, waiting for `handover`.
     pending: Mutex<HashMap<String, VmChild>>,
+    /// The memcached server the memcached lambda (or baseline) is given.
+    memcached: Option<SocketAddrV4>,
 }
 
 /// The workloads `lambdactl baseline` serves, by their lambda's object name.
@@ -208,7 +236,16 @@ impl VmBackend {
             native: false,
             children: Mutex::default(),
             pending: Mutex::default(),
+            memcached: None,
         }
+    }
+
+    /// The memcached server a memcached function is told about: `lambdactl baseline
+    /// memcached --memcached ADDR`, or the lambda's `CONFIG` map through its control socket
+    /// (the VM sends the lambda's `XDP_TX` datagram to the address it names, so no MAC).
+    pub fn with_memcached(mut self, memcached: Option<SocketAddrV4>) -> VmBackend {
+        self.memcached = memcached;
+        self
     }
 
     /// The same process management for `lambdactl baseline` children: a function's object
@@ -223,15 +260,42 @@ impl VmBackend {
     /// Starts `lambdactl run` with rbpf's JIT, or with the interpreter when the JIT refuses
     /// the program (it lacks atomics, for one).
     fn start(&self, spec: &DeploySpec) -> Result<(VmChild, Endpoint), BackendError> {
+        if is_memcached(spec) && self.memcached.is_none() {
+            return Err(BackendError::NoMemcached {
+                name: spec.name.clone(),
+            });
+        }
         if self.native {
             return self.start_engine(spec, false);
         }
-        match self.start_engine(spec, true) {
+        let (child, endpoint) = match self.start_engine(spec, true) {
             Err(BackendError::NotServing { detail, .. }) if detail.contains("jit") => {
                 self.start_engine(spec, false)
             }
             other => other,
+        }?;
+        if let (true, Some(server)) = (is_memcached(spec), self.memcached) {
+            let configured = match &child.control {
+                Some(control) => connect(control).and_then(|mut stream| {
+                    control_call(
+                        &mut stream,
+                        serde_json::json!({
+                            "op": "update", "map": "CONFIG", "key": "00000000",
+                            "value": hex(&memcached_config(server, [0; 6])), "flags": 0,
+                        }),
+                    )
+                }),
+                None => Err(BackendError::Unsupported(
+                    "a VM without a control socket: the memcached lambda cannot be configured"
+                        .into(),
+                )),
+            };
+            if let Err(e) = configured {
+                stop_child(child);
+                return Err(e);
+            }
         }
+        Ok((child, endpoint))
     }
 
     /// Starts `lambdactl run` and waits for its "serving … on udp ADDR" line.
@@ -249,24 +313,26 @@ impl VmBackend {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
+        let memcached = self.memcached.map(|m| m.to_string()).unwrap_or_default();
         let args = if self.native {
             if !NATIVE_WORKLOADS.contains(&workload) {
                 return Err(BackendError::NoBaseline {
                     workload: workload.to_owned(),
                 });
             }
-            vec!["baseline", workload, "--listen", &listen]
+            let mut args = vec!["baseline", workload, "--listen", &listen];
+            if workload == "memcached" {
+                args.extend(["--memcached", &memcached]);
+            }
+            args
         } else {
-            let mut args = vec![
-                "run",
-                object,
-                "--listen",
-                &listen,
-                "--lambda-id",
-                &lambda_id,
-                "--workers",
-                &workers,
-            ];
+            let mut args = vec!["run", object, "--listen", &listen];
+            // The memcached lambda answers any id: memcached's replies, which carry no λ
+            // header, must reach it too (a port of its own, as on XDP).
+            if !is_memcached(spec) {
+                args.extend(["--lambda-id", &lambda_id]);
+            }
+            args.extend(["--workers", &workers]);
             if jit {
                 args.push("--jit");
             }
@@ -616,6 +682,112 @@ pub struct XdpBackend {
     pub server_ns: String,
     pub client_ns: String,
     state: Mutex<XdpState>,
+    /// The memcached server memcached functions call, through [`MemcachedRelay`].
+    memcached: Option<SocketAddrV4>,
+    /// Started with the first memcached function.
+    relay: Mutex<Option<MemcachedRelay>>,
+}
+
+/// Where the memcached lambda's requests go on XDP: it sends them back out of the interface
+/// they came in on (`XDP_TX`), so its server must answer in the gateway's client namespace.
+/// The relay listens there (all addresses, one port) and passes each datagram on to the
+/// configured memcached from the gateway's own namespace, over one socket per lambda address,
+/// and memcached's replies back to that address; the lambda sees them come from the client
+/// end of its pair and the relay's port, which is what its `CONFIG` names.
+struct MemcachedRelay {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// How often relay threads look at their stop flag while idle.
+const RELAY_POLL: Duration = Duration::from_millis(100);
+
+impl MemcachedRelay {
+    fn start(inside: UdpSocket, server: SocketAddrV4) -> std::io::Result<MemcachedRelay> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let port = inside.local_addr()?.port();
+        inside.set_read_timeout(Some(RELAY_POLL))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let main = std::thread::Builder::new()
+            .name("memcached-relay".into())
+            .spawn(move || {
+                let mut upstream: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+                let mut repliers = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                while !flag.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = inside.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if let std::collections::hash_map::Entry::Vacant(slot) = upstream.entry(from) {
+                        // One socket per lambda address, so memcached's replies find their way
+                        // back.
+                        let made = UdpSocket::bind("0.0.0.0:0").and_then(|u| {
+                            u.connect(server)?;
+                            u.set_read_timeout(Some(RELAY_POLL))?;
+                            let back = inside.try_clone()?;
+                            let reader = u.try_clone()?;
+                            let flag = flag.clone();
+                            repliers.push(std::thread::spawn(move || {
+                                let mut buf = vec![0u8; 65536];
+                                while !flag.load(Ordering::Relaxed) {
+                                    if let Ok(n) = reader.recv(&mut buf) {
+                                        let _ = back.send_to(&buf[..n], from);
+                                    }
+                                }
+                            }));
+                            Ok(u)
+                        });
+                        match made {
+                            Ok(u) => {
+                                slot.insert(u);
+                            }
+                            Err(e) => {
+                                eprintln!("gateway: memcached relay: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(u) = upstream.get(&from) {
+                        let _ = u.send(&buf[..n]);
+                    }
+                }
+                for r in repliers {
+                    let _ = r.join();
+                }
+            })?;
+        Ok(MemcachedRelay {
+            port,
+            stop,
+            threads: vec![main],
+        })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The MAC address of `dev` in namespace `ns`.
+fn mac_of(ns: &str, dev: &str) -> Result<[u8; 6], BackendError> {
+    let out = ip(&["-n", ns, "link", "show", "dev", dev])?;
+    let text = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    let bytes: Vec<u8> = text
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes
+        .try_into()
+        .map_err(|_| BackendError::Unsupported(format!("no MAC address for {dev} in {out:?}")))
 }
 
 #[derive(Default)]
@@ -627,6 +799,10 @@ struct XdpState {
     /// Subnets in use.
     used: Vec<bool>,
     shut_down: bool,
+    /// Function name → the UDP port it serves on (memcached functions get one of their own).
+    ports: HashMap<String, u16>,
+    /// The next port a memcached function without a `lambda-nic.match` port gets.
+    next_memcached_port: u16,
 }
 
 struct XdpPair {
@@ -639,6 +815,10 @@ struct XdpPair {
 
 /// Subnets 10.216.1.0/24 … 10.216.250.0/24: the most pairs (not functions) at once.
 const SUBNETS: usize = 250;
+
+/// The first UDP port given to memcached functions on XDP. Each has a port of its own with an
+/// any-id rule: memcached's replies carry no λ header, yet must reach the lambda.
+const MEMCACHED_PORTS: u16 = 9100;
 
 fn ip(args: &[&str]) -> Result<String, BackendError> {
     run(Path::new("ip"), args)
@@ -658,8 +838,11 @@ impl XdpBackend {
             client_ns: format!("{prefix}-c"),
             state: Mutex::new(XdpState {
                 used: vec![false; SUBNETS],
+                next_memcached_port: MEMCACHED_PORTS,
                 ..XdpState::default()
             }),
+            memcached: None,
+            relay: Mutex::new(None),
         };
         for ns in [&backend.server_ns, &backend.client_ns] {
             // A namespace left by a killed gateway with the same PID would make `add` fail.
@@ -668,6 +851,58 @@ impl XdpBackend {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         Ok(backend)
+    }
+
+    /// The memcached server memcached functions call (through a relay in the client
+    /// namespace, see [`MemcachedRelay`]).
+    pub fn with_memcached(mut self, memcached: Option<SocketAddrV4>) -> XdpBackend {
+        self.memcached = memcached;
+        self
+    }
+
+    /// The relay's port in the client namespace, started on first use.
+    fn relay_port(&self, server: SocketAddrV4) -> Result<u16, BackendError> {
+        let mut relay = self.relay.lock().expect("relay");
+        if let Some(r) = relay.as_ref() {
+            return Ok(r.port);
+        }
+        let failed = |e: std::io::Error| {
+            BackendError::Unsupported(format!("cannot start the memcached relay: {e}"))
+        };
+        let inside = self
+            .client_sockets(1)
+            .map_err(failed)?
+            .pop()
+            .expect("one socket");
+        let started = MemcachedRelay::start(inside, server).map_err(failed)?;
+        let port = started.port;
+        *relay = Some(started);
+        Ok(port)
+    }
+
+    /// Writes the memcached function `name`'s `CONFIG`: the relay at the client end of its
+    /// pair (address and MAC), where its `XDP_TX` requests arrive.
+    fn configure_memcached(
+        &self,
+        name: &str,
+        server_if: &str,
+        server: SocketAddrV4,
+    ) -> Result<(), BackendError> {
+        let (client_if, subnet) = {
+            let state = self.state.lock().expect("xdp state");
+            let pair = state
+                .pairs
+                .get(server_if)
+                .ok_or_else(|| BackendError::Unknown { name: name.into() })?;
+            (pair.client_if.clone(), pair.subnet)
+        };
+        let port = self.relay_port(server)?;
+        let mac = mac_of(&self.client_ns, &client_if)?;
+        let relay = SocketAddrV4::new(Ipv4Addr::new(10, 216, subnet as u8, 2), port);
+        let value = format!("hex:{}", hex(&memcached_config(relay, mac)));
+        let map = format!("{name}/CONFIG");
+        self.lambdactl_in(&self.server_ns, &["maps", "set", &map, "0", &value])?;
+        Ok(())
     }
 
     /// Binds `count` UDP sockets inside the client namespace; they stay there after this
@@ -904,6 +1139,15 @@ impl FunctionBackend for XdpBackend {
                 spec.name
             )));
         }
+        let memcached = is_memcached(spec);
+        let server = match (memcached, self.memcached) {
+            (true, None) => {
+                return Err(BackendError::NoMemcached {
+                    name: spec.name.clone(),
+                });
+            }
+            (_, server) => server,
+        };
         let (server_if, subnet) = self.pair_for(spec)?;
         if let Some(pair) = self
             .state
@@ -914,8 +1158,21 @@ impl FunctionBackend for XdpBackend {
         {
             pair.functions += 1;
         }
-        let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
-        let rule = format!("port={port},id={}", spec.lambda_id);
+        let port = match spec.port {
+            Some(port) => port,
+            None if memcached => {
+                let mut state = self.state.lock().expect("xdp state");
+                let port = state.next_memcached_port;
+                state.next_memcached_port = port.wrapping_add(1).max(MEMCACHED_PORTS);
+                port
+            }
+            None => lambda_ebpf::wire::DEFAULT_PORT,
+        };
+        let rule = if memcached {
+            format!("port={port}")
+        } else {
+            format!("port={port},id={}", spec.lambda_id)
+        };
         let mut args = vec![
             "deploy",
             path_str(&spec.object)?,
@@ -932,16 +1189,21 @@ impl FunctionBackend for XdpBackend {
             self.release(&server_if);
             return Err(e);
         }
-        self.state
-            .lock()
-            .expect("xdp state")
-            .functions
-            .insert(spec.name.clone(), server_if);
+        if let (true, Some(server)) = (memcached, server) {
+            if let Err(e) = self.configure_memcached(&spec.name, &server_if, server) {
+                let _ = self.lambdactl_in(&self.server_ns, &["undeploy", &spec.name]);
+                self.release(&server_if);
+                return Err(e);
+            }
+        }
+        let mut state = self.state.lock().expect("xdp state");
+        state.functions.insert(spec.name.clone(), server_if);
+        state.ports.insert(spec.name.clone(), port);
         Ok(endpoint(subnet, port, spec.lambda_id))
     }
 
     fn update(&self, spec: &DeploySpec) -> Result<Endpoint, BackendError> {
-        let subnet = {
+        let (subnet, port) = {
             let state = self.state.lock().expect("xdp state");
             let server_if =
                 state
@@ -950,7 +1212,8 @@ impl FunctionBackend for XdpBackend {
                     .ok_or_else(|| BackendError::Unknown {
                         name: spec.name.clone(),
                     })?;
-            state.pairs.get(server_if).map_or(0, |p| p.subnet)
+            let port = state.ports.get(&spec.name).copied();
+            (state.pairs.get(server_if).map_or(0, |p| p.subnet), port)
         };
         // `deploy --replace` keeps the lambda's pinned maps and rule and swaps its slot in the
         // dispatcher's program array atomically (coalesced: rebuilds the interface's program
@@ -965,18 +1228,21 @@ impl FunctionBackend for XdpBackend {
                 "--replace",
             ],
         )?;
-        let port = spec.port.unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
+        let port = port
+            .or(spec.port)
+            .unwrap_or(lambda_ebpf::wire::DEFAULT_PORT);
         Ok(endpoint(subnet, port, spec.lambda_id))
     }
 
     fn remove(&self, name: &str) -> Result<(), BackendError> {
-        let server_if = self
-            .state
-            .lock()
-            .expect("xdp state")
-            .functions
-            .remove(name)
-            .ok_or_else(|| BackendError::Unknown { name: name.into() })?;
+        let server_if = {
+            let mut state = self.state.lock().expect("xdp state");
+            state.ports.remove(name);
+            state
+                .functions
+                .remove(name)
+                .ok_or_else(|| BackendError::Unknown { name: name.into() })?
+        };
         let undeployed = self.lambdactl_in(&self.server_ns, &["undeploy", name]);
         self.release(&server_if);
         undeployed.map(|_| ())
@@ -996,6 +1262,9 @@ impl FunctionBackend for XdpBackend {
         };
         for pair in &pairs {
             self.teardown(pair);
+        }
+        if let Some(relay) = self.relay.lock().ok().and_then(|mut r| r.take()) {
+            relay.stop();
         }
         for ns in [&self.server_ns, &self.client_ns] {
             let _ = ip(&["netns", "del", ns]);

@@ -49,6 +49,9 @@ pub struct Config {
     pub vm_workers: usize,
     /// UDP sockets shared by the calls of each backend.
     pub sockets: usize,
+    /// The memcached server (UDP) the `memcached` lambda calls, on every backend. `None`: a
+    /// deployment of the memcached lambda is refused with a clear error.
+    pub memcached: Option<std::net::SocketAddrV4>,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             deploy: Vec::new(),
             vm_workers: 1,
             sockets: 4,
+            memcached: None,
         }
     }
 }

@@ -68,6 +68,13 @@ pub(crate) struct GatewayArgs {
     /// Worker threads of each VM-served function.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     vm_workers: u64,
+    /// The memcached server (its UDP address, memcached `-U PORT`) the memcached workload
+    /// calls, on every backend: the VM's and XDP lambdas get it in their `CONFIG` map (XDP
+    /// through a relay the gateway runs in its client namespace, where the lambda's `XDP_TX`
+    /// requests arrive), the native baseline as `--memcached`. Without it, deploying the
+    /// memcached function fails with an error saying so.
+    #[arg(long, value_name = "ADDR:PORT")]
+    memcached: Option<std::net::SocketAddrV4>,
 }
 
 pub(crate) fn run(args: GatewayArgs) -> Result<ExitCode> {
@@ -112,6 +119,7 @@ pub(crate) fn run(args: GatewayArgs) -> Result<ExitCode> {
     config.max_body = args.max_body;
     config.deploy = deploy;
     config.vm_workers = args.vm_workers as usize;
+    config.memcached = args.memcached;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1000,3 +1000,178 @@ fn the_coalesced_backend_deploys_updates_and_removes_through_deploy_mode_coalesc
         bad.text()
     );
 }
+
+/// A memcached server on a free loopback port (UDP and TCP), stopped by its PID on drop.
+struct MemcachedServer {
+    child: Child,
+    port: u16,
+}
+
+impl MemcachedServer {
+    /// `None` (with the reason printed) when memcached is not installed, outside CI.
+    fn start(test: &str) -> Option<MemcachedServer> {
+        if Command::new("memcached").arg("-h").output().is_err() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: CI=true but memcached is not installed (.ci/run installs it)");
+            }
+            println!("skipping {test}: memcached is not installed (apt-get install memcached)");
+            return None;
+        }
+        // A port free for both protocols right now.
+        let port = loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
+        let port_text = port.to_string();
+        let mut command = Command::new("memcached");
+        command.args([
+            "-U",
+            &port_text,
+            "-p",
+            &port_text,
+            "-l",
+            "127.0.0.1",
+            "-t",
+            "1",
+            "-m",
+            "16",
+        ]);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            command.args(["-u", "root"]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting memcached");
+        let server = MemcachedServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "memcached did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `get KEY` over memcached's own TCP text protocol: the value it holds, if any.
+    fn tcp_get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(format!("get {key}\r\n").as_bytes())
+            .unwrap();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !reply.ends_with(b"END\r\n") {
+            let n = stream.read(&mut buf).expect("memcached TCP reply");
+            assert!(n > 0, "memcached closed the TCP connection");
+            reply.extend_from_slice(&buf[..n]);
+        }
+        let line_end = reply.windows(2).position(|w| w == b"\r\n").unwrap();
+        let line = String::from_utf8_lossy(&reply[..line_end]).into_owned();
+        if !line.starts_with("VALUE ") {
+            return None;
+        }
+        let len: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+        Some(reply[line_end + 2..line_end + 2 + len].to_vec())
+    }
+}
+
+impl Drop for MemcachedServer {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own, unreaped child by its PID.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// SET then GET through /function/memcached on `backend`, against a real memcached given with
+/// `--memcached`; the value is then read back from memcached itself over TCP.
+fn memcached_through_the_gateway(backend: &str, memcached: &MemcachedServer) {
+    let gw = GatewayProcess::start_with(
+        backend,
+        &format!("mc-{backend}"),
+        &["--memcached", &memcached.addr()],
+    );
+    let addr = gw.addr;
+    faas_deploy(addr, "memcached", "memcached");
+    let key = format!("gw-{backend}-{}", std::process::id());
+    let value = format!("value-through-{backend}");
+    let missing = http(
+        addr,
+        "POST",
+        "/function/memcached",
+        None,
+        format!("get {key}").as_bytes(),
+    );
+    assert_eq!(
+        missing.status,
+        404,
+        "{backend}: get before set: {}",
+        missing.text()
+    );
+    let set = http(
+        addr,
+        "POST",
+        "/function/memcached",
+        None,
+        format!("set {key} {value}").as_bytes(),
+    );
+    assert_eq!(set.status, 200, "{backend}: set: {}", set.text());
+    assert_eq!(
+        memcached.tcp_get(&key).as_deref(),
+        Some(value.as_bytes()),
+        "{backend}: memcached itself holds the value"
+    );
+    let get = http(
+        addr,
+        "POST",
+        "/function/memcached",
+        None,
+        format!("get {key}").as_bytes(),
+    );
+    assert_eq!(get.status, 200, "{backend}: get: {}", get.text());
+    assert_eq!(get.text(), value, "{backend}: get");
+    println!("{backend}: set then get of {key} through the gateway");
+}
+
+#[test]
+fn memcached_set_then_get_through_the_gateway_on_every_backend() {
+    let test = "memcached_set_then_get_through_the_gateway_on_every_backend";
+    let Some(memcached) = MemcachedServer::start(test) else {
+        return;
+    };
+    memcached_through_the_gateway("vm", &memcached);
+    memcached_through_the_gateway("native", &memcached);
+    if kernel_tests_enabled(test) {
+        for backend in ["drv", "skb", "coalesced"] {
+            memcached_through_the_gateway(backend, &memcached);
+        }
+    }
+}
+
+#[test]
+fn deploying_memcached_without_a_memcached_server_is_a_clear_400() {
+    let gw = GatewayProcess::start("vm", "mc-none");
+    let refused = http(
+        gw.addr,
+        "POST",
+        "/system/functions",
+        Some(&basic()),
+        &deployment("memcached", "memcached"),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("--memcached"), "{}", refused.text());
+}

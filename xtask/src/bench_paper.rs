@@ -1091,23 +1091,100 @@ fn kernel_bytes(lambdactl: &Path, deployment: &Deployment, column: Column) -> Re
     crate::bench_density::memlock_of_programs(&ids).map(|b| b as u64)
 }
 
+/// memcached on a free loopback port (UDP and TCP) in this namespace, for the gateway table's
+/// memcached rows (`lambdactl gateway --memcached`), killed by its PID on drop.
+struct LoopbackMemcached {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LoopbackMemcached {
+    fn start() -> Result<LoopbackMemcached> {
+        let port = loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            let port = udp.local_addr()?.port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
+        let port_text = port.to_string();
+        let child = Command::new("memcached")
+            .args(["-U", &port_text, "-p", &port_text, "-l", "127.0.0.1"])
+            .args(["-u", "root", "-t", "1", "-m", "64"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting memcached")?;
+        let server = LoopbackMemcached {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("memcached did not start listening on {}", server.addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for LoopbackMemcached {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The HTTP call of `workload` through the gateway at `addr` (answers checked: status 200 and
+/// the expected bytes).
+fn gateway_call(workload: Workload, addr: SocketAddr) -> HttpCall {
+    let call = workload.call(SocketAddr::new(addr.ip(), 0));
+    let (path, method) = match workload {
+        Workload::Static => ("/function/static-server/index.html".to_owned(), "GET"),
+        Workload::Gray => ("/function/grayscale".to_owned(), "POST"),
+        Workload::Get | Workload::Set => ("/function/memcached".to_owned(), "POST"),
+    };
+    HttpCall {
+        addr,
+        method,
+        path,
+        body: if method == "POST" {
+            call.body.clone()
+        } else {
+            Vec::new()
+        },
+        expected: call.expected.clone(),
+    }
+}
+
 fn measure_gateway(ctx: &Ctx) -> Result<Vec<GatewayResult>> {
     let mut results = Vec::new();
+    // One memcached for every backend's memcached rows: the gateway's memcached function
+    // (lambda, VM or baseline) calls it (on XDP through the gateway's relay).
+    let memcached = LoopbackMemcached::start();
+    if let Err(e) = &memcached {
+        println!("    memcached: {e:#} (the memcached rows are not measured)");
+    }
     for backend in ["drv", "vm", "native"] {
-        let gw = match crate::gateway::GatewayChild::start(
-            &ctx.lambdactl,
-            &[
-                "--backend",
-                backend,
-                "--no-auth",
-                "--deploy",
-                "static-server",
-                "--deploy",
-                "grayscale",
-                "--vm-workers",
-                "1",
-            ],
-        ) {
+        let mut args = vec![
+            "--backend",
+            backend,
+            "--no-auth",
+            "--deploy",
+            "static-server",
+            "--deploy",
+            "grayscale",
+            "--vm-workers",
+            "1",
+        ];
+        if let Ok(m) = &memcached {
+            args.extend(["--memcached", &m.addr, "--deploy", "memcached"]);
+        }
+        let gw = match crate::gateway::GatewayChild::start(&ctx.lambdactl, &args) {
             Ok(gw) => gw,
             Err(e) => {
                 let reason = format!("failed: the gateway did not start: {e:#}");
@@ -1123,39 +1200,30 @@ fn measure_gateway(ctx: &Ctx) -> Result<Vec<GatewayResult>> {
             }
         };
         let mut cells = Vec::new();
-        for workload in Workload::ALL {
-            let function = match workload {
-                Workload::Static => "static-server",
-                Workload::Gray => "grayscale",
-                Workload::Get | Workload::Set => {
-                    cells.push((
-                        workload,
-                        CellResult::unavailable(
-                            "not measured: the gateway deploys a memcached lambda without a \
-                             memcached server configured behind its interface (the gateway \
-                             has no option for one), so there is nothing for it to call",
-                        ),
-                    ));
-                    continue;
+        // GET reads the value one SET through the gateway stores first.
+        let stored = match &memcached {
+            Err(e) => Err(format!("not measured: memcached did not start: {e:#}")),
+            Ok(_) => {
+                let set = Target::Http(gateway_call(Workload::Set, gw.addr));
+                match paper_client::latency(None, CLIENT_CPU, &set, 0, 1) {
+                    Ok(s) if s.wrong == 0 => Ok(()),
+                    Ok(s) => Err(format!(
+                        "failed: storing the benchmark value through the gateway: {}",
+                        s.first_wrong.unwrap_or_default()
+                    )),
+                    Err(e) => Err(format!(
+                        "failed: storing the benchmark value through the gateway: {e:#}"
+                    )),
                 }
-            };
-            let call = workload.call(SocketAddr::new(gw.addr.ip(), 0));
-            let (path, method) = if workload == Workload::Static {
-                (format!("/function/{function}/index.html"), "GET")
-            } else {
-                (format!("/function/{function}"), "POST")
-            };
-            let http = HttpCall {
-                addr: gw.addr,
-                method,
-                path,
-                body: if method == "POST" {
-                    call.body.clone()
-                } else {
-                    Vec::new()
-                },
-                expected: call.expected.clone(),
-            };
+            }
+        };
+        for workload in Workload::ALL {
+            if let (Workload::Get | Workload::Set, Err(reason)) = (workload, &stored) {
+                println!("    {backend:<6} {:<14} {reason}", workload.key());
+                cells.push((workload, CellResult::unavailable(reason)));
+                continue;
+            }
+            let http = gateway_call(workload, gw.addr);
             let count = if workload == Workload::Gray {
                 ctx.sizes.gray_requests
             } else {

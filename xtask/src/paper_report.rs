@@ -368,7 +368,10 @@ impl Report {
              load included).\n\
              - **Gateway table:** HTTP/1.1 keep-alive calls, one at a time, from the host \
              namespace to `lambdactl gateway` on loopback (`--backend drv|vm|native`), client \
-             on CPU {CLIENT_CPU}, answers checked like Table 1.\n",
+             on CPU {CLIENT_CPU}, answers checked like Table 1; the memcached rows call one \
+             memcached on loopback given as `--memcached` (on drv through the gateway's relay \
+             in its client namespace), GET reading the value one SET through the gateway \
+             stored first.\n",
             self.sizes.generated,
             Column::CoalescedDrv.generated(self.sizes),
             self.sizes.requests,
