@@ -7,6 +7,8 @@
 //!   buffer in host tests).
 //! - [`stats`]: the counters `serve` keeps per XDP action and λ status, and their layout.
 //! - `xdp` (only when built for BPF): the XDP glue and [`serve`](xdp::serve), a lambda's entry.
+//! - [`nic`]: the copies and checksums the NIC flavour (feature `nic`) does in code instead of
+//!   the helpers the NFP lacks.
 //! - [`seed!`]: default map contents shipped inside the object and loaded at attach time.
 #![no_std]
 
@@ -15,6 +17,7 @@ extern crate std;
 
 pub mod frame;
 pub mod log;
+pub mod nic;
 pub mod request;
 pub mod stats;
 pub mod wire;

@@ -1,10 +1,9 @@
 //! The glue between the XDP hook and the SDK: [`Frame`] over the XDP context, the attach-time
 //! configuration, and [`serve`], which is all a lambda's entry point needs to call.
 
-use aya_ebpf::helpers::generated::{
-    bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
-    bpf_xdp_store_bytes,
-};
+#[cfg(not(feature = "nic"))]
+use aya_ebpf::helpers::generated::{bpf_csum_diff, bpf_xdp_load_bytes, bpf_xdp_store_bytes};
+use aya_ebpf::helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::PerCpuArray;
 use aya_ebpf::programs::XdpContext;
@@ -86,6 +85,7 @@ fn check(ret: i64) -> Result<(), HelperError> {
     }
 }
 
+#[cfg(not(feature = "nic"))]
 impl Frame for XdpFrame<'_> {
     #[inline(always)]
     fn data(&self) -> usize {
@@ -150,6 +150,50 @@ impl Frame for XdpFrame<'_> {
         };
         check(sum)?;
         Ok(sum as u32)
+    }
+}
+
+/// The NIC flavour (feature `nic`): the same frame with no helper but the two the NFP has
+/// (`bpf_xdp_adjust_head`/`_tail`). Bytes are copied and summed in code through direct packet
+/// access, every access after its own comparison against `data_end`. See [`crate::nic`].
+#[cfg(feature = "nic")]
+impl Frame for XdpFrame<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.ctx.data()
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.ctx.data_end()
+    }
+    #[inline(always)]
+    fn adjust_tail(&mut self, delta: i32) -> Result<(), HelperError> {
+        // SAFETY: a kernel helper on our own context.
+        check(unsafe { bpf_xdp_adjust_tail(self.ctx.ctx, delta) })
+    }
+    #[inline(always)]
+    fn adjust_head(&mut self, delta: i32) -> Result<(), HelperError> {
+        // SAFETY: a kernel helper on our own context.
+        check(unsafe { bpf_xdp_adjust_head(self.ctx.ctx, delta) })
+    }
+    #[inline(always)]
+    fn load_bytes(&self, offset: u32, dst: &mut [u8]) -> Result<(), HelperError> {
+        // SAFETY: `data..data_end` is the packet.
+        unsafe { crate::nic::load(self.data(), self.data_end(), offset as usize, dst) }
+    }
+    #[inline(always)]
+    fn store_bytes(&mut self, offset: u32, src: &[u8]) -> Result<(), HelperError> {
+        // SAFETY: `data..data_end` is the packet.
+        unsafe { crate::nic::store(self.data(), self.data_end(), offset as usize, src) }
+    }
+    #[inline(always)]
+    fn csum_partial(&self, addr: usize, len: u32) -> Result<u32, HelperError> {
+        // SAFETY: `addr..data_end` lies in the packet.
+        unsafe { crate::nic::sum_packet(addr, self.data_end(), len as usize) }
+    }
+    #[inline(always)]
+    fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError> {
+        Ok(crate::nic::sum_bytes(bytes))
     }
 }
 

@@ -412,6 +412,54 @@ fn build_ebpf(root: &Path) -> Result<Vec<PathBuf>> {
             &rejected_dir.join(format!("{name}.o")),
         )?;
     }
+    objects.extend(build_nic_variants(root, &out_dir)?);
+    Ok(objects)
+}
+
+/// The samples also built for the NIC: same sources, the SDK's `nic` feature on (frame access
+/// and checksums in code, no helper the NFP lacks). The other samples' maps exceed the NFP's
+/// 64-byte entry limit, so a NIC build of them could not be offloaded anyway.
+pub const NIC_SAMPLES: &[&str] = &["whoami", "pong", "counter"];
+
+/// Builds [`NIC_SAMPLES`] with `--features nic` into `<name>-nic.o`, in a target dir of its own
+/// so the two builds do not invalidate each other.
+fn build_nic_variants(root: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let target_dir = root.join("target").join("ebpf-nic");
+    let mut args = vec![
+        "build",
+        "--release",
+        "--package",
+        "samples",
+        "--features",
+        "nic",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+    ];
+    for name in NIC_SAMPLES {
+        args.extend(["--bin", name]);
+    }
+    let status = Command::new(cargo())
+        .current_dir(root.join("samples"))
+        .args(&args)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .context("running cargo to build the NIC lambdas")?;
+    if !status.success() {
+        bail!("building the NIC lambdas failed ({status})");
+    }
+    let built = target_dir.join("bpfel-unknown-none").join("release");
+    let mut objects = Vec::new();
+    for name in NIC_SAMPLES {
+        let to = out_dir.join(format!("{name}-nic.o"));
+        copy_if_changed(&built.join(name), &to)?;
+        println!("lambda {name} (NIC build): {}", to.display());
+        objects.push(to);
+    }
     Ok(objects)
 }
 

@@ -7,6 +7,7 @@
 
 /// Writes `n` in decimal, zero-padded to `D` digits, into `out[at..at + D]` (the top digits
 /// are lost if `n` has more than `D`).
+#[cfg(not(feature = "nic"))]
 #[inline(always)]
 pub fn write_padded<const N: usize, const D: usize>(out: &mut [u8; N], at: usize, n: u64) {
     let mut n = n;
@@ -16,4 +17,40 @@ pub fn write_padded<const N: usize, const D: usize>(out: &mut [u8; N], at: usize
         }
         n /= 10;
     }
+}
+
+/// The NIC build's [`write_padded`]: the same digits with shifts and adds only, since the NFP
+/// multiplies 32-bit operands at most and the compiler divides a `u64` by 10 with a 64-bit
+/// multiply.
+#[cfg(feature = "nic")]
+#[inline(always)]
+pub fn write_padded<const N: usize, const D: usize>(out: &mut [u8; N], at: usize, n: u64) {
+    let mut n = n;
+    for i in (0..D).rev() {
+        let (q, r) = divmod10(n);
+        if let Some(byte) = out.get_mut(at + i) {
+            *byte = b'0' + r as u8;
+        }
+        n = q;
+    }
+}
+
+/// `(n / 10, n % 10)` without multiply or divide (Hacker's Delight, `divu10`): `q` estimates
+/// `n * 0.8` by shifts and then `/ 8`, off by at most one, which the branch-free correction
+/// from the remainder fixes.
+#[cfg(feature = "nic")]
+#[inline(always)]
+fn divmod10(n: u64) -> (u64, u64) {
+    let mut q = (n >> 1) + (n >> 2);
+    q += q >> 4;
+    q += q >> 8;
+    q += q >> 16;
+    q += q >> 32;
+    q >>= 3;
+    let r = n - ((q << 3) + (q << 1));
+    // r is in 0..20: one more ten when r >= 10, i.e. when r + 6 reaches 16. The mask changes
+    // nothing but tells the verifiers the carry is 0 or 1: the compiler turns the shifts
+    // below back into a multiply, which the NFP takes only on operands of 32 bits.
+    let carry = ((r + 6) >> 4) & 1;
+    (q + carry, r - ((carry << 3) + (carry << 1)))
 }

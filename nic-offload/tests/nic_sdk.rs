@@ -1,0 +1,325 @@
+//! The SDK's NIC build (`lambda-ebpf` feature `nic`, objects `target/lambdas/<name>-nic.o`
+//! from `cargo xtask build-ebpf`) against the NFP lowering pass, our verifier and the kernel.
+//!
+//! - whoami-nic, pong-nic and counter-nic, lowered, pass our verifier's `nfp` profile, and the
+//!   NIC build passes its `kernel` profile as built; the normal builds are still refused, by
+//!   the names of the helpers the NFP lacks.
+//! - 50 whoami-nic lambdas (ids 1..=50) and pong-nic, lowered and packed into NFP-4000 cores,
+//!   each core's coalesced program passing the `nfp` profile and loading in the kernel (a host
+//!   load: there is no NFP here), answer seeded requests under BPF_PROG_TEST_RUN — IPv4 with
+//!   and without options, IPv6, bodies of many lengths — byte for byte as the normal build of
+//!   the same lambda loaded alone, with valid checksums.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+
+use lambda_ebpf::wire::LambdaHeader;
+use loader::frames::UdpFrame;
+use loader::kernel::{load_linked, test_run_packet};
+use loader::link::{LinkedMap, LinkedProgram};
+use loader::verify::{Limits, verify_linked};
+use nic_offload::{CoalesceInput, MatchRule, NicModel, coalesce, lower, model, pack_cores};
+use verifier::Backend;
+
+/// Without root the kernel part skips with a reason, except under CI=true, where it must run.
+fn kernel_tests_enabled(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: CI=true but not running as root; kernel tests must run in CI");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: needs root (CAP_BPF) for BPF_PROG_LOAD and BPF_PROG_TEST_RUN"
+    );
+    false
+}
+
+fn object(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/lambdas")
+        .join(format!("{name}.o"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask build-ebpf`",
+        path.display()
+    );
+    path
+}
+
+fn sample(name: &str, rule: MatchRule) -> CoalesceInput {
+    let bytes = std::fs::read(object(name)).unwrap();
+    CoalesceInput::from_object(&bytes, name, rule).unwrap()
+}
+
+fn rule(port: u16, lambda_id: Option<u32>) -> MatchRule {
+    MatchRule { port, lambda_id }
+}
+
+const NFP: &str = "nfp-4000";
+
+fn nfp_options(nfp: &NicModel) -> verifier::Options {
+    let mut options = Limits::default().options(Backend::Nfp, 1);
+    options.nfp_insn_budget = nfp.insn_budget;
+    options
+}
+
+fn as_linked(insns: &[ebpf_isa::Insn], maps: &[LinkedMap]) -> LinkedProgram {
+    LinkedProgram {
+        lambda: "coalesced".into(),
+        program: "coalesced".into(),
+        section: "xdp".into(),
+        insns: insns.to_vec(),
+        maps: maps.to_vec(),
+        lines: vec![],
+    }
+}
+
+#[test]
+fn nic_builds_pass_the_nfp_profile_and_normal_builds_are_refused_by_helper_name() {
+    let nfp = model(NFP).unwrap();
+    for name in ["whoami", "pong", "counter"] {
+        // The normal build: refused, each missing helper named (no regression in the message).
+        let err = lower(&sample(name, rule(9000, Some(7))), nfp)
+            .unwrap_err()
+            .to_string();
+        for helper in ["bpf_xdp_load_bytes", "bpf_csum_diff"] {
+            assert!(
+                err.contains(&format!("helper {helper} at instruction")),
+                "{name}: {err}"
+            );
+        }
+
+        let nic_name = format!("{name}-nic");
+        let input = sample(&nic_name, rule(9000, Some(7)));
+        // Our verifier's kernel profile takes the NIC build as built.
+        let kernel = verify_linked(
+            &input.linked,
+            &Limits::default().options(Backend::Kernel, 1),
+        )
+        .unwrap_or_else(|e| panic!("{nic_name}, kernel profile: {e}"));
+        let lowered = lower(&input, nfp).unwrap_or_else(|e| panic!("{e}"));
+        for insn in &lowered.input.linked.insns {
+            if insn.is_helper_call() {
+                assert!(nfp.has_helper(insn.imm), "{nic_name}: helper {}", insn.imm);
+            }
+        }
+        let one = coalesce(std::slice::from_ref(&lowered.input)).unwrap();
+        let contract = verify_linked(&as_linked(&one.insns, &one.maps), &nfp_options(nfp))
+            .unwrap_or_else(|e| panic!("{nic_name}, lowered, nfp profile: {e}"));
+        assert_eq!(contract.eligible, vec![Backend::Nfp]);
+        assert!(one.insns.len() <= nfp.insn_budget);
+        println!(
+            "{nic_name}: kernel profile at most {} insns per run; lowered {} -> {} slots, \
+             coalesced {} slots, nfp profile accepted (at most {} insns per run); normal \
+             build refused: {err}",
+            kernel.max_insns_executed,
+            lowered.report.insns_before,
+            lowered.report.insns_after,
+            one.insns.len(),
+            contract.max_insns_executed
+        );
+    }
+}
+
+/// xorshift64*: seeded, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A λ request frame; `options` bytes of IPv4 options (NOPs, a multiple of 4) when IPv4.
+fn request(
+    rng: &mut Rng,
+    port: u16,
+    lambda_id: u32,
+    v6: bool,
+    len: usize,
+    options: usize,
+) -> Vec<u8> {
+    let mut payload = LambdaHeader::request(lambda_id, rng.next())
+        .as_bytes()
+        .to_vec();
+    payload.extend((0..len).map(|_| rng.next() as u8));
+    let (src, dst): (SocketAddr, SocketAddr) = if v6 {
+        (
+            "[fd00::2]:40000".parse().unwrap(),
+            format!("[fd00::1]:{port}").parse().unwrap(),
+        )
+    } else {
+        (
+            "10.0.0.2:40000".parse().unwrap(),
+            format!("10.0.0.1:{port}").parse().unwrap(),
+        )
+    };
+    let mut frame = UdpFrame {
+        src_mac: [2, 0, 0, 0, 0, 2],
+        dst_mac: [2, 0, 0, 0, 0, 1],
+        src,
+        dst,
+        payload,
+    }
+    .encode()
+    .unwrap();
+    if !v6 && options > 0 {
+        // Options do not enter the UDP checksum: only the IP header changes.
+        frame.splice(34..34, std::iter::repeat_n(1u8, options));
+        frame[14] = 0x40 | ((20 + options) / 4) as u8;
+        let total = u16::from_be_bytes([frame[16], frame[17]]) + options as u16;
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let mut sum = 0u32;
+        for pair in frame[14..34 + options].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        UdpFrame::decode(&frame).expect("the request with options is well formed");
+    }
+    frame
+}
+
+#[test]
+fn fifty_whoami_nic_and_pong_nic_lowered_per_core_answer_as_the_normal_build() {
+    let test = "fifty_whoami_nic_and_pong_nic_lowered_per_core_answer_as_the_normal_build";
+    let nfp = model(NFP).unwrap();
+    // (normal build, NIC build) of each lambda, same rule.
+    let mut pairs = vec![(
+        sample("pong", rule(9000, None)),
+        sample("pong-nic", rule(9000, None)),
+    )];
+    for id in 1..=50 {
+        pairs.push((
+            sample("whoami", rule(9100, Some(id))),
+            sample("whoami-nic", rule(9100, Some(id))),
+        ));
+    }
+    let lowered: Vec<CoalesceInput> = pairs
+        .iter()
+        .map(|(_, nic)| lower(nic, nfp).unwrap_or_else(|e| panic!("{e}")).input)
+        .collect();
+    let sizes: Vec<usize> = lowered.iter().map(|x| x.linked.insns.len()).collect();
+    let packing = pack_cores(nfp, &sizes);
+    assert!(
+        packing.core_of.iter().all(Option::is_some),
+        "a lambda exceeds one core: {packing:?}"
+    );
+    assert!(packing.core_insns.len() <= nfp.cores as usize);
+    let cores: Vec<Vec<usize>> = (0..packing.core_insns.len())
+        .map(|core| {
+            (0..lowered.len())
+                .filter(|&i| packing.core_of[i] == Some(core))
+                .collect()
+        })
+        .collect();
+    let programs: Vec<_> = cores
+        .iter()
+        .map(|members| {
+            let group: Vec<CoalesceInput> = members.iter().map(|&i| lowered[i].clone()).collect();
+            coalesce(&group).unwrap()
+        })
+        .collect();
+    let options = nfp_options(nfp);
+    let mut worst = 0;
+    for (core, program) in programs.iter().enumerate() {
+        assert!(program.insns.len() <= nfp.insn_budget, "core {core}");
+        let contract = verify_linked(&as_linked(&program.insns, &program.maps), &options)
+            .unwrap_or_else(|e| panic!("core {core}, nfp profile: {e}"));
+        assert!(contract.eligible.contains(&Backend::Nfp));
+        worst = worst.max(contract.max_insns_executed);
+    }
+    println!(
+        "{} lambdas lowered: {} slots in all, packed into {} {NFP} cores (largest core program \
+         {} slots); every core program passes the nfp profile (at most {worst} insns per run)",
+        lowered.len(),
+        sizes.iter().sum::<usize>(),
+        programs.len(),
+        packing.core_insns.iter().max().unwrap()
+    );
+
+    if !kernel_tests_enabled(test) {
+        return;
+    }
+    let loaded: Vec<_> = programs
+        .iter()
+        .map(|c| {
+            load_linked(&c.insns, &c.maps, &c.seeds, Some(&c.btf))
+                .unwrap_or_else(|e| panic!("core program: {e}"))
+        })
+        .collect();
+    let normal: Vec<_> = pairs
+        .iter()
+        .map(|(x, _)| {
+            load_linked(&x.linked.insns, &x.linked.maps, &x.seeds, None)
+                .unwrap_or_else(|e| panic!("{}: {e}", x.name))
+        })
+        .collect();
+    let lengths = [
+        0, 1, 3, 4, 5, 12, 31, 32, 33, 43, 44, 45, 63, 64, 65, 100, 127, 200, 255, 256, 300, 700,
+        1000, 1400,
+    ];
+    let mut rng = Rng(0x0009_2026_11ce_5d4b);
+    let (mut compared, mut answered, mut with_options) = (0, 0, 0);
+    for (i, (normal_input, _)) in pairs.iter().enumerate() {
+        let rule = normal_input.rule;
+        let program = &loaded[packing.core_of[i].unwrap()];
+        for round in 0..6 {
+            let v6 = round % 3 == 0;
+            let len = if round < 3 {
+                lengths[rng.below(lengths.len() as u64) as usize]
+            } else {
+                rng.below(1429) as usize
+            };
+            let options = if !v6 && round == 4 {
+                4 * (1 + rng.below(10) as usize)
+            } else {
+                0
+            };
+            let id = rule.lambda_id.unwrap_or(rng.below(1000) as u32);
+            let packet = request(&mut rng, rule.port, id, v6, len, options);
+            let expected = test_run_packet(normal[i].prog.as_fd(), &packet).unwrap();
+            let actual = test_run_packet(program.prog.as_fd(), &packet).unwrap();
+            let what = format!(
+                "{} id {id} v6 {v6} body {len} options {options}",
+                normal_input.name
+            );
+            assert_eq!(actual.0, expected.0, "{what}: action");
+            assert_eq!(actual.1, expected.1, "{what}: packet");
+            assert_eq!(actual.0, 3, "{what}: answered");
+            let reply = UdpFrame::decode(&actual.1)
+                .unwrap_or_else(|e| panic!("{what}: reply checksums or lengths: {e}"));
+            let header = LambdaHeader::decode(&reply.payload).unwrap();
+            assert!(header.is_response(), "{what}");
+            compared += 1;
+            answered += usize::from(actual.0 == 3);
+            with_options += usize::from(options > 0);
+        }
+    }
+    // Not addressed to any lambda: both pass it untouched.
+    let stray = request(&mut rng, 53, 1, false, 10, 0);
+    for program in &loaded {
+        assert_eq!(
+            test_run_packet(program.prog.as_fd(), &stray).unwrap(),
+            (2, stray.clone())
+        );
+    }
+    println!(
+        "{compared} requests ({with_options} over IPv4 with options) answered byte for byte as \
+         the normal build ({answered} XDP_TX, checksums valid); {} core programs loaded",
+        loaded.len()
+    );
+}
