@@ -4,9 +4,10 @@
 //! as the lambda its rule routes to, run alone (or XDP_PASS, untouched, when no rule matches).
 //! Seeded, so a failure reproduces.
 
-use std::io::Write as _;
+mod common;
+use common::*;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use lambda_ebpf::wire::LambdaHeader;
 use loader::frames::UdpFrame;
@@ -16,40 +17,6 @@ use loader::verify::{Limits, verify_linked};
 use nic_offload::{CoalesceInput, MatchRule, coalesce};
 use std::os::fd::AsFd as _;
 use verifier::Backend;
-
-/// Without root the test skips with a reason, except under CI=true, where it must run.
-fn kernel_tests_enabled(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: CI=true but not running as root; kernel tests must run in CI");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: needs root (CAP_BPF) for BPF_PROG_LOAD and BPF_PROG_TEST_RUN"
-    );
-    false
-}
-
-fn object(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/lambdas")
-        .join(format!("{name}.o"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask build-ebpf`",
-        path.display()
-    );
-    path
-}
-
-/// A sample lambda linked for `rule`, with its seed records.
-fn sample(name: &str, rule: MatchRule) -> CoalesceInput {
-    let bytes = std::fs::read(object(name)).unwrap();
-    CoalesceInput::from_object(&bytes, name, rule).unwrap()
-}
 
 /// Generated lambda `i`: marks the frame with its number, and through a helper function that
 /// ten of them share (variant `i % 10`) rewrites one more byte; answers XDP_TX.
@@ -143,10 +110,6 @@ fn request(rng: &mut Rng, port: u16, lambda_id: u32, v6: bool) -> Vec<u8> {
     }
     .encode()
     .unwrap()
-}
-
-fn rule(port: u16, lambda_id: Option<u32>) -> MatchRule {
-    MatchRule { port, lambda_id }
 }
 
 fn as_linked(

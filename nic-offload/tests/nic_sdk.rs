@@ -10,55 +10,19 @@
 //!   and without options, IPv6, bodies of many lengths — byte for byte as the normal build of
 //!   the same lambda loaded alone, with valid checksums.
 
-use std::io::Write as _;
+mod common;
+use common::*;
+
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
-use std::path::{Path, PathBuf};
 
 use lambda_ebpf::wire::LambdaHeader;
 use loader::frames::UdpFrame;
 use loader::kernel::{load_linked, test_run_packet};
 use loader::link::{LinkedMap, LinkedProgram};
 use loader::verify::{Limits, verify_linked};
-use nic_offload::{CoalesceInput, MatchRule, NicModel, coalesce, lower, model, pack_cores};
+use nic_offload::{CoalesceInput, NicModel, coalesce, lower, model, pack_cores};
 use verifier::Backend;
-
-/// Without root the kernel part skips with a reason, except under CI=true, where it must run.
-fn kernel_tests_enabled(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: CI=true but not running as root; kernel tests must run in CI");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: needs root (CAP_BPF) for BPF_PROG_LOAD and BPF_PROG_TEST_RUN"
-    );
-    false
-}
-
-fn object(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/lambdas")
-        .join(format!("{name}.o"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask build-ebpf`",
-        path.display()
-    );
-    path
-}
-
-fn sample(name: &str, rule: MatchRule) -> CoalesceInput {
-    let bytes = std::fs::read(object(name)).unwrap();
-    CoalesceInput::from_object(&bytes, name, rule).unwrap()
-}
-
-fn rule(port: u16, lambda_id: Option<u32>) -> MatchRule {
-    MatchRule { port, lambda_id }
-}
 
 const NFP: &str = "nfp-4000";
 
