@@ -32,7 +32,9 @@ use std::{
 use ebpf_isa::Insn;
 use serde::{Deserialize, Serialize};
 
-use super::deploy::{DeployLock, attach_in_mode, map_err, now_secs, read_json, write_json};
+use super::deploy::{
+    DeployLock, attach_in_mode, map_err, now_secs, read_json, read_json_dir, write_json,
+};
 use super::error::io_err;
 use super::sys::{self, pinned_link_state};
 use super::{AttachMode, Host, KernelError, ModeUsed, PinnedMap, ProgramBtf, RawRunError};
@@ -181,21 +183,7 @@ impl Host {
 
     /// Every lambda deployed in coalesced mode, by name.
     pub fn coalesced_records(&self) -> Result<Vec<CoalescedRecord>, KernelError> {
-        let dir = self.coalesced_state_dir().join("lambdas");
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("reading", &dir)(e)),
-        };
-        let mut records = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(io_err("reading", &dir))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                records.push(read_json::<CoalescedRecord>(&path)?);
-            }
-        }
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(records)
+        read_json_dir(&self.coalesced_state_dir().join("lambdas"))
     }
 
     /// Every lambda deployed in coalesced mode, with whether its interface's program is live.

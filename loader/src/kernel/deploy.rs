@@ -212,6 +212,27 @@ pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, 
     })
 }
 
+/// Every `*.json` record in `dir` (none when it does not exist), in file-name order: records
+/// are named after their lambda, so that is name order.
+pub(super) fn read_json_dir<T: for<'de> Deserialize<'de>>(
+    dir: &Path,
+) -> Result<Vec<T>, KernelError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("reading", dir)(e)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io_err("reading", dir))?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths.iter().map(|path| read_json(path)).collect()
+}
+
 /// The maps of an installed dispatcher, opened from their pins.
 struct DispatcherMaps {
     matches: KernelMap,
@@ -250,21 +271,7 @@ impl Host {
 
     /// Every deployed lambda's record, by name.
     pub fn deploy_records(&self) -> Result<Vec<DeployRecord>, KernelError> {
-        let dir = self.deployed_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("reading", &dir)(e)),
-        };
-        let mut records = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(io_err("reading", &dir))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                records.push(read_json::<DeployRecord>(&path)?);
-            }
-        }
-        records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(records)
+        read_json_dir(&self.deployed_dir())
     }
 
     /// Every deployed lambda with whether it is live.
