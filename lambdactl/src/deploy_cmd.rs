@@ -433,8 +433,34 @@ fn undeploy_one(host: &Host, name: &str) -> Result<()> {
 }
 
 /// Invocations counted by a deployed lambda's SDK counters, when it has them.
-fn invocations(record: &loader::kernel::DeployRecord) -> Option<u64> {
-    invocations_of(&record.maps)
+/// A deployed or coalesced lambda's liveness for `ls --json`.
+fn liveness_json(live: &Result<(), String>) -> serde_json::Value {
+    match live {
+        Ok(()) => serde_json::json!({ "state": "live", "detail": null }),
+        Err(reason) => serde_json::json!({ "state": "stale", "detail": reason }),
+    }
+}
+
+/// The `ls` table's MAPS, CALLS and STATE cells, the same for deployed and coalesced lambdas:
+/// the lambda's own maps (not its global-data sections), its SDK invocation count, liveness.
+fn maps_calls_state(maps: &[loader::PinnedMap], live: &Result<(), String>) -> [String; 3] {
+    let names: Vec<&str> = maps
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    [
+        if names.is_empty() {
+            "-".into()
+        } else {
+            names.join(",")
+        },
+        invocations_of(maps).map_or_else(|| "-".into(), |n| n.to_string()),
+        match live {
+            Ok(()) => "live".into(),
+            Err(reason) => format!("STALE: {reason}"),
+        },
+    ]
 }
 
 fn invocations_of(maps: &[loader::PinnedMap]) -> Option<u64> {
@@ -454,11 +480,8 @@ pub(crate) fn deployed_json(host: &Host) -> Result<Vec<serde_json::Value>> {
         let mut v = serde_json::to_value(&d.record).context("serializing a deploy record")?;
         v["kind"] = "deployed".into();
         v["rule_text"] = d.record.rule.to_string().into();
-        v["invocations"] = invocations(&d.record).into();
-        v["liveness"] = match &d.live {
-            Ok(()) => serde_json::json!({ "state": "live", "detail": null }),
-            Err(reason) => serde_json::json!({ "state": "stale", "detail": reason }),
-        };
+        v["invocations"] = invocations_of(&d.record.maps).into();
+        v["liveness"] = liveness_json(&d.live);
         let dispatcher = host.dispatcher(&d.record.iface);
         v["dispatcher_mode"] = dispatcher.as_ref().map(|r| r.mode.to_string()).into();
         v["dispatcher_program_id"] = dispatcher.as_ref().map(|r| r.program_id).into();
@@ -477,13 +500,7 @@ pub(crate) fn print_deployed(host: &Host) -> Result<usize> {
         .iter()
         .map(|d| {
             let r = &d.record;
-            let maps: Vec<&str> = r
-                .maps
-                .iter()
-                .map(|m| m.name.as_str())
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            vec![
+            let mut row = vec![
                 r.name.clone(),
                 r.iface.clone(),
                 host.dispatcher(&r.iface)
@@ -491,17 +508,9 @@ pub(crate) fn print_deployed(host: &Host) -> Result<usize> {
                 r.rule.to_string(),
                 r.slot.to_string(),
                 r.program_id.to_string(),
-                if maps.is_empty() {
-                    "-".into()
-                } else {
-                    maps.join(",")
-                },
-                invocations(r).map_or_else(|| "-".into(), |n| n.to_string()),
-                match &d.live {
-                    Ok(()) => "live".into(),
-                    Err(reason) => format!("STALE: {reason}"),
-                },
-            ]
+            ];
+            row.extend(maps_calls_state(&r.maps, &d.live));
+            row
         })
         .collect();
     println!("deployed behind dispatchers:");
@@ -534,10 +543,7 @@ pub(crate) fn coalesced_json(host: &Host) -> Result<Vec<serde_json::Value>> {
         let mut v = serde_json::to_value(&c.record).context("serializing a coalesced record")?;
         v["kind"] = "coalesced".into();
         v["rule_text"] = c.record.rule.to_string().into();
-        v["liveness"] = match &c.live {
-            Ok(()) => serde_json::json!({ "state": "live", "detail": null }),
-            Err(reason) => serde_json::json!({ "state": "stale", "detail": reason }),
-        };
+        v["liveness"] = liveness_json(&c.live);
         let iface = host.coalesced_iface(&c.record.iface);
         v["xdp_mode"] = iface.as_ref().map(|r| r.mode.to_string()).into();
         v["program_id"] = iface.as_ref().map(|r| r.program_id).into();
@@ -557,13 +563,7 @@ pub(crate) fn print_coalesced_ls(host: &Host) -> Result<usize> {
         .map(|c| {
             let r = &c.record;
             let iface = host.coalesced_iface(&r.iface);
-            let maps: Vec<&str> = r
-                .maps
-                .iter()
-                .map(|m| m.name.as_str())
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            vec![
+            let mut row = vec![
                 r.name.clone(),
                 r.iface.clone(),
                 iface
@@ -573,17 +573,9 @@ pub(crate) fn print_coalesced_ls(host: &Host) -> Result<usize> {
                 iface
                     .as_ref()
                     .map_or_else(|| "-".into(), |i| i.program_id.to_string()),
-                if maps.is_empty() {
-                    "-".into()
-                } else {
-                    maps.join(",")
-                },
-                invocations_of(&r.maps).map_or_else(|| "-".into(), |n| n.to_string()),
-                match &c.live {
-                    Ok(()) => "live".into(),
-                    Err(reason) => format!("STALE: {reason}"),
-                },
-            ]
+            ];
+            row.extend(maps_calls_state(&r.maps, &c.live));
+            row
         })
         .collect();
     println!("deployed in coalesced programs:");
