@@ -12,9 +12,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Header, median, parse_round_trip, require_root};
+use crate::bench::{Header, median, require_root};
+use crate::bench_density::round_trip;
 use crate::bench_vm::{PINNED_CPU, pin_to_cpu};
-use crate::netns::{SERVER_ADDR, VethPair, build_lambdactl};
+use crate::netns::{VethPair, build_lambdactl};
 
 pub struct CoalescedOptions {
     /// Requests per round-trip measurement.
@@ -22,8 +23,6 @@ pub struct CoalescedOptions {
     /// Rounds (the four measurements interleaved, medians reported).
     pub rounds: u32,
 }
-
-const WARMUP: u32 = 200;
 
 pub fn coalesced(root: &Path, opts: &CoalescedOptions) -> Result<()> {
     require_root()?;
@@ -196,40 +195,4 @@ pub fn coalesced(root: &Path, opts: &CoalescedOptions) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("written to {}", path.display());
     Ok(())
-}
-
-/// p50 and p99 of `count` requests to `port`/`id`, after checking who answers and a warm-up.
-fn round_trip(
-    pair: &VethPair,
-    port: u16,
-    id: u32,
-    body: &str,
-    expect: &str,
-    count: u32,
-) -> Result<(f64, f64)> {
-    let target = format!("{SERVER_ADDR}:{port}");
-    let id = id.to_string();
-    let invoke = |n: u32| {
-        pair.lambdactl_in(
-            &pair.client,
-            &[
-                "invoke",
-                &target,
-                "--lambda",
-                &id,
-                "--body",
-                body,
-                "--count",
-                &n.to_string(),
-            ],
-        )
-    };
-    // A benchmark of the wrong lambda measures nothing.
-    let first = invoke(1)?;
-    if !first.contains(expect) {
-        bail!("{target} lambda {id} did not answer with {expect:?}:\n{first}");
-    }
-    invoke(WARMUP).context("warm-up")?;
-    let out = invoke(count)?;
-    parse_round_trip(&out).with_context(|| format!("no round-trip line in:\n{out}"))
 }

@@ -154,7 +154,9 @@ pub fn density(root: &Path, opts: &DensityOptions) -> Result<()> {
         for k in 0..cases.len() {
             let i = (k + round as usize) % cases.len();
             let (name, pair, id) = cases[i];
-            let (a, b) = round_trip(pair, id, opts.count)
+            // whoami answers with its identity: a benchmark of the wrong lambda measures nothing.
+            let expect = format!("lambda={id:0>10}");
+            let (a, b) = round_trip(pair, 9000, id, "who?", &expect, opts.count)
                 .with_context(|| format!("round trip {name}, round {}", round + 1))?;
             println!(
                 "    round {} {name}: p50 {a:.1} µs, p99 {b:.1} µs",
@@ -240,9 +242,16 @@ pub fn density(root: &Path, opts: &DensityOptions) -> Result<()> {
     Ok(())
 }
 
-/// p50 and p99 of `count` requests to lambda `id` behind `pair`, after a warm-up.
-fn round_trip(pair: &VethPair, id: u32, count: u32) -> Result<(f64, f64)> {
-    let target = format!("{SERVER_ADDR}:9000");
+/// p50 and p99 of `count` requests to `port`/`id`, after checking who answers and a warm-up.
+pub(crate) fn round_trip(
+    pair: &VethPair,
+    port: u16,
+    id: u32,
+    body: &str,
+    expect: &str,
+    count: u32,
+) -> Result<(f64, f64)> {
+    let target = format!("{SERVER_ADDR}:{port}");
     let id = id.to_string();
     let invoke = |n: u32| {
         pair.lambdactl_in(
@@ -253,16 +262,16 @@ fn round_trip(pair: &VethPair, id: u32, count: u32) -> Result<(f64, f64)> {
                 "--lambda",
                 &id,
                 "--body",
-                "who?",
+                body,
                 "--count",
                 &n.to_string(),
             ],
         )
     };
-    // A benchmark of the wrong lambda measures nothing: check who answers first.
+    // A benchmark of the wrong lambda measures nothing.
     let first = invoke(1)?;
-    if !first.contains(&format!("lambda={id:0>10}")) {
-        bail!("lambda {id} did not answer with its identity:\n{first}");
+    if !first.contains(expect) {
+        bail!("{target} lambda {id} did not answer with {expect:?}:\n{first}");
     }
     invoke(WARMUP).context("warm-up")?;
     let out = invoke(count)?;
