@@ -7,10 +7,7 @@
 mod common;
 use common::*;
 
-use std::net::SocketAddr;
-
 use lambda_ebpf::wire::LambdaHeader;
-use loader::frames::UdpFrame;
 use loader::kernel::{load_linked, test_run_ns, test_run_packet, verified_insns};
 use loader::link::LinkedProgram;
 use loader::verify::{Limits, verify_linked};
@@ -90,41 +87,7 @@ fn request(rng: &mut Rng, port: u16, lambda_id: u32, v6: bool) -> Vec<u8> {
             payload.extend((0..len).map(|_| rng.next() as u8));
         }
     }
-    let (src, dst): (SocketAddr, SocketAddr) = if v6 {
-        (
-            "[fd00::2]:40000".parse().unwrap(),
-            format!("[fd00::1]:{port}").parse().unwrap(),
-        )
-    } else {
-        (
-            "10.0.0.2:40000".parse().unwrap(),
-            format!("10.0.0.1:{port}").parse().unwrap(),
-        )
-    };
-    UdpFrame {
-        src_mac: [2, 0, 0, 0, 0, 2],
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        src,
-        dst,
-        payload,
-    }
-    .encode()
-    .unwrap()
-}
-
-fn as_linked(
-    name: &str,
-    insns: Vec<ebpf_isa::Insn>,
-    maps: Vec<loader::link::LinkedMap>,
-) -> LinkedProgram {
-    LinkedProgram {
-        lambda: name.into(),
-        program: name.into(),
-        section: "xdp".into(),
-        insns,
-        maps,
-        lines: vec![],
-    }
+    udp_request_frame(port, v6, payload)
 }
 
 #[test]
@@ -162,7 +125,7 @@ fn coalesced_samples_and_50_generated_lambdas_answer_as_the_lambdas_alone() {
     assert!(r.insns_after < r.insns_before + r.dispatch_insns, "{r:?}");
 
     // Our verifier, kernel profile.
-    let program = as_linked("coalesced", coalesced.insns.clone(), coalesced.maps.clone());
+    let program = as_linked("coalesced", &coalesced.insns, &coalesced.maps);
     let options = Limits::default().options(Backend::Kernel, 1);
     let contract = verify_linked(&program, &options).unwrap();
     println!(
@@ -269,7 +232,7 @@ fn a_coalesced_nic_ready_set_passes_the_nfp_profile_and_the_sdk_samples_do_not()
         inputs.push(generated(i, rule(9100, Some(i))));
     }
     let coalesced = coalesce(&inputs).unwrap();
-    let program = as_linked("coalesced", coalesced.insns.clone(), coalesced.maps.clone());
+    let program = as_linked("coalesced", &coalesced.insns, &coalesced.maps);
     let mut options = Limits::default().options(Backend::Nfp, 1);
     options.nfp_insn_budget = nic_offload::model("nfp-4000").unwrap().insn_budget;
     let contract = verify_linked(&program, &options).unwrap();
@@ -295,7 +258,7 @@ fn a_coalesced_nic_ready_set_passes_the_nfp_profile_and_the_sdk_samples_do_not()
     }
 
     let sdk = coalesce(&[sample("echo", rule(9001, None))]).unwrap();
-    let program = as_linked("coalesced", sdk.insns, sdk.maps);
+    let program = as_linked("coalesced", &sdk.insns, &sdk.maps);
     let err = verify_linked(&program, &options).unwrap_err().to_string();
     assert!(
         err.contains("the NFP offloads only array and hash maps"),

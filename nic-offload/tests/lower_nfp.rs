@@ -14,12 +14,10 @@
 mod common;
 use common::*;
 
-use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
 use std::path::Path;
 
 use lambda_ebpf::wire::LambdaHeader;
-use loader::frames::UdpFrame;
 use loader::kernel::{load_linked, test_run_packet};
 use loader::link::{LinkedMap, LinkedMapKind, LinkedProgram};
 use loader::maps::MapAccess as _;
@@ -286,37 +284,7 @@ fn request_with(rng: &mut Rng, port: u16, lambda_id: u32, v6: bool, body: &[u8])
         .as_bytes()
         .to_vec();
     payload.extend_from_slice(body);
-    let (src, dst): (SocketAddr, SocketAddr) = if v6 {
-        (
-            "[fd00::2]:40000".parse().unwrap(),
-            format!("[fd00::1]:{port}").parse().unwrap(),
-        )
-    } else {
-        (
-            "10.0.0.2:40000".parse().unwrap(),
-            format!("10.0.0.1:{port}").parse().unwrap(),
-        )
-    };
-    UdpFrame {
-        src_mac: [2, 0, 0, 0, 0, 2],
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        src,
-        dst,
-        payload,
-    }
-    .encode()
-    .unwrap()
-}
-
-fn as_linked(insns: &[ebpf_isa::Insn], maps: &[LinkedMap]) -> LinkedProgram {
-    LinkedProgram {
-        lambda: "coalesced".into(),
-        program: "coalesced".into(),
-        section: "xdp".into(),
-        insns: insns.to_vec(),
-        maps: maps.to_vec(),
-        lines: vec![],
-    }
+    udp_request_frame(port, v6, payload)
 }
 
 /// Slot `slot` of map `name` in a loaded program, summed over CPUs for a per-CPU map.
@@ -381,7 +349,7 @@ fn lowered_sdk_shaped_lambdas_pass_the_nfp_profile_and_answer_as_before() {
     // Our verifier: the nfp profile refuses the unlowered program and accepts the lowered one.
     let mut options = Limits::default().options(Backend::Nfp, 1);
     options.nfp_insn_budget = nfp.insn_budget;
-    let err = verify_linked(&as_linked(&plain.insns, &plain.maps), &options)
+    let err = verify_linked(&as_linked("coalesced", &plain.insns, &plain.maps), &options)
         .unwrap_err()
         .to_string();
     println!("unlowered, nfp profile: {err}");
@@ -400,7 +368,7 @@ fn lowered_sdk_shaped_lambdas_pass_the_nfp_profile_and_answer_as_before() {
         used_maps(&plain.insns),
         used_maps(&whole.insns)
     );
-    let contract = verify_linked(&as_linked(&whole.insns, &whole.maps), &options)
+    let contract = verify_linked(&as_linked("coalesced", &whole.insns, &whole.maps), &options)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(contract.eligible, vec![Backend::Nfp]);
     println!(

@@ -13,13 +13,11 @@
 mod common;
 use common::*;
 
-use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
 
 use lambda_ebpf::wire::LambdaHeader;
 use loader::frames::UdpFrame;
 use loader::kernel::{load_linked, test_run_packet};
-use loader::link::{LinkedMap, LinkedProgram};
 use loader::verify::{Limits, verify_linked};
 use nic_offload::{CoalesceInput, NicModel, coalesce, lower, model, pack_cores};
 use verifier::Backend;
@@ -30,17 +28,6 @@ fn nfp_options(nfp: &NicModel) -> verifier::Options {
     let mut options = Limits::default().options(Backend::Nfp, 1);
     options.nfp_insn_budget = nfp.insn_budget;
     options
-}
-
-fn as_linked(insns: &[ebpf_isa::Insn], maps: &[LinkedMap]) -> LinkedProgram {
-    LinkedProgram {
-        lambda: "coalesced".into(),
-        program: "coalesced".into(),
-        section: "xdp".into(),
-        insns: insns.to_vec(),
-        maps: maps.to_vec(),
-        lines: vec![],
-    }
 }
 
 #[test]
@@ -73,8 +60,11 @@ fn nic_builds_pass_the_nfp_profile_and_normal_builds_are_refused_by_helper_name(
             }
         }
         let one = coalesce(std::slice::from_ref(&lowered.input)).unwrap();
-        let contract = verify_linked(&as_linked(&one.insns, &one.maps), &nfp_options(nfp))
-            .unwrap_or_else(|e| panic!("{nic_name}, lowered, nfp profile: {e}"));
+        let contract = verify_linked(
+            &as_linked("coalesced", &one.insns, &one.maps),
+            &nfp_options(nfp),
+        )
+        .unwrap_or_else(|e| panic!("{nic_name}, lowered, nfp profile: {e}"));
         assert_eq!(contract.eligible, vec![Backend::Nfp]);
         assert!(one.insns.len() <= nfp.insn_budget);
         println!(
@@ -117,26 +107,7 @@ fn request(
         .as_bytes()
         .to_vec();
     payload.extend((0..len).map(|_| rng.next() as u8));
-    let (src, dst): (SocketAddr, SocketAddr) = if v6 {
-        (
-            "[fd00::2]:40000".parse().unwrap(),
-            format!("[fd00::1]:{port}").parse().unwrap(),
-        )
-    } else {
-        (
-            "10.0.0.2:40000".parse().unwrap(),
-            format!("10.0.0.1:{port}").parse().unwrap(),
-        )
-    };
-    let mut frame = UdpFrame {
-        src_mac: [2, 0, 0, 0, 0, 2],
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        src,
-        dst,
-        payload,
-    }
-    .encode()
-    .unwrap();
+    let mut frame = udp_request_frame(port, v6, payload);
     if !v6 && options > 0 {
         // Options do not enter the UDP checksum: only the IP header changes.
         frame.splice(34..34, std::iter::repeat_n(1u8, options));
@@ -201,8 +172,11 @@ fn fifty_whoami_nic_and_pong_nic_lowered_per_core_answer_as_the_normal_build() {
     let mut worst = 0;
     for (core, program) in programs.iter().enumerate() {
         assert!(program.insns.len() <= nfp.insn_budget, "core {core}");
-        let contract = verify_linked(&as_linked(&program.insns, &program.maps), &options)
-            .unwrap_or_else(|e| panic!("core {core}, nfp profile: {e}"));
+        let contract = verify_linked(
+            &as_linked("coalesced", &program.insns, &program.maps),
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("core {core}, nfp profile: {e}"));
         assert!(contract.eligible.contains(&Backend::Nfp));
         worst = worst.max(contract.max_insns_executed);
     }

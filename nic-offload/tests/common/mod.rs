@@ -4,6 +4,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::net::SocketAddr;
+
+use ebpf_isa::Insn;
+use loader::frames::UdpFrame;
+use loader::link::{LinkedMap, LinkedProgram};
 use nic_offload::{CoalesceInput, MatchRule};
 
 /// Without root the kernel part skips with a reason, except under CI=true, where it must run.
@@ -43,4 +48,41 @@ pub fn sample(name: &str, rule: MatchRule) -> CoalesceInput {
 
 pub fn rule(port: u16, lambda_id: Option<u32>) -> MatchRule {
     MatchRule { port, lambda_id }
+}
+
+/// The Ethernet frame of a λ request (`payload`: header and body) from the client to `port`
+/// over IPv4 or IPv6, the addresses every test here uses.
+pub fn udp_request_frame(port: u16, v6: bool, payload: Vec<u8>) -> Vec<u8> {
+    let (src, dst): (SocketAddr, SocketAddr) = if v6 {
+        (
+            "[fd00::2]:40000".parse().unwrap(),
+            format!("[fd00::1]:{port}").parse().unwrap(),
+        )
+    } else {
+        (
+            "10.0.0.2:40000".parse().unwrap(),
+            format!("10.0.0.1:{port}").parse().unwrap(),
+        )
+    };
+    UdpFrame {
+        src_mac: [2, 0, 0, 0, 0, 2],
+        dst_mac: [2, 0, 0, 0, 0, 1],
+        src,
+        dst,
+        payload,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// A program (a coalesced or lowered one) as a linked program named `name`, for loading.
+pub fn as_linked(name: &str, insns: &[Insn], maps: &[LinkedMap]) -> LinkedProgram {
+    LinkedProgram {
+        lambda: name.into(),
+        program: name.into(),
+        section: "xdp".into(),
+        insns: insns.to_vec(),
+        maps: maps.to_vec(),
+        lines: vec![],
+    }
 }
