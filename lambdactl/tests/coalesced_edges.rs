@@ -29,25 +29,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Sends `count` λ requests to port 9000 with the independent Python client; all answered OK.
-fn send_requests(pair: &NetnsPair, count: u64) {
-    let script = workspace_root().join("tests/clients/lambda_client.py");
-    let out = pair.in_client(
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            &pair.server_v4,
-            "9000",
-            "1",
-            "hi",
-            &count.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "client failed: {}", text(&out));
-    let summary: Value = serde_json::from_slice(&out.stdout).expect("client prints JSON");
-    assert_eq!(summary["statuses"]["0"], count, "{summary}");
-}
-
 /// After hl is gone, a request to its port is not answered (the program passes it on).
 fn send_requests_expecting_none(pair: &NetnsPair) {
     let script = workspace_root().join("tests/clients/lambda_client.py");

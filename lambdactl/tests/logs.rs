@@ -16,29 +16,6 @@ use serde_json::Value;
 
 const TEXT: &str = "hello-log: answered a request";
 
-/// Sends `count` λ requests with the independent Python client and checks they were answered.
-fn send_requests(pair: &NetnsPair, count: u64) {
-    let script = workspace_root().join("tests/clients/lambda_client.py");
-    let out = pair.in_client(
-        "python3",
-        &[
-            script.to_str().unwrap(),
-            &pair.server_v4,
-            "9000",
-            "1",
-            "hi",
-            &count.to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).expect("client prints JSON");
-    assert_eq!(summary["statuses"]["0"], count, "{summary}");
-}
-
 /// Kills the `logs --follow` child this test started, also when an assertion fails.
 struct Follow(Child);
 

@@ -265,3 +265,28 @@ pub fn ones_sum(bytes: &[u8]) -> u16 {
     }
     sum as u16
 }
+
+/// Sends `count` λ requests (lambda 1, body "hi") to port 9000 of `pair`'s server with the
+/// independent Python client, and checks every one was answered OK.
+pub fn send_requests(pair: &NetnsPair, count: u64) {
+    let script = workspace_root().join("tests/clients/lambda_client.py");
+    let out = pair.in_client(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            &pair.server_v4,
+            "9000",
+            "1",
+            "hi",
+            &count.to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("client prints JSON");
+    assert_eq!(summary["statuses"]["0"], count, "{summary}");
+}
