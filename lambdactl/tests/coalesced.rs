@@ -18,7 +18,6 @@ mod common;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,6 @@ const MEMCACHED_LAMBDA_PORT: u16 = 9001;
 const GRAYSCALE_PORT: u16 = 9002;
 const WHOAMI_PORT: u16 = 9100;
 const GENERATED_PORT: u16 = 9200;
-const MEMCACHED_PORT: u16 = 11211;
 /// Generated lambdas.
 const GENERATED: u32 = 60;
 
@@ -324,92 +322,6 @@ impl Client {
     }
 }
 
-/// A background process killed by its PID on drop.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn start_memcached(pair: &NetnsPair) -> Background {
-    let port = MEMCACHED_PORT.to_string();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pair.client_ns,
-            "memcached",
-            "-U",
-            &port,
-            "-p",
-            &port,
-        ])
-        .args(["-l", &pair.client_v4, "-u", "root", "-t", "1", "-m", "16"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting memcached");
-    let server = Background(child);
-    let addr = format!("{}:{port}", pair.client_v4);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while NetnsPair::within(&pair.client_ns, || {
-        std::net::TcpStream::connect(&addr).is_err()
-    }) {
-        assert!(Instant::now() < deadline, "memcached did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
-
-fn memcached_available(test: &str) -> bool {
-    if !kernel_tests_enabled(test) {
-        return false;
-    }
-    if Command::new("memcached").arg("-h").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: CI=true but memcached is not installed (.ci/run installs it)");
-    }
-    eprintln!("skipping {test}: memcached is not installed (apt-get install memcached)");
-    false
-}
-
-/// The memcached lambda's `CONFIG` value for the server in `pair`'s client namespace.
-fn memcached_config(pair: &NetnsPair) -> String {
-    let out = run_ok(
-        "ip",
-        &[
-            "-n",
-            &pair.client_ns,
-            "link",
-            "show",
-            "dev",
-            &pair.client_if,
-        ],
-    );
-    let mac: Vec<u8> = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    let ip: std::net::Ipv4Addr = pair.client_v4.parse().unwrap();
-    let mut bytes = ip.octets().to_vec();
-    bytes.extend_from_slice(&mac);
-    bytes.extend_from_slice(&MEMCACHED_PORT.to_be_bytes());
-    bytes.extend_from_slice(&[0, 0, 0, 0]);
-    format!(
-        "hex:{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
 /// A pair ready for drv-mode XDP_TX: software checksums on the client, a peer program.
 fn prepared_pair() -> NetnsPair {
     let pair = NetnsPair::create();
@@ -458,7 +370,7 @@ fn deploy(pair: &NetnsPair, lambda: &Lambda, coalesced: bool) -> String {
             "set",
             &map,
             "0",
-            &memcached_config(pair),
+            &memcached::config_value(pair, false),
         ]);
     }
     out
@@ -554,7 +466,7 @@ fn whoami_calls(answer: &[u8]) -> u64 {
 #[test]
 fn coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_changes() {
     let test = "coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_changes";
-    if !memcached_available(test) {
+    if !memcached::available(test) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("lnic-coalesced-{}", std::process::id()));
@@ -562,8 +474,8 @@ fn coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_chan
     let groups = lambda_groups(&dir);
     let tail_pair = prepared_pair();
     let coal_pair = prepared_pair();
-    let _memcached_t = start_memcached(&tail_pair);
-    let _memcached_c = start_memcached(&coal_pair);
+    let _memcached_t = memcached::start(&tail_pair);
+    let _memcached_c = memcached::start(&coal_pair);
     let started = Instant::now();
     for lambda in groups.iter().flatten() {
         deploy(&tail_pair, lambda, false);

@@ -24,7 +24,6 @@ use lambda_ebpf::wire::{HEADER_LEN, LambdaHeader, Status};
 
 const OPS: usize = 10_000;
 const SEED: u64 = 0x6d65_6d63_6163_6865;
-const MEMCACHED_PORT: u16 = 11211;
 const LAMBDA_PORT: u16 = 9000;
 /// Keys in the pool: few enough that gets hit often. Sets use only the first
 /// [`SET_KEYS`], so gets of the rest always miss.
@@ -203,46 +202,9 @@ impl Drop for Background {
     }
 }
 
-/// memcached in the client namespace, listening on the client address (UDP and TCP).
-fn start_memcached(pair: &NetnsPair) -> Background {
-    let port = MEMCACHED_PORT.to_string();
-    let server = Background::spawn(
-        "memcached",
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.client_ns,
-            "memcached",
-            "-U",
-            &port,
-            "-p",
-            &port,
-            "-l",
-            &pair.client_v4,
-            "-u",
-            "root",
-            "-t",
-            "2",
-            "-m",
-            "64",
-        ],
-    );
-    // Ready once its TCP port accepts.
-    let addr = format!("{}:{port}", pair.client_v4);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    NetnsPair::within(&pair.client_ns, || {
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
-    server
-}
-
 /// memcached's own TCP text protocol: `get` for each key, from inside the client namespace.
 fn tcp_get(pair: &NetnsPair, keys: &[Vec<u8>]) -> HashMap<Vec<u8>, Vec<u8>> {
-    let addr = format!("{}:{MEMCACHED_PORT}", pair.client_v4);
+    let addr = format!("{}:{}", pair.client_v4, memcached::PORT);
     NetnsPair::within(&pair.client_ns, || {
         let mut stream = TcpStream::connect(&addr).expect("memcached TCP");
         stream
@@ -273,35 +235,6 @@ fn tcp_get(pair: &NetnsPair, keys: &[Vec<u8>]) -> HashMap<Vec<u8>, Vec<u8>> {
         }
         found
     })
-}
-
-fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let out = run_ok("ip", &["-n", ns, "link", "show", "dev", dev]);
-    let text = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no MAC in {out}"));
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
-
-/// The `CONFIG` map value: server IPv4 address, MAC, UDP port (network order), flags (bit 0:
-/// the hot-key cache) and 3 reserved bytes, as `hex:`.
-fn config_value(pair: &NetnsPair, cache: bool) -> String {
-    let ip: std::net::Ipv4Addr = pair.client_v4.parse().unwrap();
-    let mac = mac_of(&pair.client_ns, &pair.client_if);
-    let mut bytes = ip.octets().to_vec();
-    bytes.extend_from_slice(&mac);
-    bytes.extend_from_slice(&MEMCACHED_PORT.to_be_bytes());
-    bytes.extend_from_slice(&[u8::from(cache), 0, 0, 0]);
-    format!(
-        "hex:{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
 }
 
 /// Udp InCsumErrors of the client namespace.
@@ -422,23 +355,6 @@ fn check_model_against_memcached(pair: &NetnsPair, model: &Model, backend: &str)
     }
 }
 
-fn memcached_available(test: &str) -> bool {
-    if !kernel_tests_enabled(test) {
-        return false;
-    }
-    if Command::new("memcached").arg("-h").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: CI=true but memcached is not installed (.ci/run installs it)");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: memcached is not installed (apt-get install memcached)"
-    );
-    false
-}
-
 /// The client's kernel checks every UDP checksum in software (see netns_e2e.rs).
 fn checksums_in_software(pair: &NetnsPair) {
     run_ok(
@@ -458,12 +374,12 @@ fn checksums_in_software(pair: &NetnsPair) {
 
 fn through_xdp(mode: &str, cache: bool) {
     let test = format!("memcached_lambda_in_{mode}_mode_matches_memcached (cache {cache})");
-    if !memcached_available(&test) {
+    if !memcached::available(&test) {
         return;
     }
     let pair = NetnsPair::create();
     checksums_in_software(&pair);
-    let memcached = start_memcached(&pair);
+    let memcached = memcached::start(&pair);
     if mode == "drv" {
         pair.give_client_a_drv_peer_program();
     }
@@ -485,7 +401,7 @@ fn through_xdp(mode: &str, cache: bool) {
         "set",
         &map,
         "0",
-        &config_value(&pair, cache),
+        &memcached::config_value(&pair, cache),
     ]);
     let errors_before = client_checksum_errors(&pair);
     let (model, statuses) = run_operations(&pair, mode);
@@ -558,7 +474,7 @@ fn through_xdp(mode: &str, cache: bool) {
     } else {
         assert_eq!((hits, misses), (0, 0), "{mode}: the cache is off");
     }
-    let forged_from = format!("{}:{MEMCACHED_PORT}", pair.client_v4);
+    let forged_from = format!("{}:{}", pair.client_v4, memcached::PORT);
     let target = format!("{}:{LAMBDA_PORT}", pair.server_v4);
     let answered = NetnsPair::within(&pair.client_ns, || {
         let socket = UdpSocket::bind(&forged_from).unwrap();
@@ -645,14 +561,14 @@ fn memcached_lambda_in_the_vm_interpreter_matches_memcached() {
 
 fn through_vm(jit: bool) {
     let backend = if jit { "vm-jit" } else { "vm-interpreter" };
-    if !memcached_available(&format!(
+    if !memcached::available(&format!(
         "memcached_lambda_in_the_{backend}_matches_memcached"
     )) {
         return;
     }
     let pair = NetnsPair::create();
     checksums_in_software(&pair);
-    let _memcached = start_memcached(&pair);
+    let _memcached = memcached::start(&pair);
     let sock = std::env::temp_dir().join(format!(
         "lnic-memcached-{backend}-{}.sock",
         std::process::id()
@@ -683,7 +599,7 @@ fn through_vm(jit: bool) {
         "set",
         "CONFIG",
         "0",
-        &config_value(&pair, false),
+        &memcached::config_value(&pair, false),
     ]);
     let (model, _) = run_operations(&pair, backend);
     check_model_against_memcached(&pair, &model, backend);
@@ -691,14 +607,14 @@ fn through_vm(jit: bool) {
 
 #[test]
 fn memcached_baseline_matches_memcached() {
-    if !memcached_available("memcached_baseline_matches_memcached") {
+    if !memcached::available("memcached_baseline_matches_memcached") {
         return;
     }
     let pair = NetnsPair::create();
     checksums_in_software(&pair);
-    let _memcached = start_memcached(&pair);
+    let _memcached = memcached::start(&pair);
     let listen = format!("{}:{LAMBDA_PORT}", pair.server_v4);
-    let server = format!("{}:{MEMCACHED_PORT}", pair.client_v4);
+    let server = format!("{}:{}", pair.client_v4, memcached::PORT);
     let mut baseline = Background::spawn(
         "lambdactl baseline",
         env!("CARGO_BIN_EXE_lambdactl"),

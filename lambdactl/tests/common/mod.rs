@@ -2,6 +2,8 @@
 //! pair, and running the real `lambdactl` binary.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod memcached;
+
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsRawFd;
