@@ -697,7 +697,8 @@ pub struct XdpBackend {
 struct MemcachedRelay {
     port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The receiving thread; it joins the reply threads it started when it stops.
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// How often relay threads look at their stop flag while idle.
@@ -761,15 +762,13 @@ impl MemcachedRelay {
         Ok(MemcachedRelay {
             port,
             stop,
-            threads: vec![main],
+            thread: main,
         })
     }
 
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
+        let _ = self.thread.join();
     }
 }
 
