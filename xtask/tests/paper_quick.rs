@@ -66,6 +66,7 @@ fn quick_paper_bench_answers_on_every_column() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.0.join("paper.json")).unwrap())
             .expect("paper.json parses");
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let columns = json["columns"].as_array().expect("columns");
     assert_eq!(columns.len(), 8, "every column is reported");
     for c in columns {
@@ -80,6 +81,8 @@ fn quick_paper_bench_answers_on_every_column() {
                 ),
                 "{name} must run here: {reason}"
             );
+            // CI installs podman, runc and the fonts: there every column must run.
+            assert!(!in_ci, "{name} must run in CI: {reason}");
             continue;
         }
         let latency = c["latency"].as_array().unwrap();
@@ -112,7 +115,13 @@ fn quick_paper_bench_answers_on_every_column() {
         for cell in g["latency"].as_array().unwrap() {
             let r = &cell["result"];
             match r["reason"].as_str() {
-                Some(reason) => assert!(!reason.starts_with("failed"), "gateway {g}: {reason}"),
+                Some(reason) => {
+                    assert!(!reason.starts_with("failed"), "gateway {g}: {reason}");
+                    assert!(
+                        !in_ci,
+                        "every gateway cell must be measured in CI: {reason}"
+                    );
+                }
                 None => assert_eq!(r["answered_correctly"], true, "gateway: {cell}"),
             }
         }
@@ -127,7 +136,8 @@ fn quick_paper_bench_answers_on_every_column() {
         );
     }
     assert!(
-        json["plots"].as_array().unwrap().len() == 5 || json["plots_skipped"].is_string(),
+        json["plots"].as_array().unwrap().len() == 5
+            || (!in_ci && json["plots_skipped"].is_string()),
         "plots neither drawn nor skipped with a reason"
     );
 }
