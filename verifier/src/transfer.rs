@@ -1264,13 +1264,17 @@ fn branch(
             holds != Some(op::JMP_JEQ)
         }
         (Value::Packet { var, var_range, k }, Value::PacketEnd) => {
-            if let Some(extra) = holds.and_then(|h| le_end(h, true)) {
+            if let Some(extra) = holds.and_then(|h| le_end(h, true))
+                && learns_range(k, extra, kernel_like)
+            {
                 prove_packet(state, var, var_range, k + extra, kernel_like);
             }
             true
         }
         (Value::PacketEnd, Value::Packet { var, var_range, k }) => {
-            if let Some(extra) = holds.and_then(|h| le_end(h, false)) {
+            if let Some(extra) = holds.and_then(|h| le_end(h, false))
+                && learns_range(k, extra, kernel_like)
+            {
                 prove_packet(state, var, var_range, k + extra, kernel_like);
             }
             true
@@ -1344,6 +1348,16 @@ fn le_end(holds: u8, ptr_left: bool) -> Option<i64> {
         (op::JMP_JLT, true) | (op::JMP_JGT, false) => Some(1),
         _ => None,
     }
+}
+
+/// Whether a `data_end` comparison of a packet pointer at constant offset `k` that proves
+/// `ptr + k + extra <= end` gives a range. Always, in logic; with `kernel_like`, as the kernel's
+/// `find_good_pkt_pointers` decides: never for a negative offset, and not for a strict
+/// comparison (`ptr < end`, `end > ptr`, where `extra` is 1) of a pointer at offset 0. That
+/// comparison does prove one byte, but the kernel learns nothing from it and then refuses the
+/// read, so the `kernel` profile must not accept it either.
+fn learns_range(k: i64, extra: i64, kernel_like: bool) -> bool {
+    !kernel_like || (k > 0 || (k == 0 && extra == 0))
 }
 
 fn prove_packet(state: &mut State, var: u32, var_range: Interval, k: i64, kernel_like: bool) {
