@@ -148,9 +148,11 @@ enum Command {
     Probe(offload_cmd::ProbeArgs),
     /// Coalesce lambdas into one program without tail calls (the workload optimizer) and
     /// report: instruction slots before and after, merged functions, removed code, merged
-    /// maps, what our verifier says (kernel and nfp profiles), and how the lambdas pack into
-    /// the NIC model's cores. Nothing is attached (the dispatcher's `deploy --mode coalesced`
-    /// does that). Exit status 1 when our verifier rejects the coalesced program.
+    /// maps, what our verifier says (kernel and nfp profiles), and how the lambdas split over
+    /// the NIC model's cores: each core's own coalesced program within its instruction budget
+    /// (functions the lambdas share counted once), judged by the nfp profile and, with
+    /// `--kernel`, loaded into the kernel. Nothing is attached (the dispatcher's `deploy --mode
+    /// coalesced` does that). Exit status 1 when our verifier rejects the coalesced program.
     Coalesce(offload_cmd::CoalesceArgs),
     /// Show what a lambda object holds, without loading it: programs (with the source line each
     /// starts at), maps, globals, seed records, BTF and line info.

@@ -176,7 +176,9 @@ pub(crate) struct CoalesceArgs {
     /// Lower each lambda for the NIC model first (`nic_offload::lower`): the SDK's log lines
     /// become no-ops (logs are not available offloaded), `.rodata` loads are folded into the
     /// code, per-CPU counters become atomic adds on shared maps. A lambda the pass refuses is
-    /// listed with every reason and left out of the coalesced program (exit status 1).
+    /// listed with every reason and left out of the coalesced program (exit status 1). The
+    /// set is then meant for the NIC: exit status 1 too when a core's program fails the nfp
+    /// profile or a lambda fits no core.
     #[arg(long)]
     lower: bool,
     /// Print the report as JSON.
@@ -296,23 +298,31 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
     // The lambda entries are BTF global functions: the kernel verifies each on its own.
     options.global_functions = coalesced.entries.clone();
     let verified = verify_linked(&program, &options);
-    let sizes: Vec<usize> = inputs.iter().map(|x| x.linked.insns.len()).collect();
-    let packing = nic_offload::pack_cores(model, &sizes);
-    let cores_needed = packing.core_insns.len();
-    let cores = packing.core_of;
-    let kernel = if args.kernel {
-        let loaded = loader::kernel::load_linked(
+    // One core's code store takes a program of at most the model's budget: the set split by
+    // coalesced size, each core's program judged (and with --kernel loaded) on its own.
+    let split = nic_offload::coalesce_per_core(model, &inputs)?;
+    let cores_needed = split.cores.len();
+    let cores = split.core_of.clone();
+    let mut core_reports = Vec::new();
+    for (k, core) in split.cores.iter().enumerate() {
+        core_reports.push(judge_core(k, core, &inputs, model, args.kernel)?);
+    }
+    let cores_pass = core_reports.iter().all(|c| c.nfp.is_ok());
+    // The whole set as one program: what the host runs (`deploy --mode coalesced`). The
+    // kernel may refuse it where the cores' shares load (more than 64 maps in one program).
+    let kernel: Option<Result<u32, String>> = args.kernel.then(|| {
+        loader::kernel::load_linked(
             &coalesced.insns,
             &coalesced.maps,
             &coalesced.seeds,
             Some(&coalesced.btf),
-        )?;
-        Some(loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(
-            &loaded.prog,
-        ))?)
-    } else {
-        None
-    };
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|loaded| {
+            loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(&loaded.prog))
+                .map_err(|e| e.to_string())
+        })
+    });
     let (eligible, refused, contract_err) = match &verified {
         Ok(c) => (
             c.eligible.iter().map(|b| b.name()).collect::<Vec<_>>(),
@@ -334,7 +344,9 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             "max_insns_executed": verified.as_ref().ok().map(|c| c.max_insns_executed),
             "cores": cores,
             "cores_needed": cores_needed,
-            "kernel_verified_insns": kernel,
+            "core_programs": core_reports.iter().map(CoreReport::json).collect::<Vec<_>>(),
+            "kernel_verified_insns": kernel.as_ref().and_then(|k| k.as_ref().ok()),
+            "kernel_refused": kernel.as_ref().and_then(|k| k.as_ref().err()),
             "lowering": lowering,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -365,8 +377,15 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             }
             Err(e) => println!("  rejected by the λ-NIC verifier: {e}"),
         }
-        if let Some(n) = kernel {
-            println!("  kernel verifier: loaded, {n} instructions processed (limit 1000000)");
+        match &kernel {
+            Some(Ok(n)) => {
+                println!("  kernel verifier: loaded, {n} instructions processed (limit 1000000)")
+            }
+            Some(Err(e)) => println!(
+                "  kernel verifier: refused the whole set as one program: {}",
+                e.lines().collect::<Vec<_>>().join(" / ")
+            ),
+            None => {}
         }
         println!(
             "  {}: {} core{} for one copy ({} per core)",
@@ -375,17 +394,124 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             if cores_needed == 1 { "" } else { "s" },
             model.insn_budget
         );
+        for report in &core_reports {
+            println!("    {report}");
+        }
         for (input, core) in inputs.iter().zip(&cores) {
-            match core {
-                Some(c) => println!("    {} -> core {c}", input.name),
-                None => println!("    {} does not fit one core", input.name),
+            if core.is_none() {
+                println!("    {} does not fit one core", input.name);
             }
         }
     }
-    Ok(if verified.is_ok() && refused_lambdas == 0 {
+    // Lowered, the set is meant for the NIC: it must then fit it, core by core.
+    let nic_ready = !args.lower || (cores_pass && cores.iter().all(Option::is_some));
+    Ok(if verified.is_ok() && refused_lambdas == 0 && nic_ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// What one core's program is and what the verifiers say of it.
+struct CoreReport {
+    core: usize,
+    lambdas: Vec<String>,
+    insns: usize,
+    /// The most instructions one run executes, or why the nfp profile refuses the program.
+    nfp: Result<u64, String>,
+    /// Instructions the kernel's verifier processed loading it (`--kernel`).
+    kernel_verified_insns: Option<u32>,
+}
+
+impl CoreReport {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "core": self.core,
+            "lambdas": self.lambdas,
+            "insns": self.insns,
+            "nfp_passes": self.nfp.is_ok(),
+            "max_insns_executed": self.nfp.as_ref().ok(),
+            "nfp_refused": self.nfp.as_ref().err(),
+            "kernel_verified_insns": self.kernel_verified_insns,
+        })
+    }
+}
+
+impl std::fmt::Display for CoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "core {}: {} lambda{}, {} slots; ",
+            self.core,
+            self.lambdas.len(),
+            if self.lambdas.len() == 1 { "" } else { "s" },
+            self.insns
+        )?;
+        match &self.nfp {
+            Ok(max) => write!(f, "nfp profile passes (at most {max} instructions per run)")?,
+            Err(reason) => write!(f, "nfp profile refuses: {reason}")?,
+        }
+        if let Some(n) = self.kernel_verified_insns {
+            write!(f, "; kernel: loaded, {n} processed")?;
+        }
+        write!(f, " [{}]", self.lambdas.join(", "))
+    }
+}
+
+/// Verifies core `k`'s program with the nfp profile (the model's budget) and, when `kernel`,
+/// loads it into the kernel.
+fn judge_core(
+    k: usize,
+    core: &nic_offload::CoreProgram,
+    inputs: &[nic_offload::CoalesceInput],
+    model: &'static NicModel,
+    kernel: bool,
+) -> Result<CoreReport> {
+    use loader::verify::{Limits, verify_linked};
+    use verifier::Backend;
+    let program = loader::link::LinkedProgram {
+        lambda: format!("core{k}"),
+        program: "coalesced".into(),
+        section: "xdp".into(),
+        insns: core.coalesced.insns.clone(),
+        maps: core.coalesced.maps.clone(),
+        lines: vec![],
+    };
+    let mut options = Limits::default().options(Backend::Kernel, 1);
+    options.profiles = vec![Backend::Kernel, Backend::Nfp];
+    options.nfp_insn_budget = model.insn_budget;
+    options.global_functions = core.coalesced.entries.clone();
+    let nfp = match verify_linked(&program, &options) {
+        Ok(contract) => match contract.refused.iter().find(|(b, _)| *b == Backend::Nfp) {
+            Some((_, reason)) => Err(reason.to_string()),
+            None => Ok(contract.max_insns_executed),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let kernel_verified_insns = if kernel {
+        let loaded = loader::kernel::load_linked(
+            &core.coalesced.insns,
+            &core.coalesced.maps,
+            &core.coalesced.seeds,
+            Some(&core.coalesced.btf),
+        )
+        .with_context(|| format!("loading core {k}'s program into the kernel"))?;
+        Some(loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(
+            &loaded.prog,
+        ))?)
+    } else {
+        None
+    };
+    Ok(CoreReport {
+        core: k,
+        lambdas: core
+            .members
+            .iter()
+            .map(|&i| inputs[i].name.clone())
+            .collect(),
+        insns: core.coalesced.insns.len(),
+        nfp,
+        kernel_verified_insns,
     })
 }
 

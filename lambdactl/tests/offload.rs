@@ -338,6 +338,28 @@ fn coalesce_reports_sizes_verdicts_and_cores() {
         .collect();
     cores.sort_unstable();
     assert_eq!(cores, [0, 1], "one lambda per core: {json}");
+    // Each core's own program, as written (not lowered): within the budget, and the nfp
+    // profile names what the NIC lacks.
+    let programs = json["core_programs"].as_array().unwrap();
+    assert_eq!(programs.len(), 2, "{json}");
+    for program in programs {
+        assert_eq!(program["lambdas"].as_array().unwrap().len(), 1, "{program}");
+        assert!(program["insns"].as_u64().unwrap() <= 2800, "{program}");
+        assert_eq!(program["nfp_passes"], false, "{program}");
+        assert!(
+            program["nfp_refused"]
+                .as_str()
+                .unwrap()
+                .contains("the NFP offloads only array and hash maps"),
+            "{program}"
+        );
+        if root {
+            assert!(
+                program["kernel_verified_insns"].as_u64().unwrap() > 0,
+                "{program}"
+            );
+        }
+    }
     if root {
         let processed = json["kernel_verified_insns"].as_u64().unwrap();
         assert!(processed > 0 && processed <= 1_000_000, "{json}");

@@ -663,6 +663,71 @@ pub fn pack_cores(model: &NicModel, sizes: &[usize]) -> Packing {
     }
 }
 
+/// One NIC core's share of a set of lambdas: which lambdas (indices into the input, in input
+/// order) and the coalesced program of them alone, with its own dispatch.
+#[derive(Clone, Debug)]
+pub struct CoreProgram {
+    pub members: Vec<usize>,
+    pub coalesced: Coalesced,
+}
+
+/// A set of lambdas split over NIC cores by their coalesced size.
+#[derive(Clone, Debug)]
+pub struct CoreSplit {
+    pub cores: Vec<CoreProgram>,
+    /// The core of each lambda, or `None` when its coalesced program alone exceeds a core.
+    pub core_of: Vec<Option<usize>>,
+}
+
+/// Splits `inputs` over cores of `model`, each core one coalesced program within the model's
+/// instruction budget. First fit by decreasing size, like [`pack_cores`], but each fit is
+/// judged on the program coalescing would really build: lambdas that share functions (every
+/// SDK lambda shares the SDK's out-of-line copies and sums) cost a core less together than
+/// their sizes add up to, and the dispatch grows by its real size per rule.
+pub fn coalesce_per_core(
+    model: &NicModel,
+    inputs: &[CoalesceInput],
+) -> Result<CoreSplit, CoalesceError> {
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].linked.insns.len()));
+    let mut cores: Vec<CoreProgram> = Vec::new();
+    let mut core_of = vec![None; inputs.len()];
+    let build = |members: &[usize]| -> Result<Coalesced, CoalesceError> {
+        let chosen: Vec<CoalesceInput> = members.iter().map(|&i| inputs[i].clone()).collect();
+        coalesce(&chosen)
+    };
+    for i in order {
+        let mut placed = false;
+        for (c, core) in cores.iter_mut().enumerate() {
+            let mut members = core.members.clone();
+            members.push(i);
+            members.sort_unstable();
+            let candidate = build(&members)?;
+            if candidate.insns.len() <= model.insn_budget {
+                *core = CoreProgram {
+                    members,
+                    coalesced: candidate,
+                };
+                core_of[i] = Some(c);
+                placed = true;
+                break;
+            }
+        }
+        if placed {
+            continue;
+        }
+        let alone = build(&[i])?;
+        if alone.insns.len() <= model.insn_budget {
+            core_of[i] = Some(cores.len());
+            cores.push(CoreProgram {
+                members: vec![i],
+                coalesced: alone,
+            });
+        }
+    }
+    Ok(CoreSplit { cores, core_of })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,5 +819,30 @@ mod tests {
         // The fixed part and the per-rule size are what the coalescer generates.
         let out = coalesce(&[lambda("a", "mov %r0, 2\nexit", 1, Some(1))]).unwrap();
         assert_eq!(out.report.dispatch_insns, fixed + DISPATCH_PER_RULE_INSNS);
+    }
+
+    #[test]
+    fn cores_are_split_by_the_coalesced_size_so_shared_functions_count_once() {
+        let model = crate::model::model("nfp-4000").unwrap();
+        // Three lambdas, each an entry of its own and the same 1,500-slot function: their
+        // sizes add up to three cores' worth of sizes, but they share the function.
+        let shared = "mov %r0, 1\n".repeat(1500) + "exit";
+        let with_entry = |k: u32| format!("mov %r0, {k}\ncall local sub\nexit\nsub:\n{shared}");
+        let huge = "mov %r0, 1\n".repeat(model.insn_budget) + "exit";
+        let inputs = [
+            lambda("a", &with_entry(1), 9000, Some(1)),
+            lambda("b", &with_entry(2), 9000, Some(2)),
+            lambda("huge", &huge, 9001, None),
+            lambda("c", &with_entry(3), 9000, Some(3)),
+        ];
+        let sizes: Vec<usize> = inputs.iter().map(|x| x.linked.insns.len()).collect();
+        assert_eq!(pack_cores(model, &sizes).core_insns.len(), 3);
+        let split = coalesce_per_core(model, &inputs).unwrap();
+        assert_eq!(split.core_of, vec![Some(0), Some(0), None, Some(0)]);
+        assert_eq!(split.cores.len(), 1);
+        let core = &split.cores[0];
+        assert_eq!(core.members, vec![0, 1, 3]);
+        assert_eq!(core.coalesced.report.functions_merged, 2);
+        assert!(core.coalesced.insns.len() <= model.insn_budget);
     }
 }

@@ -19,7 +19,10 @@ pub mod plan;
 pub mod probe;
 
 pub use attach::{CheckOrder, HwAttachError, HwOutcome, attach_hw};
-pub use coalesce::{CoalesceInput, CoalesceReport, Coalesced, MatchRule, coalesce, pack_cores};
+pub use coalesce::{
+    CoalesceInput, CoalesceReport, Coalesced, CoreProgram, CoreSplit, MatchRule, coalesce,
+    coalesce_per_core, pack_cores,
+};
 pub use discover::{InterfaceInfo, discover};
 pub use lower::{LowerError, LowerReport, Lowered, Refusal, lower};
 pub use model::{MODELS, NicModel, model};
