@@ -1264,20 +1264,18 @@ fn branch(
             holds != Some(op::JMP_JEQ)
         }
         (Value::Packet { var, var_range, k }, Value::PacketEnd) => {
-            if let Some(range) = holds
-                .and_then(|h| le_end(h, true))
-                .and_then(|extra| proven_range(k, extra, kernel_like))
+            if let Some(extra) = holds.and_then(|h| le_end(h, true))
+                && learns_range(k, extra, kernel_like)
             {
-                prove_packet(state, var, var_range, range, kernel_like);
+                prove_packet(state, var, var_range, k + extra, kernel_like);
             }
             true
         }
         (Value::PacketEnd, Value::Packet { var, var_range, k }) => {
-            if let Some(range) = holds
-                .and_then(|h| le_end(h, false))
-                .and_then(|extra| proven_range(k, extra, kernel_like))
+            if let Some(extra) = holds.and_then(|h| le_end(h, false))
+                && learns_range(k, extra, kernel_like)
             {
-                prove_packet(state, var, var_range, range, kernel_like);
+                prove_packet(state, var, var_range, k + extra, kernel_like);
             }
             true
         }
@@ -1352,22 +1350,14 @@ fn le_end(holds: u8, ptr_left: bool) -> Option<i64> {
     }
 }
 
-/// The bytes a `data_end` comparison of a packet pointer at constant offset `k` proves, given
-/// `extra` from [`le_end`] (1 for a strict comparison: `ptr + k < end`), or `None`.
-///
-/// In logic that is `k + extra`. With `kernel_like` it is what the kernel's
-/// `find_good_pkt_pointers` grants, which is less for a strict comparison: the kernel treats
-/// it as open on the right and grants `k - 1` bytes (nothing at `k == 0`), and nothing for a
-/// negative `k`. A read the kernel would refuse must not pass the `kernel` profile.
-fn proven_range(k: i64, extra: i64, kernel_like: bool) -> Option<i64> {
-    if !kernel_like {
-        return Some(k + extra);
-    }
-    let strict = extra == 1;
-    if k < 0 || (k == 0 && strict) {
-        return None;
-    }
-    Some(if strict { k - 1 } else { k })
+/// Whether a `data_end` comparison of a packet pointer at constant offset `k` that proves
+/// `ptr + k + extra <= end` gives a range. Always, in logic; with `kernel_like`, as the kernel's
+/// `find_good_pkt_pointers` decides: never for a negative offset, and not for a strict
+/// comparison (`ptr < end`, `end > ptr`, where `extra` is 1) of a pointer at offset 0. That
+/// comparison does prove one byte, but the kernel learns nothing from it and then refuses the
+/// read, so the `kernel` profile must not accept it either.
+fn learns_range(k: i64, extra: i64, kernel_like: bool) -> bool {
+    !kernel_like || (k > 0 || (k == 0 && extra == 0))
 }
 
 fn prove_packet(state: &mut State, var: u32, var_range: Interval, k: i64, kernel_like: bool) {
