@@ -505,3 +505,52 @@ fn kernel_accepts_what_we_accept() {
         "programs we accept and the kernel rejects (soundness bugs), see above"
     );
 }
+
+/// Precision where it matters most to lambdas: the packet bytes a `data_end` comparison proves.
+/// For a pointer `data + k` compared with `data_end` in each of the four forms a compiler
+/// emits (strict or not, either operand first), each read around `k` must get the kernel's
+/// verdict exactly, both ways. (The kernel grants `k` bytes for `<=`, `k + 1` for `<`, and
+/// nothing for a strict comparison at `k == 0`.)
+#[test]
+fn packet_ranges_from_data_end_comparisons_match_the_kernel() {
+    if let Err(why) = can_load() {
+        assert!(!in_ci(), "CI=true but the kernel test cannot run: {why}");
+        println!("skipped: {why}");
+        return;
+    }
+    // The branch that jumps to `out` on the bad side, so the read is on the fall-through.
+    let forms = [
+        ("data + k < end", "jge %r4, %r3, out"),
+        ("data + k <= end", "jgt %r4, %r3, out"),
+        ("end > data + k", "jle %r3, %r4, out"),
+        ("end >= data + k", "jlt %r3, %r4, out"),
+    ];
+    let options = Options {
+        profiles: vec![Backend::Kernel],
+        ..Options::default()
+    };
+    let mut checked = 0;
+    for k in [0i64, 1, 2, 32] {
+        for (form, branch) in forms {
+            for read in (k - 2).max(0)..=k + 1 {
+                let text = format!(
+                    "ldxw %r2, [%r1+0]\nldxw %r3, [%r1+4]\nmov %r0, 2\nmov %r4, %r2\n\
+                     add %r4, {k}\n{branch}\nldxb %r0, [%r2+{read}]\nout:\nexit\n"
+                );
+                let insns = ebpf_isa::asm::assemble(&text).unwrap();
+                let kernel = prog_load(&insns, false).is_ok();
+                let input = ProgramInput::new("range", ProgramKind::Xdp, insns);
+                let ours = verify(&input, &options).is_ok();
+                assert_eq!(
+                    ours,
+                    kernel,
+                    "after `{form}` with k = {k}, a read at {read}: we {} it, the kernel {} it",
+                    if ours { "accept" } else { "refuse" },
+                    if kernel { "accepts" } else { "refuses" }
+                );
+                checked += 1;
+            }
+        }
+    }
+    println!("{checked} packet reads after data_end comparisons: same verdict as the kernel");
+}
