@@ -16,24 +16,42 @@ pub(crate) fn nic_model(name: &str) -> Result<&'static NicModel> {
         .ok_or_else(|| anyhow!("unknown NIC model `{name}` (known: {})", NicModel::names()))
 }
 
-/// `attach --mode hw`, and the first step of `--mode auto`.
+/// `attach --mode hw`, and the first step of `--mode auto`: the object lowered for the NIC
+/// model and checked (what the lowering did is printed before the probe answers), then
+/// loaded offloaded.
 pub(crate) fn attach_hw(
     host: &Host,
     args: &AttachArgs,
     model: &'static NicModel,
     order: nic_offload::CheckOrder,
 ) -> Result<Attached, HwAttachError> {
-    let outcome = nic_offload::attach_hw(
-        host,
-        &args.object,
-        &args.iface,
-        &args.lambda.params(),
+    let request = nic_offload::HwRequest {
+        object: &args.object,
+        iface: &args.iface,
+        params: args.lambda.params(),
         model,
         order,
-    )?;
-    println!("{}", crate::verify::summary(&outcome.contract));
+        limits: args.limits.limits(),
+    };
+    let outcome = nic_offload::attach_hw(host, &request, &mut |ready| {
+        print_lowered(&ready.report, model.name);
+        println!(
+            "{}; accepted for {} (our verifier's nfp profile and the model's rules, on the lowered program)",
+            crate::verify::summary(&ready.contract),
+            model.name
+        );
+    })?;
     println!("{}", outcome.support);
     Ok(outcome.attached)
+}
+
+/// `lowered NAME for MODEL: 1299 -> 1026 slots (…)`, then the maps it changed and what the
+/// lowered lambda no longer does, one per line.
+pub(crate) fn print_lowered(report: &nic_offload::lower::LowerReport, nic: &str) {
+    println!("lowered {} for {nic}: {}", report.lambda, report.summary());
+    for line in report.maps_lowered.iter().chain(&report.losses) {
+        println!("  {line}");
+    }
 }
 
 #[derive(Args)]
