@@ -623,6 +623,7 @@ pub(crate) fn coalesced_json(host: &Host) -> Result<Vec<serde_json::Value>> {
         let iface = host.coalesced_iface(&c.record.iface);
         v["xdp_mode"] = iface.as_ref().map(|r| r.mode.to_string()).into();
         v["program_id"] = iface.as_ref().map(|r| r.program_id).into();
+        v["program_lowered_for"] = iface.as_ref().and_then(|r| r.lower.clone()).into();
         items.push(v);
     }
     Ok(items)

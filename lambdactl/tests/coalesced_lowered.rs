@@ -187,8 +187,13 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
                 .unwrap_or_else(|| panic!("{}: no LNIC_STATS: {ls:?}", lambda.name))
         };
         assert_eq!(record(&ls, lambda.name)["lower"], NIC);
+        assert_eq!(record(&ls, lambda.name)["program_lowered_for"], NIC);
         assert_eq!(stats_type(&ls), "array");
         assert_eq!(record(&plain_ls, lambda.name)["lower"], Value::Null);
+        assert_eq!(
+            record(&plain_ls, lambda.name)["program_lowered_for"],
+            Value::Null
+        );
         assert_eq!(stats_type(&plain_ls), "percpu_array");
     }
 

@@ -99,6 +99,10 @@ pub struct CoalescedIfaceRecord {
     pub lambdas: Vec<String>,
     /// Seconds since the Unix epoch of the last re-coalescing.
     pub updated_at: u64,
+    /// The NIC model its lambdas are lowered for (`deploy --lower`; they all agree, see
+    /// [`CoalescedRecord::lower`], whose copies the rebuilds follow); `None`: as written.
+    #[serde(default)]
+    pub lower: Option<String>,
 }
 
 /// The record of one lambda deployed in coalesced mode.
@@ -698,6 +702,7 @@ impl Host {
             verified_insns: verified,
             lambdas: members.iter().map(|m| m.name.clone()).collect(),
             updated_at: now_secs(),
+            lower: members.first().and_then(|m| m.lower.clone()),
         };
         for (member, maps) in members.iter_mut().zip(pinned) {
             member.maps = maps;
