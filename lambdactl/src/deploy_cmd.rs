@@ -68,7 +68,8 @@ pub(crate) struct DeployArgs {
     /// would be neither what the NIC gets nor what the host runs as written.
     #[arg(long)]
     lower: bool,
-    /// With --lower: the NIC model to lower for (nfp-4000 or agilio-cx).
+    /// With --lower: the NIC model to lower for (nfp-4000 or agilio-cx; default agilio-cx, as
+    /// for `attach --nic`).
     #[arg(long, value_name = "MODEL", requires = "lower")]
     nic: Option<String>,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).

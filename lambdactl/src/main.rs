@@ -86,7 +86,8 @@ enum Command {
     ///
     /// With --mode coalesced the interface instead runs one program of all its coalesced
     /// lambdas (no tail calls), rebuilt, verified and swapped in atomically on every change,
-    /// each lambda's maps kept across rebuilds.
+    /// each lambda's maps kept across rebuilds; with --lower, each lambda lowered for a NIC
+    /// model first, so the host runs the program that NIC would get.
     Deploy(deploy_cmd::DeployArgs),
     /// Remove a deployed lambda: its rule, then its slot, then its pins. The others keep
     /// running; the last one on an interface takes the dispatcher with it. A coalesced lambda:
