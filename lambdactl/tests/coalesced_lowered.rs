@@ -268,6 +268,18 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
         "{w1_row}"
     );
 
+    // No log: the lowering makes log lines no-ops, and `logs` says so.
+    let out = lambdactl(&["-n", &lowered_pair.server_ns, "logs", "w1"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "lambda `w1` on `{}` runs lowered for {NIC}, which leaves it no log",
+            lowered_pair.server_if
+        )),
+        "{}",
+        text(&out)
+    );
+
     // Refusals change nothing: the running program stays.
     let program_id = |pair: &NetnsPair| record(&ls_json(pair), "w1")["program_id"].clone();
     let running = program_id(&lowered_pair);

@@ -131,6 +131,17 @@ pub enum KernelError {
     #[error("lambda `{lambda}` on `{iface}` does not log (its object has no LNIC_LOG map)")]
     NoLog { iface: String, lambda: String },
 
+    /// The lambda runs lowered for a NIC (`attach --mode hw`, `deploy --lower`): the lowering
+    /// made its log lines no-ops.
+    #[error(
+        "lambda `{lambda}` on `{iface}` runs lowered for {nic}, which leaves it no log: the lowering makes log lines no-ops (the NIC has no ring buffer to carry them)"
+    )]
+    LogsLowered {
+        iface: String,
+        lambda: String,
+        nic: String,
+    },
+
     #[error("bpffs at {}: {reason}", path.display())]
     Bpffs { path: PathBuf, reason: String },
 
