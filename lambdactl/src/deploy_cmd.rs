@@ -379,16 +379,12 @@ fn deploy_coalesced(
             },
         )?;
         let ready = nic_offload::lower_and_check(&input, model, &limits)?;
-        crate::offload_cmd::print_lowered(&ready.report, nic);
-        println!(
-            "{}; accepted for {nic} (our verifier's nfp profile and the model's rules, on the lowered program){}",
-            verify::summary(&ready.contract),
-            if args.replace {
-                " — lowered as it was deployed"
-            } else {
-                ""
-            }
-        );
+        let note = if args.replace {
+            " — lowered as it was deployed"
+        } else {
+            ""
+        };
+        crate::offload_cmd::print_ready(&ready, nic, note);
     }
     if args.replace {
         let (changed, build) =

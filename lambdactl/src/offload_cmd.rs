@@ -34,24 +34,25 @@ pub(crate) fn attach_hw(
         limits: args.limits.limits(),
     };
     let outcome = nic_offload::attach_hw(host, &request, &mut |ready| {
-        print_lowered(&ready.report, model.name);
-        println!(
-            "{}; accepted for {} (our verifier's nfp profile and the model's rules, on the lowered program)",
-            crate::verify::summary(&ready.contract),
-            model.name
-        );
+        print_ready(ready, model.name, "")
     })?;
     println!("{}", outcome.support);
     Ok(outcome.attached)
 }
 
-/// `lowered NAME for MODEL: 1299 -> 1026 slots (…)`, then the maps it changed and what the
-/// lowered lambda no longer does, one per line.
-pub(crate) fn print_lowered(report: &nic_offload::lower::LowerReport, nic: &str) {
+/// `lowered NAME for MODEL: 1299 -> 1026 slots (…)`, the maps it changed and what the lowered
+/// lambda no longer does, one per line, then our verifier's contract of the lowered program
+/// and that the model accepts it (`note` appended).
+pub(crate) fn print_ready(ready: &nic_offload::NicReady, nic: &str, note: &str) {
+    let report = &ready.report;
     println!("lowered {} for {nic}: {}", report.lambda, report.summary());
     for line in report.maps_lowered.iter().chain(&report.losses) {
         println!("  {line}");
     }
+    println!(
+        "{}; accepted for {nic} (our verifier's nfp profile and the model's rules, on the lowered program){note}",
+        crate::verify::summary(&ready.contract)
+    );
 }
 
 #[derive(Args)]
