@@ -37,7 +37,8 @@ pub(crate) struct DeployArgs {
     /// rule: the new program takes over its slot in one atomic update, with no request lost.
     /// A lambda deployed in coalesced mode is replaced the same way: its interface's program is
     /// rebuilt with the new object and swapped in on its link.
-    #[arg(long, conflicts_with_all = ["iface", "rule", "mode", "xdp"])]
+    /// A lambda deployed with --lower is lowered again for the same NIC model.
+    #[arg(long, conflicts_with_all = ["iface", "rule", "mode", "xdp", "lower", "nic"])]
     replace: bool,
     /// How the interface runs its lambdas. auto (the default), drv, skb: behind the
     /// tail-call dispatcher, in that XDP mode when this deploy installs it (auto: drv, else
@@ -54,6 +55,23 @@ pub(crate) struct DeployArgs {
     /// is refused, and a matching one (or auto) is noted as changing nothing.
     #[arg(long, value_enum, value_name = "MODE")]
     xdp: Option<XdpArg>,
+    /// With --mode coalesced: run on the host exactly the program a NIC would get. The lambda
+    /// is lowered for the --nic model first (the NFP lowering pass of `coalesce --lower`: log
+    /// lines become no-ops — `logs` has nothing to show —, .rodata is folded into the code,
+    /// per-CPU counters become atomic adds on plain maps, which `stats` reads the same) and
+    /// checked against it (our verifier's nfp profile and the model's rules, lambda by lambda),
+    /// then coalesced and loaded as without it; a lambda either refuses is refused with every
+    /// reason and nothing changes. Its record keeps the model, so every rebuild (replace,
+    /// others' deploys and undeploys) lowers it again. One interface's coalesced lambdas are
+    /// all lowered for one model or none are: lowering changes their maps' types (per-CPU to
+    /// shared), so pinned state cannot move between the two forms, and a half-lowered program
+    /// would be neither what the NIC gets nor what the host runs as written.
+    #[arg(long)]
+    lower: bool,
+    /// With --lower: the NIC model to lower for (nfp-4000 or agilio-cx; default agilio-cx, as
+    /// for `attach --nic`).
+    #[arg(long, value_name = "MODEL", requires = "lower")]
+    nic: Option<String>,
     /// Do not run the λ-NIC verifier first (the kernel's verifier still checks the program).
     /// With --mode coalesced this skips the check of the object alone; the coalesced program
     /// is always verified before it is loaded, against the limits each of its lambdas was
@@ -63,6 +81,9 @@ pub(crate) struct DeployArgs {
     #[command(flatten)]
     limits: LimitsArgs,
 }
+
+/// The NIC model `--lower` lowers for when `--nic` does not say (as `attach --nic`).
+const DEFAULT_NIC: &str = "agilio-cx";
 
 /// `deploy --mode`.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,6 +177,12 @@ fn print_coalesced(
         i.verified_insns,
         loader::kernel::KERNEL_COMPLEXITY_LIMIT
     );
+    if let Some((nic, cores)) = build.and_then(|b| b.nic_cores) {
+        println!(
+            "  its lambdas are lowered for {nic}: the program is what the NIC would get (one copy takes {cores} core{} of {nic})",
+            plural(cores)
+        );
+    }
     if let Some(reason) = &change.drv_fallback {
         println!("note: native (drv) mode failed, using generic (skb) mode: {reason}");
     }
@@ -188,6 +215,11 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
         args.mode == Some(DeployMode::Coalesced) || (args.replace && coalesced_record.is_some());
     if args.xdp.is_some() && !coalesced {
         bail!("--xdp is for --mode coalesced; a dispatcher's XDP mode is --mode auto|drv|skb");
+    }
+    if args.lower && !coalesced {
+        bail!(
+            "--lower is for --mode coalesced (the NIC runs one coalesced program, no tail calls); `attach --mode hw` lowers a lambda attached alone"
+        );
     }
     if coalesced {
         return deploy_coalesced(&host, args, coalesced_record);
@@ -322,6 +354,38 @@ fn deploy_coalesced(
         println!("{}", verify::summary(&contract));
     }
     let limits = args.limits.limits();
+    // Lowered as the record says (replace), or as asked.
+    let lower = match &existing {
+        Some(r) if args.replace => r.lower.clone(),
+        _ if args.lower => Some(
+            crate::offload_cmd::nic_model(args.nic.as_deref().unwrap_or(DEFAULT_NIC))?
+                .name
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    if let Some(nic) = &lower {
+        // This lambda lowered and checked alone first, for a precise refusal before anything
+        // changes; every rebuild lowers each lowered member again.
+        let model = crate::offload_cmd::nic_model(nic)?;
+        let bytes = std::fs::read(&args.object)
+            .with_context(|| format!("cannot read {}", args.object.display()))?;
+        let input = nic_offload::CoalesceInput::from_object(
+            &bytes,
+            &args.name,
+            nic_offload::MatchRule {
+                port: rule.port,
+                lambda_id: rule.lambda_id,
+            },
+        )?;
+        let ready = nic_offload::lower_and_check(&input, model, &limits)?;
+        let note = if args.replace {
+            " — lowered as it was deployed"
+        } else {
+            ""
+        };
+        crate::offload_cmd::print_ready(&ready, nic, note);
+    }
     if args.replace {
         let (changed, build) =
             with_builder(|b| host.redeploy_coalesced(&args.name, &args.object, limits, b));
@@ -345,7 +409,16 @@ fn deploy_coalesced(
     // conflicts with the running attachment, and one that does not is said to change nothing.
     let running = host.coalesced_iface(&iface).map(|r| r.mode);
     let (changed, build) = with_builder(|b| {
-        host.deploy_coalesced(&args.object, &iface, &args.name, rule, mode, limits, b)
+        host.deploy_coalesced(
+            &args.object,
+            &iface,
+            &args.name,
+            rule,
+            mode,
+            limits,
+            lower.as_deref(),
+            b,
+        )
     });
     let changed = changed?;
     let r = &changed.record;
@@ -547,6 +620,7 @@ pub(crate) fn coalesced_json(host: &Host) -> Result<Vec<serde_json::Value>> {
         let iface = host.coalesced_iface(&c.record.iface);
         v["xdp_mode"] = iface.as_ref().map(|r| r.mode.to_string()).into();
         v["program_id"] = iface.as_ref().map(|r| r.program_id).into();
+        v["program_lowered_for"] = iface.as_ref().and_then(|r| r.lower.clone()).into();
         items.push(v);
     }
     Ok(items)
@@ -566,9 +640,13 @@ pub(crate) fn print_coalesced_ls(host: &Host) -> Result<usize> {
             let mut row = vec![
                 r.name.clone(),
                 r.iface.clone(),
-                iface
-                    .as_ref()
-                    .map_or_else(|| "coalesced".into(), |i| format!("coalesced/{}", i.mode)),
+                iface.as_ref().map_or_else(
+                    || "coalesced".into(),
+                    |i| match &r.lower {
+                        Some(nic) => format!("coalesced/{} (lowered: {nic})", i.mode),
+                        None => format!("coalesced/{}", i.mode),
+                    },
+                ),
                 r.rule.to_string(),
                 iface
                     .as_ref()

@@ -86,7 +86,8 @@ enum Command {
     ///
     /// With --mode coalesced the interface instead runs one program of all its coalesced
     /// lambdas (no tail calls), rebuilt, verified and swapped in atomically on every change,
-    /// each lambda's maps kept across rebuilds.
+    /// each lambda's maps kept across rebuilds; with --lower, each lambda lowered for a NIC
+    /// model first, so the host runs the program that NIC would get.
     Deploy(deploy_cmd::DeployArgs),
     /// Remove a deployed lambda: its rule, then its slot, then its pins. The others keep
     /// running; the last one on an interface takes the dispatcher with it. A coalesced lambda:
@@ -235,9 +236,13 @@ enum Command {
 enum ModeArg {
     /// hw, then drv, then skb: the first that works, saying why each earlier one fell through.
     Auto,
-    /// Offloaded to the NIC (XDP_FLAGS_HW_MODE): checked first with the verifier's nfp profile
-    /// and the --nic model, then the device is probed; refused before loading anything when
-    /// either says no.
+    /// Offloaded to the NIC (XDP_FLAGS_HW_MODE): the object is first lowered for the --nic
+    /// model (the NFP lowering pass of `coalesce --lower`: log lines become no-ops, .rodata
+    /// is folded into the code, per-CPU counters become atomic adds on plain maps) and the
+    /// lowered program checked with the verifier's nfp profile and the model's rules, then
+    /// the device is probed; refused before loading anything when any says no. The lowered
+    /// program is what is loaded (prog_ifindex), with its maps as the lowering left them
+    /// (map_ifindex).
     Hw,
     /// Native (driver) mode only.
     Drv,
@@ -284,7 +289,8 @@ struct AttachArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeArg,
-    /// The NIC model `--mode hw|auto` checks the program against (see `lambdactl plan --help`).
+    /// The NIC model `--mode hw|auto` lowers the program for and checks it against (see
+    /// `lambdactl plan --help`).
     #[arg(long, value_name = "MODEL", default_value = "agilio-cx")]
     nic: String,
     #[command(flatten)]
@@ -511,7 +517,8 @@ fn attach(args: AttachArgs) -> Result<ExitCode> {
     };
     let model = offload_cmd::nic_model(&args.nic)?;
     if matches!(args.mode, ModeArg::Hw) {
-        // The nfp profile is the verification that matters here; it also runs the kernel's.
+        // Lowered for the NIC first, then our verifier's nfp profile (it also runs the
+        // kernel's) on the lowered program: the one that is loaded.
         let outcome =
             offload_cmd::attach_hw(&host, &args, model, nic_offload::CheckOrder::VerifyFirst)?;
         print_attached(&outcome);

@@ -16,24 +16,43 @@ pub(crate) fn nic_model(name: &str) -> Result<&'static NicModel> {
         .ok_or_else(|| anyhow!("unknown NIC model `{name}` (known: {})", NicModel::names()))
 }
 
-/// `attach --mode hw`, and the first step of `--mode auto`.
+/// `attach --mode hw`, and the first step of `--mode auto`: the object lowered for the NIC
+/// model and checked (what the lowering did is printed before the probe answers), then
+/// loaded offloaded.
 pub(crate) fn attach_hw(
     host: &Host,
     args: &AttachArgs,
     model: &'static NicModel,
     order: nic_offload::CheckOrder,
 ) -> Result<Attached, HwAttachError> {
-    let outcome = nic_offload::attach_hw(
-        host,
-        &args.object,
-        &args.iface,
-        &args.lambda.params(),
+    let request = nic_offload::HwRequest {
+        object: &args.object,
+        iface: &args.iface,
+        params: args.lambda.params(),
         model,
         order,
-    )?;
-    println!("{}", crate::verify::summary(&outcome.contract));
+        limits: args.limits.limits(),
+    };
+    let outcome = nic_offload::attach_hw(host, &request, &mut |ready| {
+        print_ready(ready, model.name, "")
+    })?;
     println!("{}", outcome.support);
     Ok(outcome.attached)
+}
+
+/// `lowered NAME for MODEL: 1299 -> 1026 slots (…)`, the maps it changed and what the lowered
+/// lambda no longer does, one per line, then our verifier's contract of the lowered program
+/// and that the model accepts it (`note` appended).
+pub(crate) fn print_ready(ready: &nic_offload::NicReady, nic: &str, note: &str) {
+    let report = &ready.report;
+    println!("lowered {} for {nic}: {}", report.lambda, report.summary());
+    for line in report.maps_lowered.iter().chain(&report.losses) {
+        println!("  {line}");
+    }
+    println!(
+        "{}; accepted for {nic} (our verifier's nfp profile and the model's rules, on the lowered program){note}",
+        crate::verify::summary(&ready.contract)
+    );
 }
 
 #[derive(Args)]
@@ -246,23 +265,25 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
                     lowering.push(serde_json::json!({
                         "lambda": input.name, "lowered": true, "report": out.report,
                     }));
+                    if !args.json {
+                        print_lowering(&out.report, None);
+                    }
                     kept.push(out.input);
                 }
                 Err(nic_offload::LowerError::Refused {
                     refusals, report, ..
                 }) => {
                     refused_lambdas += 1;
+                    let refusals: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+                    if !args.json {
+                        print_lowering(&report, Some(&refusals));
+                    }
                     lowering.push(serde_json::json!({
                         "lambda": input.name, "lowered": false, "report": report,
-                        "refusals": refusals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "refusals": refusals,
                     }));
                 }
                 Err(e) => return Err(e.into()),
-            }
-        }
-        if !args.json {
-            for entry in &lowering {
-                print_lowering(entry);
             }
         }
         if kept.is_empty() {
@@ -515,33 +536,25 @@ fn judge_core(
     })
 }
 
-/// One lambda's lowering, for people.
-fn print_lowering(entry: &serde_json::Value) {
-    let lambda = entry["lambda"].as_str().unwrap_or("?");
-    let r = &entry["report"];
-    let n = |key: &str| r[key].as_u64().unwrap_or(0);
-    let what = format!(
-        "{} -> {} slots ({} log calls removed, {} .rodata loads folded, {} counters made atomic, \
-         {} branches folded, {} slots removed)",
-        n("insns_before"),
-        n("insns_after"),
-        n("log_calls_removed"),
-        n("rodata_loads_folded"),
-        n("counters_made_atomic"),
-        n("branches_folded"),
-        n("dead_removed"),
-    );
-    if entry["lowered"].as_bool() == Some(true) {
-        println!("lowered {lambda}: {what}");
-        for key in ["maps_lowered", "losses"] {
-            for item in r[key].as_array().into_iter().flatten() {
-                println!("  {}", item.as_str().unwrap_or(""));
+/// One lambda's lowering, for people: what it did, and either the maps it changed and what
+/// was lost, or (`refusals`) why the lambda is left out.
+fn print_lowering(report: &nic_offload::lower::LowerReport, refusals: Option<&[String]>) {
+    match refusals {
+        None => {
+            println!("lowered {}: {}", report.lambda, report.summary());
+            for line in report.maps_lowered.iter().chain(&report.losses) {
+                println!("  {line}");
             }
         }
-    } else {
-        println!("refused {lambda} (left out; lowered as far as it goes: {what}):");
-        for reason in entry["refusals"].as_array().into_iter().flatten() {
-            println!("  {}", reason.as_str().unwrap_or(""));
+        Some(refusals) => {
+            println!(
+                "refused {} (left out; lowered as far as it goes: {}):",
+                report.lambda,
+                report.summary()
+            );
+            for reason in refusals {
+                println!("  {reason}");
+            }
         }
     }
 }

@@ -8,7 +8,10 @@ mod common;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use common::{NetnsPair, kernel_tests_enabled, lambda_object, lambdactl, run_ok};
+use common::{
+    NetnsPair, kernel_tests_enabled, lambda_object, lambdactl, lambdactl_ok, prepared_pair, run_ok,
+    send_requests,
+};
 
 /// Ids of the loaded programs named `name` (`bpftool prog show -j`).
 fn programs_named(name: &str) -> Vec<u64> {
@@ -109,6 +112,12 @@ fn hw_attach_on_veth_names_the_missing_capability_and_leaves_nothing_behind() {
         "{stderr}"
     );
     assert!(stderr.contains("prog_ifindex"), "{stderr}");
+    // Lowered first (nothing to lower in it), then accepted for the NIC.
+    assert!(
+        stdout.contains("lowered baseline-raw-pong for agilio-cx: 288 -> 288 slots"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("accepted for agilio-cx"), "{stdout}");
     assert_nothing_left(&pair, &before);
 
     // A program the nfp profile refuses is refused before anything is loaded, with the reason.
@@ -125,20 +134,176 @@ fn hw_attach_on_veth_names_the_missing_capability_and_leaves_nothing_behind() {
         "--nic",
         "nfp-4000",
     ]);
-    let (_, stderr) = text(&out);
+    let (stdout, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("refused for nfp-4000 offload before loading anything"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("the NFP offloads only array and hash maps"),
+        stderr.contains(
+            "`static-server` is refused for nfp-4000 before anything is loaded: the NFP lowering pass cannot make it fit: "
+        ),
         "{stderr}"
     );
     assert!(
         stderr.contains("map OBJECTS has 1496-byte elements"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("helper bpf_xdp_load_bytes at instructions "),
+        "{stderr}"
+    );
+    // What the lowering did before it gave up: the SDK's log lines went.
+    assert!(stderr.contains("(lowered as far as it goes: "), "{stderr}");
+    assert!(!stderr.contains("0 log calls removed"), "{stderr}");
+    assert!(!stdout.contains("accepted for"), "{stdout}");
+    assert_nothing_left(&pair, &before);
+}
+
+/// The SDK's NIC build gets through the lowering and the nfp check (the output says what the
+/// lowering did) and fails only at the probe, naming the capability; the normal build is
+/// refused by the lowering, naming the helpers the NFP lacks. Nothing is loaded or pinned.
+#[test]
+fn hw_attach_lowers_the_nic_build_and_refuses_the_normal_one_by_helper() {
+    if !kernel_tests_enabled("hw_attach_lowers_the_nic_build_and_refuses_the_normal_one_by_helper")
+    {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let before = programs_named("lnic_offload");
+    let (ns, iface) = (pair.server_ns.as_str(), pair.server_if.as_str());
+    let hw = |object: &Path| {
+        lambdactl(&[
+            "-n",
+            ns,
+            "attach",
+            object.to_str().unwrap(),
+            "--iface",
+            iface,
+            "--mode",
+            "hw",
+            "--nic",
+            "nfp-4000",
+            "--lambda-id",
+            "1",
+        ])
+    };
+
+    let out = hw(&lambda_object("whoami-nic"));
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    // The lowering ran, on the whole program: .rodata folded, the per-CPU counters made
+    // atomic on a plain array, the slots fewer.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("lowered whoami-nic for nfp-4000: "))
+        .unwrap_or_else(|| panic!("no lowering report: {stdout}"));
+    let slots: Vec<u64> = line
+        .trim_start_matches("lowered whoami-nic for nfp-4000: ")
+        .split(" slots")
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(slots[1] < slots[0], "{line}");
+    assert!(!line.contains(" 0 .rodata loads folded"), "{line}");
+    assert!(!line.contains(" 0 counters made atomic"), "{line}");
+    assert!(
+        stdout.contains("  LNIC_STATS: percpu_array -> array"),
+        "{stdout}"
+    );
+    // Then the nfp check passed, and the probe said no.
+    assert!(
+        stdout.contains("accepted for nfp-4000 (our verifier's nfp profile and the model's rules, on the lowered program)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("{iface} cannot offload: {NO_OFFLOAD}")),
+        "{stderr}"
+    );
+    assert_nothing_left(&pair, &before);
+
+    let out = hw(&lambda_object("whoami"));
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("`whoami` is refused for nfp-4000 before anything is loaded"),
+        "{stderr}"
+    );
+    for helper in ["bpf_xdp_load_bytes", "bpf_xdp_store_bytes", "bpf_csum_diff"] {
+        assert!(
+            stderr.contains(&format!("helper {helper} at instruction")),
+            "{helper}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("cannot offload"), "probed: {stderr}");
+    assert_nothing_left(&pair, &before);
+}
+
+/// Past the probe, as after one that said yes: the loader's device-bound load of the LOWERED
+/// program (its maps as the lowering left them) fails in the kernel at its first step and
+/// removes what it made.
+#[test]
+fn lowered_offloaded_load_on_veth_fails_in_the_kernel_and_is_undone() {
+    if !kernel_tests_enabled("lowered_offloaded_load_on_veth_fails_in_the_kernel_and_is_undone") {
+        return;
+    }
+    let pair = NetnsPair::create();
+    let before = programs_named("lnic_offload");
+    let object = lambda_object("whoami-nic");
+    let bytes = std::fs::read(&object).unwrap();
+    let params = loader::LambdaParams {
+        port: 9000,
+        lambda_id: Some(1),
+    };
+    let rule = nic_offload::MatchRule {
+        port: params.port,
+        lambda_id: params.lambda_id,
+    };
+    let input = nic_offload::CoalesceInput::from_object(&bytes, "whoami-nic", rule).unwrap();
+    let model = nic_offload::model("nfp-4000").unwrap();
+    let ready =
+        nic_offload::lower_and_check(&input, model, &loader::verify::Limits::default()).unwrap();
+    // The lowered maps: no .rodata, the counters a plain array.
+    let maps: Vec<(&str, u32)> = ready
+        .input
+        .linked
+        .maps
+        .iter()
+        .map(|m| (m.name.as_str(), m.map_type))
+        .collect();
+    assert!(
+        maps.iter().all(|(name, _)| !name.starts_with(".rodata")),
+        "{maps:?}"
+    );
+    assert!(
+        maps.contains(&("LNIC_STATS", verifier::map_type::ARRAY)),
+        "{maps:?}"
+    );
+    let iface = pair.server_if.clone();
+    let result = NetnsPair::within(&pair.server_ns, || {
+        let host = loader::Host::from_env().unwrap();
+        host.attach_offloaded_program(
+            &loader::kernel::OffloadProgram {
+                object: &object,
+                lambda: "whoami-nic",
+                linked: &ready.input.linked,
+                seeds: &ready.input.seeds,
+                params,
+            },
+            &iface,
+        )
+        .map(|a| a.record.mode)
+    });
+    match result {
+        Err(loader::KernelError::OffloadFailed { step, reason, .. }) => {
+            // The first map the code uses, created with map_ifindex on a device without
+            // offload.
+            assert!(
+                step.starts_with("creating map ") && step.ends_with(" on the device"),
+                "{step}: {reason}"
+            );
+        }
+        other => panic!("expected an offload failure, got {other:?}"),
+    }
     assert_nothing_left(&pair, &before);
 }
 
@@ -165,6 +330,47 @@ fn offloaded_load_on_veth_fails_in_the_kernel_and_is_undone() {
         other => panic!("expected an offload failure, got {other:?}"),
     }
     assert_nothing_left(&pair, &before);
+}
+
+/// `--mode auto` with the SDK's NIC build: the probe (first) says no, it falls back to drv,
+/// says why, and the lambda answers real UDP requests from the client namespace.
+#[test]
+fn auto_falls_back_to_drv_with_the_nic_build_and_it_answers() {
+    if !kernel_tests_enabled("auto_falls_back_to_drv_with_the_nic_build_and_it_answers") {
+        return;
+    }
+    let pair = prepared_pair();
+    let object = lambda_object("whoami-nic");
+    let out = lambdactl(&[
+        "-n",
+        &pair.server_ns,
+        "attach",
+        object.to_str().unwrap(),
+        "--iface",
+        &pair.server_if,
+        "--mode",
+        "auto",
+        "--nic",
+        "nfp-4000",
+        "--lambda-id",
+        "1",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "note: hw offload not used, trying drv: {} cannot offload: {NO_OFFLOAD}",
+            pair.server_if
+        )),
+        "{stdout}"
+    );
+    // Probe first: the lowering never ran.
+    assert!(!stdout.contains("lowered whoami-nic"), "{stdout}");
+    assert!(stdout.contains("in drv mode"), "{stdout}");
+    // Lambda 1 on port 9000, each answered OK (send_requests checks the statuses).
+    send_requests(&pair, 5);
+    lambdactl_ok(&["-n", &pair.server_ns, "detach", "--iface", &pair.server_if]);
+    assert!(!pair.server_xdp_attached());
 }
 
 #[test]

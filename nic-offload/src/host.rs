@@ -6,7 +6,11 @@ use loader::kernel::{CoalesceMember, CoalescedProgram, MAX_USED_MAPS};
 use loader::link::LinkedProgram;
 use loader::verify::{Limits, verify_linked};
 
-use crate::coalesce::{CoalesceError, CoalesceInput, CoalesceReport, MatchRule, coalesce};
+use crate::attach::lower_and_check;
+use crate::coalesce::{
+    CoalesceError, CoalesceInput, CoalesceReport, MatchRule, coalesce, pack_cores,
+};
+use crate::lower::LowerReport;
 
 /// The kernel's limit on the functions of one program (`BPF_MAX_SUBPROGS`).
 pub const MAX_SUBPROGS: usize = 256;
@@ -32,6 +36,14 @@ pub enum HostCoalesceError {
     TooManyFunctions { lambdas: usize, functions: usize },
     #[error("our verifier (kernel profile) rejects the coalesced program: {0}")]
     Rejected(String),
+    #[error(
+        "lambda `{lambda}` is recorded as lowered for `{nic}`, which is not a NIC model (known: {})",
+        crate::NicModel::names()
+    )]
+    UnknownModel { lambda: String, nic: String },
+    /// A lambda deployed with `--lower` that the lowering or the NIC model refuses.
+    #[error(transparent)]
+    Lowering(#[from] crate::attach::NicCheckError),
 }
 
 /// What [`build`] checked, for the CLI to report.
@@ -42,6 +54,10 @@ pub struct HostBuild {
     pub max_insns_executed: u64,
     /// The limits it was verified with ([`combined_limits`]).
     pub limits: Limits,
+    /// What the lowering did to each lowered member, in member order (empty when none is).
+    pub lowered: Vec<LowerReport>,
+    /// For lowered members: the model, and how many of its cores one copy of them needs.
+    pub nic_cores: Option<(&'static str, usize)>,
 }
 
 /// The limits the coalesced program of `members` is verified with, from the limits each was
@@ -76,20 +92,45 @@ pub fn build(
 ) -> Result<(CoalescedProgram, HostBuild), HostCoalesceError> {
     let limits = combined_limits(members);
     let mut inputs = Vec::with_capacity(members.len());
+    let mut lowered = Vec::new();
+    let mut nic = None;
     for m in members {
         let rule = MatchRule {
             port: m.rule.port,
             lambda_id: m.rule.lambda_id,
         };
-        inputs.push(
-            CoalesceInput::from_object(&m.bytes, &m.name, rule).map_err(|source| {
-                HostCoalesceError::Link {
-                    lambda: m.name.clone(),
-                    source: Box::new(source),
-                }
-            })?,
-        );
+        let input = CoalesceInput::from_object(&m.bytes, &m.name, rule).map_err(|source| {
+            HostCoalesceError::Link {
+                lambda: m.name.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        match &m.lower {
+            None => inputs.push(input),
+            Some(name) => {
+                // What the NIC would get: lowered, and accepted for it lambda by lambda (each
+                // would run on the NIC's cores; the host program holds them all).
+                let model =
+                    crate::model::model(name).ok_or_else(|| HostCoalesceError::UnknownModel {
+                        lambda: m.name.clone(),
+                        nic: name.clone(),
+                    })?;
+                let ready = lower_and_check(&input, model, &m.limits)?;
+                lowered.push(ready.report);
+                inputs.push(ready.input);
+                nic = Some(model);
+            }
+        }
     }
+    let nic_cores = nic.map(|model| {
+        let sizes: Vec<usize> = members
+            .iter()
+            .zip(&inputs)
+            .filter(|(m, _)| m.lower.is_some())
+            .map(|(_, i)| i.linked.insns.len())
+            .collect();
+        (model.name, pack_cores(model, &sizes).core_insns.len())
+    });
     let coalesced = coalesce(&inputs)?;
     if coalesced.maps.len() > MAX_USED_MAPS {
         return Err(HostCoalesceError::TooManyMaps {
@@ -131,6 +172,8 @@ pub fn build(
             report: coalesced.report,
             max_insns_executed: contract.max_insns_executed,
             limits,
+            lowered,
+            nic_cores,
         },
     ))
 }
@@ -149,6 +192,7 @@ mod tests {
                 max_stack,
                 max_map_bytes,
             },
+            lower: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! offload accepts ([`lower`]).
 //!
 //! The loading itself (maps with `map_ifindex`, the program with `prog_ifindex`, the
-//! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded`.
+//! `XDP_FLAGS_HW_MODE` link) is the kernel backend's: `loader::Host::attach_offloaded_program`,
+//! which takes the lowered program's instructions and maps.
 
 pub mod attach;
 pub mod btf;
@@ -18,7 +19,10 @@ pub mod model;
 pub mod plan;
 pub mod probe;
 
-pub use attach::{CheckOrder, HwAttachError, HwOutcome, attach_hw};
+pub use attach::{
+    CheckOrder, HwAttachError, HwOutcome, HwRequest, NicCheckError, NicReady, attach_hw,
+    lower_and_check,
+};
 pub use coalesce::{
     CoalesceInput, CoalesceReport, Coalesced, CoreProgram, CoreSplit, MatchRule, coalesce,
     coalesce_per_core, pack_cores,

@@ -2,6 +2,7 @@
 //! pair, and running the real `lambdactl` binary.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod client;
 pub mod memcached;
 
 use std::fs::File;
@@ -254,6 +255,26 @@ impl Drop for NetnsPair {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// A pair ready for drv-mode XDP_TX: software checksums on the client, a peer program.
+pub fn prepared_pair() -> NetnsPair {
+    let pair = NetnsPair::create();
+    run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.client_ns,
+            "ethtool",
+            "-K",
+            &pair.client_if,
+            "tx",
+            "off",
+        ],
+    );
+    pair.give_client_a_drv_peer_program();
+    pair
 }
 
 /// Internet checksum over big-endian words; a correct packet region sums to 0xffff.

@@ -59,6 +59,9 @@ pub struct CoalesceMember {
     /// The verifier limits the lambda was deployed with (the builder checks the coalesced
     /// program against them; see [`CoalescedRecord::limits`]).
     pub limits: Limits,
+    /// The NIC model to lower the lambda for before coalescing (see
+    /// [`CoalescedRecord::lower`]); `None`: as written.
+    pub lower: Option<String>,
 }
 
 /// What a [`CoalesceBuilder`] returns: the program with its maps numbered by index. A map
@@ -96,6 +99,10 @@ pub struct CoalescedIfaceRecord {
     pub lambdas: Vec<String>,
     /// Seconds since the Unix epoch of the last re-coalescing.
     pub updated_at: u64,
+    /// The NIC model its lambdas are lowered for (`deploy --lower`; they all agree, see
+    /// [`CoalescedRecord::lower`], whose copies the rebuilds follow); `None`: as written.
+    #[serde(default)]
+    pub lower: Option<String>,
 }
 
 /// The record of one lambda deployed in coalesced mode.
@@ -123,6 +130,13 @@ pub struct CoalescedRecord {
     /// them. A record written before they were kept has none and gets the defaults.
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// The NIC model the lambda is lowered for before each coalescing (`deploy --lower
+    /// --nic MODEL`: the host runs the program that NIC would get), so every rebuild —
+    /// replace, another lambda's deploy or undeploy — lowers it again the same way. `None`
+    /// (and records written before it existed): coalesced as written. All lambdas of one
+    /// interface agree ([`KernelError::LoweringConflict`]).
+    #[serde(default)]
+    pub lower: Option<String>,
 }
 
 /// The result of a coalesced deploy, replace or undeploy.
@@ -238,8 +252,10 @@ impl Host {
     /// attached in `mode` when this is the interface's first. `mode` drv or skb on an
     /// interface whose live program runs in the other mode is refused
     /// ([`KernelError::CoalescedXdpConflict`]): the running attachment stays. `limits` are the
-    /// lambda's, kept in its record for every later re-coalescing. On failure the running
-    /// program and every other lambda's state are as they were.
+    /// lambda's, kept in its record for every later re-coalescing. `lower` names the NIC
+    /// model the builder lowers it for (kept in its record too); an interface whose lambdas
+    /// were deployed otherwise refuses it ([`KernelError::LoweringConflict`]). On failure the
+    /// running program and every other lambda's state are as they were.
     #[allow(clippy::too_many_arguments)]
     pub fn deploy_coalesced(
         &self,
@@ -249,6 +265,7 @@ impl Host {
         rule: MatchRule,
         mode: AttachMode,
         limits: Limits,
+        lower: Option<&str>,
         build: CoalesceBuilder<'_>,
     ) -> Result<CoalescedChange, KernelError> {
         super::check_lambda_name(name)?;
@@ -301,6 +318,13 @@ impl Host {
             }
         }
         let mut members = self.coalesced_on(iface)?;
+        if let Some(other) = members.iter().find(|r| r.lower.as_deref() != lower) {
+            return Err(KernelError::LoweringConflict {
+                iface: iface.to_owned(),
+                running: other.lower.clone(),
+                asked: lower.map(str::to_owned),
+            });
+        }
         if let Some(holder) = members.iter().find(|r| r.rule == rule) {
             return Err(KernelError::RuleTaken {
                 rule,
@@ -322,6 +346,7 @@ impl Host {
             deployed_at: now_secs(),
             seq: members.iter().map(|m| m.seq).max().map_or(0, |s| s + 1),
             limits: Some(limits),
+            lower: lower.map(str::to_owned),
         };
         members.push(record);
         let fresh = !self.lambda_dir(name).exists();
@@ -347,7 +372,8 @@ impl Host {
     /// Replaces coalesced lambda `name` by `object`, keeping its rule and its maps (each map
     /// it still declares must fit the pinned one: same type, key and value size, at least as
     /// many entries); the interface's program is rebuilt and swapped in atomically. `limits`
-    /// replace the lambda's recorded ones.
+    /// replace the lambda's recorded ones; its lowering ([`CoalescedRecord::lower`]) stays
+    /// what it was deployed with.
     pub fn redeploy_coalesced(
         &self,
         name: &str,
@@ -515,6 +541,7 @@ impl Host {
                         .map_err(io_err("reading", &m.stored_object))?,
                     rule: m.rule,
                     limits: m.limits.unwrap_or_default(),
+                    lower: m.lower.clone(),
                 })
             })
             .collect::<Result<_, KernelError>>()?;
@@ -675,6 +702,7 @@ impl Host {
             verified_insns: verified,
             lambdas: members.iter().map(|m| m.name.clone()).collect(),
             updated_at: now_secs(),
+            lower: members.first().and_then(|m| m.lower.clone()),
         };
         for (member, maps) in members.iter_mut().zip(pinned) {
             member.maps = maps;

@@ -131,6 +131,17 @@ pub enum KernelError {
     #[error("lambda `{lambda}` on `{iface}` does not log (its object has no LNIC_LOG map)")]
     NoLog { iface: String, lambda: String },
 
+    /// The lambda runs lowered for a NIC (`attach --mode hw`, `deploy --lower`): the lowering
+    /// made its log lines no-ops.
+    #[error(
+        "lambda `{lambda}` on `{iface}` runs lowered for {nic}, which leaves it no log: the lowering makes log lines no-ops (the NIC has no ring buffer to carry them)"
+    )]
+    LogsLowered {
+        iface: String,
+        lambda: String,
+        nic: String,
+    },
+
     #[error("bpffs at {}: {reason}", path.display())]
     Bpffs { path: PathBuf, reason: String },
 
@@ -282,6 +293,21 @@ pub enum KernelError {
         asked: &'static str,
     },
 
+    /// Lowered and unlowered coalesced lambdas (or lambdas lowered for different NIC models)
+    /// on one interface: refused, see [`super::Host::deploy_coalesced`].
+    #[error(
+        "`{iface}` runs a coalesced program {}; this deploy is {}: one interface's coalesced lambdas are all lowered for the same NIC model or none are (lowering turns per-CPU maps into shared ones, so the lambdas' pinned state could not move between the two forms, and the program is meant to be either what the NIC would get or what the host runs as written): deploy {}, or on another interface",
+        lowering_text(.running.as_deref()),
+        lowering_text(.asked.as_deref()),
+        match .running.as_deref() { Some(m) => format!("with --lower --nic {m}"), None => "without --lower".to_owned() }
+    )]
+    LoweringConflict {
+        iface: String,
+        /// The NIC model the running lambdas were lowered for (`None`: not lowered).
+        running: Option<String>,
+        asked: Option<String>,
+    },
+
     #[error("coalescing the lambdas of `{iface}`: {reason}")]
     CoalesceFailed { iface: String, reason: String },
 
@@ -386,5 +412,13 @@ pub(super) fn io_err<'a>(
                 source,
             }
         }
+    }
+}
+
+/// `lowered for nfp-4000` or `not lowered`.
+fn lowering_text(model: Option<&str>) -> String {
+    match model {
+        Some(m) => format!("lowered for {m}"),
+        None => "not lowered".to_owned(),
     }
 }

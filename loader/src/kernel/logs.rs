@@ -64,6 +64,14 @@ impl Host {
         };
         let record = listed.record;
         let pin = self.maps_dir(iface).join(MAP_NAME);
+        if record.mode == super::ModeUsed::Hw && !pin.exists() {
+            // Offloaded programs are lowered first, which drops the log ring.
+            return Err(KernelError::LogsLowered {
+                iface: iface.to_owned(),
+                lambda: record.lambda,
+                nic: "the NIC (hw mode)".into(),
+            });
+        }
         open_ring(&pin, program_id, iface, &record.lambda)
     }
 
@@ -111,6 +119,13 @@ impl Host {
             Err(e) => return Err(not_live(format!("no link ({e})"))),
         };
         let Some(map) = record.maps.iter().find(|m| m.name == MAP_NAME) else {
+            if let Some(nic) = &record.lower {
+                return Err(KernelError::LogsLowered {
+                    iface: record.iface.clone(),
+                    lambda: record.name.clone(),
+                    nic: nic.clone(),
+                });
+            }
             return Err(KernelError::NoLog {
                 iface: record.iface.clone(),
                 lambda: record.name.clone(),

@@ -69,7 +69,7 @@ pub use deploy::{
 pub use error::{KernelError, VerifierLog, chain};
 pub use linked_load::{LoadedProgram, load_linked, verified_insns};
 pub use logs::{LogLine, LogReader, format_utc, monotonic_to_realtime_offset_ns};
-pub use offload::{XDP_FLAGS_HW_MODE, xdp_link_create};
+pub use offload::{OffloadProgram, XDP_FLAGS_HW_MODE, xdp_link_create};
 pub use raw_run::{
     KernelValue, ProgramBtf, RawRunError, load_xdp_bound, load_xdp_named, load_xdp_named_with,
     load_xdp_with, max_raw_memory, run_raw_in_kernel, test_run_ns, test_run_packet, with_map_fds,

@@ -21,7 +21,7 @@ use super::{
     sys::{bpf_syscall, obj_pin},
     write_record,
 };
-use crate::link::{LinkedMapKind, link_xdp};
+use crate::link::{LinkedMapKind, LinkedProgram, link_xdp};
 use crate::maps::{KernelMap, MapAccess as _, MapSpec, MapType, UpdateFlags};
 
 /// `XDP_FLAGS_HW_MODE` (include/uapi/linux/if_link.h): run the program on the NIC.
@@ -62,11 +62,25 @@ fn object_ids(fd: BorrowedFd<'_>) -> io::Result<[u32; 3]> {
     Ok(info)
 }
 
+/// A program to offload as it is to be loaded: instructions with map references by index into
+/// `linked.maps` (the NIC lowering's output, or an object linked as written), the records to
+/// seed into each map (by the same index), and what the attachment record says it is.
+#[derive(Clone, Debug)]
+pub struct OffloadProgram<'a> {
+    /// The object it came from (recorded; never read here).
+    pub object: &'a Path,
+    /// The lambda's name (the object's stem).
+    pub lambda: &'a str,
+    pub linked: &'a LinkedProgram,
+    /// Seed records by map index (shorter than `linked.maps`: the rest get none).
+    pub seeds: &'a [Vec<(Vec<u8>, Vec<u8>)>],
+    /// The port and lambda id it was linked for.
+    pub params: LambdaParams,
+}
+
 impl Host {
-    /// Loads `object` onto the NIC behind `iface` and attaches it in hardware mode: maps
-    /// created on the device, the program loaded for it, a `XDP_FLAGS_HW_MODE` bpf_link pinned
-    /// where [`Host::attach`] pins its links. Map pins are never reused (offloaded maps live in
-    /// the NIC's memory, a host map cannot stand in). On failure everything created is removed.
+    /// Loads `object` onto the NIC behind `iface` as written (linked for `params`, no
+    /// lowering) and attaches it in hardware mode: see [`Host::attach_offloaded_program`].
     pub fn attach_offloaded(
         &self,
         object: &Path,
@@ -84,6 +98,48 @@ impl Host {
                 step: "linking the object".into(),
                 reason: e.to_string(),
             })?;
+        let seeds: Vec<Vec<(Vec<u8>, Vec<u8>)>> = linked
+            .maps
+            .iter()
+            .map(|m| match (m.kind, image.seed(&m.name)) {
+                (LinkedMapKind::Declared, Some(seed)) => seed
+                    .records()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        self.attach_offloaded_program(
+            &OffloadProgram {
+                object,
+                lambda: &image.name,
+                linked: &linked,
+                seeds: &seeds,
+                params: *params,
+            },
+            iface,
+        )
+    }
+
+    /// Loads `program` onto the NIC behind `iface` and attaches it in hardware mode: the maps
+    /// its code references created on the device (global data with its initial value, each
+    /// map with its seed records), the program loaded for it, a `XDP_FLAGS_HW_MODE` bpf_link
+    /// pinned where [`Host::attach`] pins its links. Map pins are never reused (offloaded maps
+    /// live in the NIC's memory, a host map cannot stand in). On failure everything created is
+    /// removed.
+    pub fn attach_offloaded_program(
+        &self,
+        program: &OffloadProgram<'_>,
+        iface: &str,
+    ) -> Result<Attached, KernelError> {
+        let OffloadProgram {
+            object,
+            lambda,
+            linked,
+            seeds,
+            params,
+        } = *program;
+        let params = &params;
         let ifindex = ifindex(iface)?;
         check_privileges(&format!("offloading to {iface}"))?;
         let mut notes = Vec::new();
@@ -147,17 +203,16 @@ impl Host {
                             .map_err(|e| failed(&format!("writing {}", map.name), e.to_string()))?;
                     }
                     LinkedMapKind::Declared => {
-                        if let Some(seed) = image.seed(&map.name) {
-                            for (key, value) in seed.records() {
-                                kmap.update(key, value, UpdateFlags::Any).map_err(|e| {
-                                    failed(&format!("seeding {}", map.name), e.to_string())
-                                })?;
-                            }
-                            seeded = seed.record_count();
+                        for (key, value) in seeds.get(index).into_iter().flatten() {
+                            kmap.update(key, value, UpdateFlags::Any).map_err(|e| {
+                                failed(&format!("seeding {}", map.name), e.to_string())
+                            })?;
+                            seeded += 1;
                         }
                     }
                 }
-                let pin = maps_dir.join(&map.name);
+                // bpffs refuses dots in pin names (`.bss` is pinned as `_bss`).
+                let pin = maps_dir.join(map.name.replace('.', "_"));
                 kmap.pin(&pin)
                     .map_err(|e| failed(&format!("pinning {}", map.name), e.to_string()))?;
                 created.push(pin.clone());
@@ -202,7 +257,7 @@ impl Host {
                 netns_inode: self.netns_inode,
                 mode: ModeUsed::Hw,
                 object: fs::canonicalize(object).unwrap_or_else(|_| object.to_owned()),
-                lambda: image.name.clone(),
+                lambda: lambda.to_owned(),
                 program: linked.program.clone(),
                 program_id,
                 link_id,
