@@ -623,9 +623,9 @@ pub fn valid_return(state: &State, is_main: bool) -> Result<(), ErrorKind> {
         }
     } else {
         match r0 {
-            Value::Stack { frame, .. } if usize::from(frame) + 1 == state.frames.len() => {
-                Err(ErrorKind::ReturnsStackPointer)
-            }
+            // Into its own frame (gone after the return) or a caller's: the kernel refuses
+            // both ("cannot return stack pointer to the caller").
+            Value::Stack { .. } => Err(ErrorKind::ReturnsStackPointer),
             Value::Mixed => Err(ErrorKind::BadReturn {
                 found: r0.kind_name().to_string(),
             }),

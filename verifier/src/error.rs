@@ -194,7 +194,9 @@ pub enum ErrorKind {
     },
     #[error("r0 at exit is {found}, a scalar is required")]
     BadReturn { found: String },
-    #[error("r0 returns a pointer into the callee's own stack frame")]
+    #[error(
+        "r0 returns a stack pointer to the caller (the kernel refuses any, the callee's own or a caller's)"
+    )]
     ReturnsStackPointer,
     #[error(
         "loop at {head} has no bound the analysis can prove (stopped after {iterations} iterations)"
