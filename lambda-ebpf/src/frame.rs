@@ -4,6 +4,9 @@
 //! tests it is implemented over a byte buffer, so the parsing and reply code that runs in the
 //! kernel is the same code the tests exercise.
 
+use crate::request::{LambdaMatch, Request};
+use crate::wire::Status;
+
 /// A helper call failed (the kernel helper returned a negative errno).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HelperError(pub i64);
@@ -36,6 +39,28 @@ pub trait Frame {
     /// length is a multiple of 4 and at most [`CSUM_CHUNK`] (`bpf_csum_diff`). The length may
     /// vary at run time: the kernel verifier checks the buffer against its largest value.
     fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError>;
+
+    /// Parses the frame as a λ request ([`Request::parse`]). The NIC build's XDP frame
+    /// overrides it with one out-of-line function that every lambda shares, so a coalesced
+    /// program holds one copy of the parser instead of one per lambda.
+    #[inline(always)]
+    fn parse_request(&self, port: u16, lambda: LambdaMatch) -> Option<Request>
+    where
+        Self: Sized,
+    {
+        Request::parse(self, port, lambda)
+    }
+
+    /// Turns the headers into the response's for a body of `body_len` bytes already in place,
+    /// checksums included (the last step of every reply). Shared out of line in the NIC build,
+    /// as [`Frame::parse_request`].
+    #[inline(always)]
+    fn finish_reply(&mut self, request: &Request, status: Status, body_len: usize) -> Option<()>
+    where
+        Self: Sized,
+    {
+        request.rewrite_headers(self, status, body_len)
+    }
 }
 
 /// The largest block summed by one [`Frame::csum_partial`] call.

@@ -87,7 +87,13 @@ where
     C: Counters,
     H: FnOnce(&mut F, &Request) -> Verdict,
 {
-    let verdict = match Request::parse(frame, port, lambda) {
+    // The NIC build parses through the frame (one shared out-of-line parser); the normal
+    // build calls the parser directly, which keeps its objects as they were.
+    #[cfg(feature = "nic")]
+    let parsed = frame.parse_request(port, lambda);
+    #[cfg(not(feature = "nic"))]
+    let parsed = Request::parse(frame, port, lambda);
+    let verdict = match parsed {
         Some(request) => {
             let verdict = handler(frame, &request);
             // The status is read back from the response rather than taken from the handler:

@@ -11,6 +11,8 @@ use aya_ebpf::programs::XdpContext;
 use crate::frame::{Frame, HelperError};
 use crate::request::{LambdaMatch, Request, Verdict};
 use crate::stats::{self, Counters};
+#[cfg(feature = "nic")]
+use crate::wire::Status;
 
 // Attach-time configuration. These live in `.rodata`; the loader overwrites them before the
 // program is loaded (`EbpfLoader::set_global`), and the kernel then treats them as constants.
@@ -194,6 +196,111 @@ impl Frame for XdpFrame<'_> {
     #[inline(always)]
     fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError> {
         Ok(crate::nic::sum_bytes(bytes))
+    }
+    #[inline(always)]
+    fn parse_request(&self, port: u16, lambda: LambdaMatch) -> Option<Request> {
+        let (any, id) = match lambda {
+            LambdaMatch::Any => (1, 0),
+            LambdaMatch::Id(id) => (0, id),
+        };
+        let mut request = Request::EMPTY;
+        // SAFETY: our own context, and a local the callee only writes.
+        let parsed = unsafe { shared::parse(self.ctx.ctx, u32::from(port), any, id, &mut request) };
+        if parsed == 0 {
+            return None;
+        }
+        request.rebounded()
+    }
+    #[inline(always)]
+    fn finish_reply(&mut self, request: &Request, status: Status, body_len: usize) -> Option<()> {
+        let ip = match request.ip_version() {
+            crate::IpVersion::V4 => 4,
+            crate::IpVersion::V6 => 6,
+        };
+        // SAFETY: our own context.
+        let done = unsafe {
+            shared::finish_reply(
+                self.ctx.ctx,
+                ip,
+                request.udp_offset() as u32,
+                u32::from(status.to_wire()),
+                body_len as u32,
+            )
+        };
+        (done != 0).then_some(())
+    }
+}
+
+/// The parts of every lambda that do not depend on the lambda, out of line (NIC build). Their
+/// arguments are all they read (no map, no `.rodata`: the port and lambda id come in as
+/// values), so the same SDK compiles them to the same code in every lambda, and the
+/// coalescer, which merges identical functions, keeps one copy per program: on a NIC core,
+/// whose instruction store holds 2,800 instructions, the parser and the header rewrite with
+/// its checksum are then paid once rather than once per lambda.
+#[cfg(feature = "nic")]
+mod shared {
+    use aya_ebpf::bindings::xdp_md;
+    use aya_ebpf::programs::XdpContext;
+
+    use super::XdpFrame;
+    use crate::request::{LambdaMatch, Request};
+    use crate::wire::Status;
+
+    /// [`Request::parse`] into `out`: 1 when the frame is a request for `port` and (`any`, or
+    /// lambda id `id`), 0 otherwise.
+    ///
+    /// # Safety
+    /// `ctx` is the program's XDP context; `out` is valid for writes.
+    #[inline(never)]
+    pub(super) unsafe fn parse(
+        ctx: *mut xdp_md,
+        port: u32,
+        any: u32,
+        id: u32,
+        out: *mut Request,
+    ) -> u32 {
+        let ctx = XdpContext::new(ctx);
+        let frame = XdpFrame::new(&ctx);
+        let lambda = if any != 0 {
+            LambdaMatch::Any
+        } else {
+            LambdaMatch::Id(id)
+        };
+        match Request::parse(&frame, port as u16, lambda) {
+            Some(request) => {
+                // SAFETY: passed on from the caller.
+                unsafe { out.write(request) };
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// The header rewrite and checksums of a reply whose `body_len`-byte body is in place, for
+    /// a request over IP version `ip` (4 or 6) with its UDP header at `udp_offset`: 1 when
+    /// done, 0 when the packet could not be rewritten. The request's parts come as values, not
+    /// through a pointer into the caller's stack, which a verifier may not see into.
+    ///
+    /// # Safety
+    /// `ctx` is the program's XDP context.
+    #[inline(never)]
+    pub(super) unsafe fn finish_reply(
+        ctx: *mut xdp_md,
+        ip: u32,
+        udp_offset: u32,
+        status: u32,
+        body_len: u32,
+    ) -> u32 {
+        let ctx = XdpContext::new(ctx);
+        let mut frame = XdpFrame::new(&ctx);
+        let status = Status::from_wire(status as u16).unwrap_or(Status::Internal);
+        let Some(request) = Request::for_reply(ip, udp_offset as usize) else {
+            return 0;
+        };
+        match request.rewrite_headers(&mut frame, status, body_len as usize) {
+            Some(()) => 1,
+            None => 0,
+        }
     }
 }
 
