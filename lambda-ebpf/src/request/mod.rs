@@ -592,5 +592,7 @@ pub fn udp_checksum<F: Frame>(
     Some(if check == 0 { 0xffff } else { check })
 }
 
+mod filled;
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -5,7 +5,7 @@
 //! pinned map; the object ships a default `index.html` that the loader seeds on attach.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
-#[cfg(target_arch = "bpf")]
+#[cfg(all(target_arch = "bpf", not(feature = "nic")))]
 mod lambda {
     use aya_ebpf::{macros::map, macros::xdp, maps::HashMap, programs::XdpContext};
     use lambda_ebpf::xdp::{XdpFrame, serve};
@@ -76,6 +76,322 @@ mod lambda {
             .data
             .get(..object.len as usize)
             .ok_or(Status::Internal)
+    }
+}
+
+/// The NIC build (`static-server-nic.o`, feature `nic`): the same answers from the NFP's
+/// 64-byte map elements. An object is a run of 56-byte chunks in `OBJECTS`, keyed by a hash of
+/// its name and the chunk's number (`workloads::static_content::nic` gives the layout and
+/// builds the records); the reply is sized first and filled chunk by chunk in the packet.
+#[cfg(all(target_arch = "bpf", feature = "nic"))]
+mod lambda {
+    use aya_ebpf::{macros::map, macros::xdp, maps::HashMap, programs::XdpContext};
+    use lambda_ebpf::frame::{Frame as _, read_at};
+    use lambda_ebpf::xdp::{XdpFrame, serve};
+    use lambda_ebpf::{Request, Status, Verdict, padded, seed};
+    use workloads::static_content::nic::{
+        CHUNK, Chunk, ChunkKey, GENERATION_AT, HEAD_CHUNKS, LEN_AT, MAX_CONTENT, content_chunk,
+        head_chunk, name_hash,
+    };
+    use workloads::static_content::{INDEX_HTML, INDEX_NAME, NAME_MAX};
+
+    /// Most chunks the map holds: 256 objects of index.html's size (2 head + 3 content).
+    const CHUNKS_MAX: u32 = 256 * 5;
+
+    #[map]
+    static OBJECTS: HashMap<ChunkKey, Chunk> = HashMap::with_max_entries(CHUNKS_MAX, 0);
+
+    lambda_ebpf::declare_log!();
+
+    const INDEX_KEY: [u8; NAME_MAX] = padded(INDEX_NAME);
+    const INDEX_HASH: u32 = name_hash(&INDEX_KEY);
+    const INDEX_LEN: u32 = INDEX_HTML.len() as u32;
+
+    /// Key of chunk `chunk` of the object whose name hashes to `hash`.
+    const fn key(hash: u32, chunk: u16, generation: u16) -> ChunkKey {
+        ChunkKey {
+            hash,
+            chunk,
+            generation,
+        }
+    }
+
+    // index.html, generation 0: its two head chunks and its content chunks (126 bytes: 3).
+    seed!(OBJECTS, INDEX_HEAD0: ChunkKey => Chunk = (
+        key(INDEX_HASH, 0, 0), head_chunk(&INDEX_KEY, INDEX_LEN, 0, 0)
+    ));
+    seed!(OBJECTS, INDEX_HEAD1: ChunkKey => Chunk = (
+        key(INDEX_HASH, 1, 0), head_chunk(&INDEX_KEY, INDEX_LEN, 0, 1)
+    ));
+    seed!(OBJECTS, INDEX_CONTENT0: ChunkKey => Chunk = (
+        key(INDEX_HASH, HEAD_CHUNKS, 0), content_chunk(INDEX_HTML, 0)
+    ));
+    seed!(OBJECTS, INDEX_CONTENT1: ChunkKey => Chunk = (
+        key(INDEX_HASH, HEAD_CHUNKS + 1, 0), content_chunk(INDEX_HTML, 1)
+    ));
+    seed!(OBJECTS, INDEX_CONTENT2: ChunkKey => Chunk = (
+        key(INDEX_HASH, HEAD_CHUNKS + 2, 0), content_chunk(INDEX_HTML, 2)
+    ));
+    const _: () = assert!(INDEX_HTML.len().div_ceil(CHUNK) == 3, "one seed per chunk");
+
+    #[xdp]
+    pub fn static_server(ctx: XdpContext) -> u32 {
+        serve(&ctx, handle)
+    }
+
+    #[inline(always)]
+    fn handle(frame: &mut XdpFrame<'_>, request: &Request) -> Verdict {
+        // One reply site (each is a full inlined copy of the rewrite and checksum code, too
+        // much for one NFP core twice): an error is a reply with no chunks to fill.
+        let (status, hash, len, generation) = match lookup(frame, request) {
+            Ok((hash, len, generation)) => (Status::Ok, hash, len, generation),
+            Err(status) => (status, 0, 0, 0),
+        };
+        request.reply_filled(frame, status, len, |frame, body| {
+            fill(frame, body, hash, len, generation)
+        })
+    }
+
+    /// The object the request names: its name hash, content length and generation.
+    #[inline(always)]
+    fn lookup(frame: &XdpFrame<'_>, request: &Request) -> Result<(u32, usize, u16), Status> {
+        let name_len = request.body_len();
+        if name_len == 0 || name_len > NAME_MAX {
+            return Err(Status::BadRequest);
+        }
+        // Zeroed as words (a byte array would be cleared by a byte loop).
+        let mut words = [0u64; NAME_MAX / 8];
+        let at = frame.data() + request.body_offset();
+        // SAFETY: `at..data_end` is the packet; `words` is NAME_MAX bytes.
+        if !unsafe { read_name(at, frame.data_end(), name_len, &mut words) } {
+            return Err(Status::Internal);
+        }
+        // SAFETY: the u64 array is NAME_MAX initialised bytes.
+        let name: &[u8; NAME_MAX] = unsafe { &*words.as_ptr().cast() };
+        let hash = name_hash(name);
+        // SAFETY (both): map values live as long as the program runs; only read here.
+        let head0 = unsafe { OBJECTS.get(&key(hash, 0, 0)) };
+        let head1 = unsafe { OBJECTS.get(&key(hash, 1, 0)) };
+        let (Some(head0), Some(head1)) = (head0, head1) else {
+            log_line_with(b"not found: ", name);
+            return Err(Status::NotFound);
+        };
+        // The whole name, against the head's: another name with the same hash is absent.
+        let stored = |i: usize| -> u64 {
+            let chunk = if i < CHUNK / 8 {
+                &head0.data
+            } else {
+                &head1.data
+            };
+            let at = (i * 8) % CHUNK;
+            u64::from_ne_bytes([
+                chunk[at],
+                chunk[at + 1],
+                chunk[at + 2],
+                chunk[at + 3],
+                chunk[at + 4],
+                chunk[at + 5],
+                chunk[at + 6],
+                chunk[at + 7],
+            ])
+        };
+        let mut differ = 0u64;
+        for i in 0..NAME_MAX / 8 {
+            let at = i * 8;
+            let word = u64::from_ne_bytes([
+                name[at],
+                name[at + 1],
+                name[at + 2],
+                name[at + 3],
+                name[at + 4],
+                name[at + 5],
+                name[at + 6],
+                name[at + 7],
+            ]);
+            differ |= word ^ stored(i);
+        }
+        if differ != 0 {
+            log_line_with(b"not found: ", name);
+            return Err(Status::NotFound);
+        }
+        let d = &head1.data;
+        let len = u32::from_le_bytes([d[LEN_AT], d[LEN_AT + 1], d[LEN_AT + 2], d[LEN_AT + 3]]);
+        let generation = u16::from_le_bytes([d[GENERATION_AT], d[GENERATION_AT + 1]]);
+        let len = len as usize;
+        if len > MAX_CONTENT {
+            return Err(Status::Internal);
+        }
+        Ok((hash, len, generation))
+    }
+
+    /// Reads word `w` of the zero-padded name of `len` (1 ..= NAME_MAX) bytes at packet
+    /// address `at` into `slot`: 0 when words follow, 1 when it was the last, 2 when the
+    /// packet is short. A subprogram: one copy of the code for the eight words.
+    ///
+    /// The last, partial word is read as the 8 bytes that end with the name (the packet holds
+    /// the headers before it) and shifted into place, so no byte needs a comparison of its own.
+    ///
+    /// # Safety
+    /// `at - 8 .. end` must be readable packet memory.
+    #[inline(never)]
+    unsafe fn name_word(at: usize, end: usize, len: usize, w: usize, slot: &mut u64) -> i64 {
+        let (len, from) = (opaque(len), 8 * w);
+        if from >= len || len > NAME_MAX {
+            return 1;
+        }
+        if from + 8 <= len {
+            // SAFETY: `read_at` checks against `end`.
+            let Some(word) = (unsafe { read_at::<[u8; 8]>(at + from, end) }) else {
+                return 2;
+            };
+            *slot = u64::from_ne_bytes(word);
+            return i64::from(from + 8 == len);
+        }
+        // SAFETY: `read_at` checks against `end`; `at - 8` lies in the packet.
+        let Some(word) = (unsafe { read_at::<[u8; 8]>(at - 8 + len, end) }) else {
+            return 2;
+        };
+        // Little-endian: the name's last `len - from` bytes are the word's high ones.
+        *slot = u64::from_le_bytes(word) >> (8 * (from + 8 - len));
+        1
+    }
+
+    /// The name of `len` bytes at packet address `at` into `out` (zero-padded); false when
+    /// the packet is short.
+    ///
+    /// # Safety
+    /// As for [`name_word`].
+    #[inline(always)]
+    unsafe fn read_name(at: usize, end: usize, len: usize, out: &mut [u64; NAME_MAX / 8]) -> bool {
+        // Word by word with constant indices: as a loop, the compiler walks `out` with a
+        // pointer whose offset the verifiers know only as a range.
+        let [w0, w1, w2, w3, w4, w5, w6, w7] = out;
+        for (w, slot) in [w0, w1, w2, w3, w4, w5, w6, w7].into_iter().enumerate() {
+            // SAFETY: passed on from the caller.
+            match unsafe { name_word(at, end, len, w, slot) } {
+                0 => {}
+                1 => return true,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Writes the content's chunks at frame offset `body`; INTERNAL when one is missing.
+    #[inline(always)]
+    fn fill(
+        frame: &mut XdpFrame<'_>,
+        body: usize,
+        hash: u32,
+        len: usize,
+        generation: u16,
+    ) -> Result<(), Status> {
+        // SAFETY: `data..data_end` is the packet, sized by the reply to hold the body.
+        match unsafe { fill_at(frame.data() + body, frame.data_end(), hash, len, generation) } {
+            0 => Ok(()),
+            _ => Err(Status::Internal),
+        }
+    }
+
+    /// `len` through memory the compiler cannot see into, so that the loops below keep
+    /// counting up to their constant and test it inside (see `lambda_ebpf::nic`).
+    #[inline(always)]
+    fn opaque(n: usize) -> usize {
+        // SAFETY: a read of a local.
+        unsafe { core::ptr::read_volatile(&n) }
+    }
+
+    /// [`fill`] at packet address `at`, as a subprogram whose result is one register (0, or
+    /// 1 for a missing chunk or a short packet): the verifiers walk its loop once, and its
+    /// many exits meet again in the caller.
+    ///
+    /// # Safety
+    /// `at..end` must be writable packet memory.
+    #[inline(never)]
+    unsafe fn fill_at(at: usize, end: usize, hash: u32, len: usize, generation: u16) -> i64 {
+        // Whole chunks first (one comparison with `end` each), then the partial last one: one
+        // loop each, so no iteration of the first holds a walk of the second.
+        let whole = MAX_CONTENT / CHUNK;
+        let mut c = 0;
+        while c < whole {
+            let from = c * CHUNK;
+            if from + CHUNK > opaque(len) {
+                break;
+            }
+            // SAFETY: map values live as long as the program runs; only read here.
+            let Some(chunk) =
+                (unsafe { OBJECTS.get(&key(hash, HEAD_CHUNKS + c as u16, generation)) })
+            else {
+                return 1;
+            };
+            let to = at + from;
+            if to + CHUNK > end {
+                return 1;
+            }
+            // A loop the compiler cannot unroll (its bound is opaque), so one copy of it.
+            for i in 0..opaque(CHUNK) {
+                if let Some(&byte) = chunk.data.get(i) {
+                    // SAFETY: `to + CHUNK <= end` above, and `i < CHUNK`.
+                    unsafe { core::ptr::write_volatile((to + i) as *mut u8, byte) };
+                }
+            }
+            c += 1;
+        }
+        let from = c * CHUNK;
+        let rest = opaque(len) - from;
+        if rest == 0 || rest >= CHUNK {
+            return 0;
+        }
+        // SAFETY: map values live as long as the program runs; only read here.
+        let Some(chunk) = (unsafe { OBJECTS.get(&key(hash, HEAD_CHUNKS + c as u16, generation)) })
+        else {
+            return 1;
+        };
+        let to = at + from;
+        let d = &chunk.data;
+        // Whole words of the partial chunk; then, when it has 8 bytes or more, the 8 that end
+        // it (rewriting some of the same bytes), else its bytes one by one.
+        let mut w = 0;
+        while w < CHUNK / 8 {
+            if 8 * w + 8 > rest {
+                break;
+            }
+            let word = to + 8 * w;
+            if word + 8 > end {
+                return 1;
+            }
+            for i in 0..8 {
+                // SAFETY: `word + 8 <= end` above.
+                unsafe { core::ptr::write_volatile((word + i) as *mut u8, d[8 * w + i]) };
+            }
+            w += 1;
+        }
+        if rest >= 8 {
+            let last = to + rest - 8;
+            if last + 8 > end {
+                return 1;
+            }
+            for i in 0..8 {
+                let Some(&value) = d.get(rest - 8 + i) else {
+                    return 1;
+                };
+                // SAFETY: `last + 8 <= end` above.
+                unsafe { core::ptr::write_volatile((last + i) as *mut u8, value) };
+            }
+        } else {
+            for (i, &value) in d.iter().enumerate().take(8) {
+                if i >= rest {
+                    break;
+                }
+                let byte = to + i;
+                if byte + opaque(1) > end {
+                    return 1;
+                }
+                // SAFETY: checked against `end` just above.
+                unsafe { core::ptr::write_volatile(byte as *mut u8, value) };
+            }
+        }
+        0
     }
 }
 
