@@ -140,7 +140,8 @@ mod lambda {
             Ok(len) => (Status::Ok, len),
             Err(status) => (status, 0),
         };
-        request.reply_in_place_truncated(frame, status, len)
+        // The body only shrinks; the checksum of a length known as a range is one walk.
+        request.reply_in_place_shrunk(frame, status, len)
     }
 
     /// Checks the fragment, converts its pixels in place; returns the response body length.
@@ -170,7 +171,10 @@ mod lambda {
             body_len,
             header,
         )?;
-        let pixels = core::hint::black_box(layout.pixels);
+        // Divided by an opaque 1: the kernel's verifier does not follow a division, so every
+        // path through the checks above reaches the conversion with the same range here,
+        // and walks it once, instead of once per path (past its million instructions).
+        let pixels = layout.pixels / opaque(1);
         if pixels > PIXELS_PER_FRAGMENT {
             return Err(Status::Internal);
         }
