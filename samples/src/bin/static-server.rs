@@ -230,40 +230,54 @@ mod lambda {
     }
 
     /// Reads word `w` of the zero-padded name of `len` (1 ..= NAME_MAX) bytes at packet
-    /// address `before + 8` into `slot`: 0 when words follow, 1 when it was the last, 2 when the
-    /// packet is short. A subprogram: one copy of the code for the eight words.
+    /// address `before + 8` into `slot` (zero past the name): 0, or 1 when the packet is
+    /// short. A subprogram: one copy of the code for the eight words.
     ///
-    /// The last, partial word is read as the 8 bytes that end with the name (the packet holds
-    /// the headers before it) and shifted into place, so no byte needs a comparison of its own.
+    /// The last, partial word is read as the 8 bytes that end the name (the packet holds the
+    /// λ header before it) and shifted into place, so no byte needs a comparison of its own.
     ///
     /// # Safety
     /// `before .. end` must be readable packet memory.
     #[inline(never)]
     unsafe fn name_word(before: usize, end: usize, len: usize, w: usize, slot: &mut u64) -> i64 {
         let (len, from) = (opaque(len), 8 * w);
+        // SAFETY: passed on from the caller.
+        let (word, short) = unsafe { name_word_value(before, end, len, from) };
+        // Both through a division by an opaque 1, which the kernel's verifier does not
+        // follow: whichever way this call went, the caller continues in one state (its stack
+        // slot and the result unknown), not in one per way, each walked through all that
+        // follows.
+        *slot = word / opaque(1) as u64;
+        (short / opaque(1)) as i64
+    }
+
+    /// [`name_word`]'s word and whether the packet was short (0 or 1).
+    ///
+    /// # Safety
+    /// As for [`name_word`].
+    #[inline(always)]
+    unsafe fn name_word_value(before: usize, end: usize, len: usize, from: usize) -> (u64, usize) {
         if from >= len || len > NAME_MAX {
-            return 1;
+            return (0, 0);
         }
         if from + 8 <= len {
             // SAFETY: `read_at` checks against `end`.
-            let Some(word) = (unsafe { read_at::<[u8; 8]>(before + 8 + from, end) }) else {
-                return 2;
+            return match unsafe { read_at::<[u8; 8]>(before + 8 + from, end) } {
+                Some(word) => (u64::from_ne_bytes(word), 0),
+                None => (0, 1),
             };
-            *slot = u64::from_ne_bytes(word);
-            return i64::from(from + 8 == len);
         }
         // The 8 bytes that end the name, checked as a pointer to their start plus 8 with the
         // 8 hidden from the compiler: it would compare the end and read at negative offsets
         // from it, which the kernel's verifier refuses.
         let last = before + len;
         if last + opaque(8) > end {
-            return 2;
+            return (0, 1);
         }
         // SAFETY: `last + 8 <= end` just above.
         let word: [u8; 8] = unsafe { core::ptr::read_unaligned(last as *const [u8; 8]) };
         // Little-endian: the name's last `len - from` bytes are the word's high ones.
-        *slot = u64::from_le_bytes(word) >> (8 * (from + 8 - len));
-        1
+        (u64::from_le_bytes(word) >> (8 * (from + 8 - len)), 0)
     }
 
     /// The name of `len` bytes at packet address `before + 8` into `out` (zero-padded); false
@@ -278,18 +292,20 @@ mod lambda {
         len: usize,
         out: &mut [u64; NAME_MAX / 8],
     ) -> bool {
-        // Word by word with constant indices: as a loop, the compiler walks `out` with a
-        // pointer whose offset the verifiers know only as a range.
+        // Every word, with constant indices, and one test at the end: stopping at the name's
+        // last word would leave the stack in a different state after each stop, and the
+        // verifiers would walk all that follows once for each; as a loop, the compiler walks
+        // `out` with a pointer whose offset they know only as a range.
         let [w0, w1, w2, w3, w4, w5, w6, w7] = out;
+        let mut short = 0;
         for (w, slot) in [w0, w1, w2, w3, w4, w5, w6, w7].into_iter().enumerate() {
+            // Each call gets `len` divided by an opaque 1: a copy the kernel's verifier does
+            // not link to `len`, so what the callee's tests learn about it does not flow back
+            // and split the caller into one state per outcome.
             // SAFETY: passed on from the caller.
-            match unsafe { name_word(before, end, len, w, slot) } {
-                0 => {}
-                1 => return true,
-                _ => return false,
-            }
+            short |= unsafe { name_word(before, end, len / opaque(1), w, slot) };
         }
-        true
+        short == 0
     }
 
     /// Writes the content's chunks at frame offset `body`; INTERNAL when one is missing.
@@ -301,6 +317,10 @@ mod lambda {
         len: usize,
         generation: u16,
     ) -> Result<(), Status> {
+        // An error's reply has no body: no walk of the copy for it (`len` is exactly 0 there).
+        if len == 0 {
+            return Ok(());
+        }
         // `len` divided by an opaque 1, a copy the kernel's verifier does not link to `len`:
         // what the loops of `fill_at` learn about it would otherwise flow back into the
         // caller's `len`, and the checksum after it be walked once per range so learnt.
