@@ -25,7 +25,8 @@ pub const NAME_MAX: usize = 64;
 /// stored one is answered NOT_FOUND, as absent) and answers INTERNAL when a content chunk is
 /// missing. A writer replaces an object's content without a reader ever seeing a mix: it
 /// writes the new content chunks under another generation, then chunk 1 (one hash update,
-/// which readers see whole), then deletes the old generation's chunks.
+/// which readers see whole), then deletes the old generation's chunks. (A request that read
+/// the old chunk 1 just before the switch can find one of its chunks deleted: INTERNAL.)
 pub mod nic {
     use super::NAME_MAX;
 
