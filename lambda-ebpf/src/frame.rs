@@ -4,7 +4,7 @@
 //! tests it is implemented over a byte buffer, so the parsing and reply code that runs in the
 //! kernel is the same code the tests exercise.
 
-use crate::request::{LambdaMatch, Request};
+use crate::request::Request;
 use crate::wire::Status;
 
 /// A helper call failed (the kernel helper returned a negative errno).
@@ -40,20 +40,10 @@ pub trait Frame {
     /// vary at run time: the kernel verifier checks the buffer against its largest value.
     fn csum_bytes(&self, bytes: &[u8]) -> Result<u32, HelperError>;
 
-    /// Parses the frame as a λ request ([`Request::parse`]). The NIC build's XDP frame
-    /// overrides it with one out-of-line function that every lambda shares, so a coalesced
-    /// program holds one copy of the parser instead of one per lambda.
-    #[inline(always)]
-    fn parse_request(&self, port: u16, lambda: LambdaMatch) -> Option<Request>
-    where
-        Self: Sized,
-    {
-        Request::parse(self, port, lambda)
-    }
-
     /// Turns the headers into the response's for a body of `body_len` bytes already in place,
-    /// checksums included (the last step of every reply). Shared out of line in the NIC build,
-    /// as [`Frame::parse_request`].
+    /// checksums included (the last step of every reply). The NIC build's XDP frame overrides it
+    /// with one out-of-line function that every lambda shares, so a coalesced program holds one
+    /// copy of it instead of one per lambda.
     #[inline(always)]
     fn finish_reply(&mut self, request: &Request, status: Status, body_len: usize) -> Option<()>
     where

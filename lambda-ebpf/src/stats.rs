@@ -87,13 +87,7 @@ where
     C: Counters,
     H: FnOnce(&mut F, &Request) -> Verdict,
 {
-    // The NIC build parses through the frame (one shared out-of-line parser); the normal
-    // build calls the parser directly, which keeps its objects as they were.
-    #[cfg(feature = "nic")]
-    let parsed = frame.parse_request(port, lambda);
-    #[cfg(not(feature = "nic"))]
-    let parsed = Request::parse(frame, port, lambda);
-    let verdict = match parsed {
+    let verdict = match Request::parse(frame, port, lambda) {
         Some(request) => {
             let verdict = handler(frame, &request);
             // The status is read back from the response rather than taken from the handler:

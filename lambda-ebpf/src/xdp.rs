@@ -198,20 +198,6 @@ impl Frame for XdpFrame<'_> {
         Ok(crate::nic::sum_bytes(bytes))
     }
     #[inline(always)]
-    fn parse_request(&self, port: u16, lambda: LambdaMatch) -> Option<Request> {
-        let (any, id) = match lambda {
-            LambdaMatch::Any => (1, 0),
-            LambdaMatch::Id(id) => (0, id),
-        };
-        let mut request = Request::EMPTY;
-        // SAFETY: our own context, and a local the callee only writes.
-        let parsed = unsafe { shared::parse(self.ctx.ctx, u32::from(port), any, id, &mut request) };
-        if parsed == 0 {
-            return None;
-        }
-        request.rebounded()
-    }
-    #[inline(always)]
     fn finish_reply(&mut self, request: &Request, status: Status, body_len: usize) -> Option<()> {
         let ip = match request.ip_version() {
             crate::IpVersion::V4 => 4,
@@ -231,50 +217,26 @@ impl Frame for XdpFrame<'_> {
     }
 }
 
-/// The parts of every lambda that do not depend on the lambda, out of line (NIC build). Their
-/// arguments are all they read (no map, no `.rodata`: the port and lambda id come in as
-/// values), so the same SDK compiles them to the same code in every lambda, and the
-/// coalescer, which merges identical functions, keeps one copy per program: on a NIC core,
-/// whose instruction store holds 2,800 instructions, the parser and the header rewrite with
-/// its checksum are then paid once rather than once per lambda.
+/// The part of every reply that does not depend on the lambda, out of line (NIC build): the
+/// header rewrite and the UDP checksum (`Request::rewrite_summed`, one loop over the
+/// datagram whatever its length). Its arguments are all it reads (no map, no `.rodata`), so
+/// the same SDK compiles it to the same code in every lambda, and the coalescer, which merges
+/// identical functions, keeps one copy per program: on a NIC core, whose instruction store
+/// holds 2,800 instructions, it is paid once rather than once per lambda.
+///
+/// (The parser could be shared the same way, and was: the cores a set of `whoami` lambdas
+/// needs went from 18 to 11, but the kernel's verifier then walked a lambda's handler once
+/// per way out of the parser, each with its exact offsets, and accepting the static-server's
+/// NIC build took it 981,835 of its million instructions. Inline, the parser costs each
+/// lambda about 300 slots and the kernel 624,672 for that lambda.)
 #[cfg(feature = "nic")]
 mod shared {
     use aya_ebpf::bindings::xdp_md;
     use aya_ebpf::programs::XdpContext;
 
     use super::XdpFrame;
-    use crate::request::{LambdaMatch, Request};
+    use crate::request::Request;
     use crate::wire::Status;
-
-    /// [`Request::parse`] into `out`: 1 when the frame is a request for `port` and (`any`, or
-    /// lambda id `id`), 0 otherwise.
-    ///
-    /// # Safety
-    /// `ctx` is the program's XDP context; `out` is valid for writes.
-    #[inline(never)]
-    pub(super) unsafe fn parse(
-        ctx: *mut xdp_md,
-        port: u32,
-        any: u32,
-        id: u32,
-        out: *mut Request,
-    ) -> u32 {
-        let ctx = XdpContext::new(ctx);
-        let frame = XdpFrame::new(&ctx);
-        let lambda = if any != 0 {
-            LambdaMatch::Any
-        } else {
-            LambdaMatch::Id(id)
-        };
-        match Request::parse(&frame, port as u16, lambda) {
-            Some(request) => {
-                // SAFETY: passed on from the caller.
-                unsafe { out.write(request) };
-                1
-            }
-            None => 0,
-        }
-    }
 
     /// The header rewrite and checksums of a reply whose `body_len`-byte body is in place, for
     /// a request over IP version `ip` (4 or 6) with its UDP header at `udp_offset`: 1 when
@@ -297,7 +259,7 @@ mod shared {
         let Some(request) = Request::for_reply(ip, udp_offset as usize) else {
             return 0;
         };
-        match request.rewrite_headers(&mut frame, status, body_len as usize) {
+        match request.rewrite_summed(&mut frame, status, body_len as usize) {
             Some(()) => 1,
             None => 0,
         }

@@ -23,6 +23,7 @@ mod inspect;
 mod invoke;
 mod logs_cmd;
 mod maps_cmd;
+mod objects;
 mod offload_cmd;
 mod serve;
 mod stats_cmd;

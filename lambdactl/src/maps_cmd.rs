@@ -77,6 +77,28 @@ enum MapsCommand {
         #[arg(allow_hyphen_values = true)]
         key: String,
     },
+    /// Store (or replace) a static-server object: its name and content, in the layout the
+    /// map has — the normal build's one record, or the NIC build's 56-byte chunks
+    /// (static-server-nic.o), written so that a request never sees half of a replacement.
+    PutObject {
+        /// LAMBDA/OBJECTS or IFACE/OBJECTS (or OBJECTS with --vm).
+        target: String,
+        /// The object's name (1 to 64 bytes), as requests name it.
+        name: String,
+        /// The content, from this file.
+        #[arg(long, conflicts_with = "text", required_unless_present = "text")]
+        file: Option<PathBuf>,
+        /// The content, this text.
+        #[arg(long)]
+        text: Option<String>,
+    },
+    /// Delete a static-server object (either layout): requests for it get NOT_FOUND.
+    DelObject {
+        /// LAMBDA/OBJECTS or IFACE/OBJECTS (or OBJECTS with --vm).
+        target: String,
+        /// The object's name.
+        name: String,
+    },
 }
 
 /// Help text for the key and value syntax, shown under `lambdactl maps --help`.
@@ -124,6 +146,35 @@ pub(crate) fn run(args: MapsArgs) -> Result<ExitCode> {
             flags,
         } => set(&Opened::open(&source, &target)?, &key, &value, flags.into()),
         MapsCommand::Del { target, key } => del(&Opened::open(&source, &target)?, &key),
+        MapsCommand::PutObject {
+            target,
+            name,
+            file,
+            text,
+        } => {
+            let content = match (file, text) {
+                (Some(path), _) => {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                }
+                (None, Some(text)) => text.into_bytes(),
+                (None, None) => bail!("give the content with --file or --text"),
+            };
+            let m = Opened::open(&source, &target)?;
+            let how = crate::objects::put(m.map.as_ref(), name.as_bytes(), &content)
+                .with_context(|| m.label())?;
+            println!("stored {} {name:?}: {how}", m.label());
+            Ok(ExitCode::SUCCESS)
+        }
+        MapsCommand::DelObject { target, name } => {
+            let m = Opened::open(&source, &target)?;
+            if !crate::objects::delete(m.map.as_ref(), name.as_bytes())
+                .with_context(|| m.label())?
+            {
+                bail!("{}: no object {name:?}", m.label());
+            }
+            println!("deleted {} {name:?}", m.label());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

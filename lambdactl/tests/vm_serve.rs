@@ -448,3 +448,49 @@ fn stats_vm_watch_reports_what_each_interval_added() {
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `maps put-object` / `del-object` write static-server's objects in the layout its map has:
+/// one record (static-server.o) or 56-byte chunks (static-server-nic.o, the NIC build), and a
+/// request gets the new content, the replaced content, then NOT_FOUND, the same from both.
+#[test]
+fn put_object_writes_both_static_server_layouts() {
+    let dir = std::env::temp_dir().join(format!("lnic-vm-objects-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 300 bytes (six chunks in the NIC layout), then 57 (two): a replacement that shrinks.
+    let long: String = (0..300).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let file = dir.join("long.txt");
+    std::fs::write(&file, &long).unwrap();
+    for lambda in ["static-server", "static-server-nic"] {
+        let sock = dir.join(format!("{lambda}.sock"));
+        let sock_arg = sock.to_str().unwrap();
+        let mut server = Server::start_lambda(lambda, &["--control", sock_arg]);
+        assert_eq!(control_path(&mut server), sock_arg);
+        let put = |args: &[&str]| {
+            let mut all = vec!["maps", "--vm", sock_arg, "put-object", "OBJECTS", "obj.txt"];
+            all.extend_from_slice(args);
+            lambdactl_ok(&all)
+        };
+        let stored = put(&["--file", file.to_str().unwrap()]);
+        assert!(
+            stored.contains(&format!("stored {lambda}/OBJECTS \"obj.txt\": 300 bytes")),
+            "{stored}"
+        );
+        let got = client(server.port, "obj.txt", 3);
+        assert_eq!(got["bodies"][long.as_str()], 3, "{lambda}: {got}");
+        let short = "x".repeat(57);
+        put(&["--text", &short]);
+        let got = client(server.port, "obj.txt", 3);
+        assert_eq!(got["bodies"][short.as_str()], 3, "{lambda}: {got}");
+        // The default page is still there.
+        let index = client(server.port, "index.html", 1);
+        assert_eq!(index["bodies"][INDEX_HTML], 1, "{lambda}: {index}");
+        lambdactl_ok(&["maps", "--vm", sock_arg, "del-object", "OBJECTS", "obj.txt"]);
+        let gone = client(server.port, "obj.txt", 2);
+        assert_eq!(
+            gone["statuses"]["1"], 2,
+            "{lambda}: NOT_FOUND expected: {gone}"
+        );
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

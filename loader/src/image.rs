@@ -791,6 +791,13 @@ fn collect_seeds(file: &Elf<'_>, maps: &[MapDef], name: &str) -> Result<Vec<Seed
                 value_size: map.value_size,
             });
         }
+        // A lambda that uses `seed!` more than once for a map gets one section per record
+        // (same name): they are one seed, or every user that takes a map's seed by name
+        // (the kernel backends) would insert only the first section's records.
+        if let Some(seed) = seeds.iter_mut().find(|s: &&mut Seed| s.map == map_name) {
+            seed.data.extend_from_slice(data);
+            continue;
+        }
         seeds.push(Seed {
             section: section_name.to_owned(),
             map: map_name.to_owned(),

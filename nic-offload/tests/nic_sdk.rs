@@ -81,21 +81,7 @@ fn nic_builds_pass_the_nfp_profile_and_normal_builds_are_refused_by_helper_name(
     }
 }
 
-/// xorshift64*: seeded, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A λ request frame; `options` bytes of IPv4 options (NOPs, a multiple of 4) when IPv4.
+/// A λ request frame with a random body of `len` bytes; `options` bytes of IPv4 options.
 fn request(
     rng: &mut Rng,
     port: u16,
@@ -104,29 +90,9 @@ fn request(
     len: usize,
     options: usize,
 ) -> Vec<u8> {
-    let mut payload = LambdaHeader::request(lambda_id, rng.next())
-        .as_bytes()
-        .to_vec();
-    payload.extend((0..len).map(|_| rng.next() as u8));
-    let mut frame = udp_request_frame(port, v6, payload);
-    if !v6 && options > 0 {
-        // Options do not enter the UDP checksum: only the IP header changes.
-        frame.splice(34..34, std::iter::repeat_n(1u8, options));
-        frame[14] = 0x40 | ((20 + options) / 4) as u8;
-        let total = u16::from_be_bytes([frame[16], frame[17]]) + options as u16;
-        frame[16..18].copy_from_slice(&total.to_be_bytes());
-        frame[24..26].copy_from_slice(&[0, 0]);
-        let mut sum = 0u32;
-        for pair in frame[14..34 + options].chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        UdpFrame::decode(&frame).expect("the request with options is well formed");
-    }
-    frame
+    let header = LambdaHeader::request(lambda_id, rng.next());
+    let body = rng.bytes(len);
+    lambda_request_frame(&header, &body, port, v6, options)
 }
 
 #[test]

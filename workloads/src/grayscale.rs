@@ -215,6 +215,62 @@ pub fn check_fragment(
     Ok(Layout { pixels_at, pixels })
 }
 
+/// [`check_fragment`] without a division or a multiply wider than 32 bits, for the NFP (whose
+/// offload has neither, see the verifier's `nfp` profile): the same answer for every input.
+/// The fragment count test becomes `(count − 1) × P < pixels ≤ count × P`, and the pixel count
+/// a multiply by the reciprocal of 3 that is exact below 2^16 bytes.
+#[inline(always)]
+pub fn check_fragment_without_division(
+    frag_index: u16,
+    frag_count: u16,
+    body_len: usize,
+    header: Option<[u8; IMAGE_HEADER_LEN]>,
+) -> Result<Layout, Status> {
+    if frag_count == 0 || frag_index >= frag_count {
+        return Err(Status::BadRequest);
+    }
+    if frag_count as usize > MAX_FRAGMENTS {
+        return Err(Status::TooLarge);
+    }
+    let last = frag_index == frag_count - 1;
+    let (pixels_at, expected) = if frag_index == 0 {
+        let dims = Dimensions::decode(header.ok_or(Status::BadRequest)?)?;
+        // Both at most 2^24 (4096 × 4096; 35,395 × 474): 32-bit products.
+        let pixels = dims.width() * dims.height();
+        let count = u32::from(frag_count);
+        let per = PIXELS_PER_FRAGMENT as u32;
+        if pixels <= (count - 1) * per || pixels > count * per {
+            return Err(Status::BadRequest);
+        }
+        let first = if pixels < per { pixels } else { per };
+        (IMAGE_HEADER_LEN, first as usize)
+    } else if last {
+        (0, 0)
+    } else {
+        (0, PIXELS_PER_FRAGMENT)
+    };
+    if body_len < pixels_at {
+        return Err(Status::BadRequest);
+    }
+    let pixel_bytes = body_len - pixels_at;
+    if pixel_bytes > PIXELS_PER_FRAGMENT * BYTES_PER_PIXEL {
+        return Err(Status::TooLarge);
+    }
+    // ⌊x / 3⌋ = (x × 0xAAAB) >> 17 for every x below 2^16 (the test checks them all); x is at
+    // most 1422 here, so the product fits 32 bits. In `u32` throughout, so that every operand
+    // of a multiply is known to fit 32 bits.
+    let bytes = pixel_bytes as u32;
+    let pixels = bytes.wrapping_mul(0xAAAB) >> 17;
+    if bytes == 0 || pixels.wrapping_mul(BYTES_PER_PIXEL as u32) != bytes {
+        return Err(Status::BadRequest);
+    }
+    let pixels = pixels as usize;
+    if expected != 0 && pixels != expected {
+        return Err(Status::BadRequest);
+    }
+    Ok(Layout { pixels_at, pixels })
+}
+
 /// The whole work for one request fragment, as the native baseline does it: validates `body`
 /// and writes the response body into `out` (at least [`MAX_BODY`] bytes). Returns its length,
 /// or the status of an empty error response.
@@ -494,5 +550,79 @@ mod tests {
             place_response(dims, 0, &body, &mut out),
             Err(FormatError::HeaderMismatch)
         );
+    }
+
+    #[test]
+    fn the_division_free_check_agrees_with_check_fragment() {
+        for x in 0..=u16::MAX as u32 {
+            assert_eq!((x * 0xAAAB) >> 17, x / 3, "{x}");
+        }
+        let mut headers = vec![None, Some([0, 0, 0, 1]), Some([0x10, 1, 0, 1])];
+        for (w, h) in [
+            (1, 1),
+            (474, 1),
+            (475, 1),
+            (1, 948),
+            (31, 17),
+            (640, 480),
+            (4096, 4096),
+            (4095, 4096),
+            (237, 2),
+            (100, 10),
+        ] {
+            headers.push(Some(Dimensions::new(w, h).unwrap().encode()));
+        }
+        let counts = [0u16, 1, 2, 3, 4, 5, 648, 649, 35394, 35395, 35396, u16::MAX];
+        let mut lens: Vec<usize> = (0..16).collect();
+        lens.extend([
+            155, 156, 157, 1419, 1420, 1421, 1422, 1423, 1424, 1425, 1426, 1427, 1428,
+        ]);
+        lens.extend([1429, 2000, 474 * 3 - 3, 474 * 3 + 4, 36 * 3 + 4]);
+        let mut compared = 0;
+        for &count in &counts {
+            for index in [0u16, 1, 2, 3, 647, 648, 35393, 35394, 35395, u16::MAX] {
+                for &len in &lens {
+                    for &header in &headers {
+                        let header = if index == 0 { header } else { None };
+                        assert_eq!(
+                            check_fragment_without_division(index, count, len, header),
+                            check_fragment(index, count, len, header),
+                            "{index}/{count} {len} {header:?}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        // Every length a fragment 0 and a middle fragment can have, with a header that fits.
+        let header = Some(Dimensions::new(640, 480).unwrap().encode());
+        for len in 0..=MAX_BODY + 2 {
+            for (index, count) in [(0, 649), (1, 649), (648, 649)] {
+                let h = if index == 0 { header } else { None };
+                assert_eq!(
+                    check_fragment_without_division(index, count, len, h),
+                    check_fragment(index, count, len, h),
+                    "{index}/{count} {len}"
+                );
+                compared += 1;
+            }
+        }
+        // Every fragment count for every height of a one-pixel-wide ... 4096-wide image.
+        for w in [1u32, 7, 474, 4096] {
+            for hgt in (1..=4096u32).step_by(37) {
+                let d = Dimensions::new(w, hgt).unwrap();
+                let c = d.fragment_count();
+                for count in [c - 1, c, c + 1] {
+                    let len = IMAGE_HEADER_LEN + d.fragment_pixels(0).len() * 3;
+                    assert_eq!(
+                        check_fragment_without_division(0, count, len, Some(d.encode())),
+                        check_fragment(0, count, len, Some(d.encode())),
+                        "{w}x{hgt} {count}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 30_000);
     }
 }

@@ -149,21 +149,6 @@ pub struct Request {
 }
 
 impl Request {
-    /// What the NIC build's shared parser is handed to write its result into: initialised, so
-    /// that no verifier sees a read of unwritten stack, and with the UDP header where the
-    /// shortest real request has it, so that a verifier that joins the parser's two outcomes
-    /// (written or not) still bounds every offset as it would a parsed request's.
-    #[cfg(all(feature = "nic", any(target_arch = "bpf", test)))]
-    pub(crate) const EMPTY: Request = Request {
-        ip: IpVersion::V4,
-        udp_offset: ETH_LEN + IPV4_MIN_LEN,
-        body_len: 0,
-        lambda_id: 0,
-        request_id: 0,
-        frag_index: 0,
-        frag_count: 0,
-    };
-
     /// Parses `frame` as a λ request to UDP port `port` for a lambda id `lambda` accepts.
     ///
     /// Returns `None` for anything that is not such a request — other protocols, other ports,
@@ -249,35 +234,13 @@ impl Request {
         })
     }
 
-    /// The request again, with the bounds [`Request::parse`] guarantees made visible: the UDP
-    /// header after 14 + 20..=60 header bytes, a body length below 64 KiB. The NIC build's
-    /// shared parser returns its request through memory, where a verifier may no longer see
-    /// those bounds, and the handler reads the request through a reference, from memory
-    /// again. So the fields are masked to their widths (a no-op on what the parser writes,
-    /// and one the compiler cannot drop as it does a store of the value just loaded) and the
-    /// UDP offset's upper bound checked: every copy of the request then carries its bounds.
-    /// `None` never happens for a request the parser wrote.
-    #[cfg(all(feature = "nic", any(target_arch = "bpf", test)))]
-    #[inline(always)]
-    pub(crate) fn rebounded(self) -> Option<Request> {
-        let udp_offset = self.udp_offset & 0x7f;
-        let body_len = self.body_len & 0xffff;
-        // The upper bound only: a range check becomes a subtraction and one comparison of
-        // the difference, which bounds the difference and not the offset for a verifier that
-        // does not relate the two (ours does not); the offset's lower bound is not needed.
-        if udp_offset > ETH_LEN + 60 {
-            return None;
-        }
-        Some(Request {
-            udp_offset,
-            body_len,
-            ..self
-        })
-    }
-
-    /// What [`Request::rewrite_headers`] reads of a request, rebuilt from values (the NIC
-    /// build's shared reply code takes them so), with their bounds checked as in
-    /// [`Request::rebounded`]: IP version 4 or 6, the UDP header at `udp_offset`.
+    /// What the header rewrite reads of a request, rebuilt from values (the NIC build's shared
+    /// reply function takes them so): IP version 4 or 6, the UDP header at `udp_offset`, which
+    /// must lie where a parsed request's can (at most 14 + 60 bytes in). The offset is masked to
+    /// its width first (a no-op for a parsed request's), so that a verifier sees it bounded
+    /// whatever it knows of the argument; only the upper bound is checked, as a range check
+    /// becomes a subtraction and a comparison of the difference, which bounds the difference
+    /// and not the offset for a verifier that does not relate the two (ours does not).
     #[cfg(all(feature = "nic", any(target_arch = "bpf", test)))]
     #[inline(always)]
     pub(crate) fn for_reply(ip: u32, udp_offset: usize) -> Option<Request> {
@@ -286,12 +249,19 @@ impl Request {
             6 => IpVersion::V6,
             _ => return None,
         };
-        Request {
+        let udp_offset = udp_offset & 0x7f;
+        if udp_offset > ETH_LEN + 60 {
+            return None;
+        }
+        Some(Request {
             ip,
             udp_offset,
-            ..Request::EMPTY
-        }
-        .rebounded()
+            body_len: 0,
+            lambda_id: 0,
+            request_id: 0,
+            frag_index: 0,
+            frag_count: 0,
+        })
     }
 
     /// Offset of the UDP header from the start of the frame.
@@ -668,6 +638,8 @@ pub fn udp_checksum<F: Frame>(
     // forbidden over IPv6.
     Some(if check == 0 { 0xffff } else { check })
 }
+
+mod filled;
 
 #[cfg(test)]
 pub(crate) mod tests;

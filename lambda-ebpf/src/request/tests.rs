@@ -594,24 +594,18 @@ fn garbage_never_panics() {
     }
 }
 
-/// The NIC build's shared parser hands its request back through memory, and the reply code
-/// rebuilds one from values: both re-check the bounds the parser guarantees, and must give back
-/// exactly the parsed request (or refuse what no parse produces).
+/// The NIC build's shared reply function rebuilds what it needs of the request from values:
+/// it must get back the parsed request's IP version and UDP offset, and refuse what no parse
+/// produces.
 #[cfg(feature = "nic")]
 #[test]
-fn nic_rebounded_requests_are_the_parsed_ones() {
+fn nic_requests_rebuilt_for_the_reply_are_the_parsed_ones() {
     for packet in [
         ipv4_packet(9000, &udp_payload(7, 0x1234, b"hello")),
         ipv4_packet_with(9000, &udp_payload(7, 9, b"x"), &[1; 40], 0),
         ipv6_packet(9000, IPPROTO_UDP, &udp_payload(7, 9, &[0xab; 1000])),
     ] {
         let parsed = parse(&packet).unwrap();
-        let again = parsed.rebounded().unwrap();
-        assert_eq!(again.udp_offset(), parsed.udp_offset());
-        assert_eq!(again.body_len(), parsed.body_len());
-        assert_eq!(again.request_id(), parsed.request_id());
-        assert_eq!(again.lambda_id(), parsed.lambda_id());
-        assert_eq!(again.ip_version(), parsed.ip_version());
         let ip = match parsed.ip_version() {
             IpVersion::V4 => 4,
             IpVersion::V6 => 6,
@@ -622,9 +616,4 @@ fn nic_rebounded_requests_are_the_parsed_ones() {
     }
     assert!(Request::for_reply(5, 34).is_none());
     assert!(Request::for_reply(4, 14 + 61).is_none());
-    let past = Request {
-        udp_offset: 14 + 61,
-        ..Request::EMPTY
-    };
-    assert!(past.rebounded().is_none());
 }

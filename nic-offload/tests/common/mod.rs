@@ -86,3 +86,53 @@ pub fn as_linked(name: &str, insns: &[Insn], maps: &[LinkedMap]) -> LinkedProgra
         lines: vec![],
     }
 }
+
+/// xorshift64*: seeded, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// The Ethernet frame of a λ request with `header` and `body` to `port`; `options` bytes of
+/// IPv4 options (NOPs, a multiple of 4) when IPv4.
+pub fn lambda_request_frame(
+    header: &lambda_ebpf::wire::LambdaHeader,
+    body: &[u8],
+    port: u16,
+    v6: bool,
+    options: usize,
+) -> Vec<u8> {
+    let mut payload = header.as_bytes().to_vec();
+    payload.extend_from_slice(body);
+    let mut frame = udp_request_frame(port, v6, payload);
+    if !v6 && options > 0 {
+        // Options do not enter the UDP checksum: only the IP header changes.
+        frame.splice(34..34, std::iter::repeat_n(1u8, options));
+        frame[14] = 0x40 | ((20 + options) / 4) as u8;
+        let total = u16::from_be_bytes([frame[16], frame[17]]) + options as u16;
+        frame[16..18].copy_from_slice(&total.to_be_bytes());
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let mut sum = 0u32;
+        for pair in frame[14..34 + options].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        UdpFrame::decode(&frame).expect("the request with options is well formed");
+    }
+    frame
+}
