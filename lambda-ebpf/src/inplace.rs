@@ -95,7 +95,10 @@ pub unsafe fn move_front(
 /// As for [`move_front`].
 #[inline(never)]
 unsafe fn move_front_at(data: usize, end: usize, from: usize, to: usize, len: usize) -> i64 {
-    if len > MAX_MOVE || from > MAX_OFFSET || to > from {
+    // Re-read and checked right here: the compiler would otherwise drop checks that its
+    // callers' arguments make redundant, and the verifiers need the bounds on these copies.
+    let (from, to, len) = (opaque(from), opaque(to), opaque(len));
+    if len > MAX_MOVE || from > MAX_OFFSET || to > MAX_OFFSET || to > from {
         return EFAULT;
     }
     let words = len / 8;

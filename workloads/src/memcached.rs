@@ -128,6 +128,17 @@ pub trait Text: Copy {
     fn at(self, i: usize) -> Option<u8>;
     /// The first `len` bytes; `None` when there are fewer.
     fn prefix(self, len: usize) -> Option<Self>;
+    /// Whether `bytes` is what the text holds at `at` (a text may compare several bytes at
+    /// once; the reply classifier's prefixes and trailer are compared this way).
+    #[inline(always)]
+    fn has_at<const N: usize>(self, at: usize, bytes: &[u8; N]) -> bool {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.at(at + i) != Some(b) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl Text for &[u8] {
@@ -473,13 +484,13 @@ fn value_reply(text: &[u8], newline: usize) -> Option<Reply> {
 /// in step.
 #[inline(always)]
 pub fn classify_reply_in<T: Text>(text: T, mut forget: impl FnMut(usize) -> usize) -> Reply {
-    if text.len() == 5 && starts_with(text, b"END\r\n") {
+    if text.len() == 5 && text.has_at(0, b"END\r\n") {
         return Reply::NotFound;
     }
-    if text.len() == 8 && starts_with(text, b"STORED\r\n") {
+    if text.len() == 8 && text.has_at(0, b"STORED\r\n") {
         return Reply::Stored;
     }
-    if starts_with(text, b"VALUE ") {
+    if text.has_at(0, b"VALUE ") {
         let found = value_line_end_in(text).and_then(|newline| {
             let newline = forget(newline);
             let text = text.prefix(forget(text.len()))?;
@@ -490,11 +501,11 @@ pub fn classify_reply_in<T: Text>(text: T, mut forget: impl FnMut(usize) -> usiz
             None => Reply::Error(Status::Internal),
         };
     }
-    if starts_with(text, b"CLIENT_ERROR") {
+    if text.has_at(0, b"CLIENT_ERROR") {
         Reply::Error(Status::BadRequest)
-    } else if starts_with(text, b"SERVER_ERROR object too large") {
+    } else if text.has_at(0, b"SERVER_ERROR object too large") {
         Reply::Error(Status::TooLarge)
-    } else if starts_with(text, b"SERVER_ERROR") {
+    } else if text.has_at(0, b"SERVER_ERROR") {
         Reply::Error(Status::Unavailable)
     } else {
         Reply::Error(Status::Internal)
@@ -575,10 +586,8 @@ fn value_reply_in<T: Text>(text: T, newline: usize) -> Option<Reply> {
     if offset + len + VALUE_END.len() != text.len() {
         return None;
     }
-    for (i, &b) in VALUE_END.iter().enumerate() {
-        if text.at(offset + len + i) != Some(b) {
-            return None;
-        }
+    if !text.has_at(offset + len, VALUE_END) {
+        return None;
     }
     Some(Reply::Value { offset, len })
 }

@@ -20,6 +20,21 @@
 //! the lambda at once, as BMC does; GET replies fill it, SETs invalidate their key before they
 //! are forwarded. Hits and misses are counted in `MC_COUNTS`.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// The NIC build's request ids come from an atomic add (see `memcached_nic.rs`).
+#![cfg_attr(
+    all(target_arch = "bpf", feature = "nic"),
+    feature(core_intrinsics),
+    allow(internal_features)
+)]
+
+/// The NIC build (`memcached-nic.o`): no cache, no scratch map, the packet rebuilt in place.
+#[cfg(all(target_arch = "bpf", feature = "nic"))]
+#[path = "../shared/memcached_nic.rs"]
+mod nic;
+
+#[cfg(all(target_arch = "bpf", feature = "nic"))]
+#[path = "../shared/decimal.rs"]
+mod decimal;
 
 /// What both builds share: where things sit in the packets, the `CONFIG` and `PENDING`
 /// layouts (the same in both, so `lambdactl maps set IF/CONFIG` configures either), and the
@@ -56,7 +71,9 @@ mod common {
     pub const COUNT_ANSWERED: u32 = 1;
     pub const COUNT_UNMATCHED: u32 = 2;
     pub const COUNT_MALFORMED: u32 = 3;
+    #[cfg(not(feature = "nic"))]
     pub const COUNT_CACHE_HITS: u32 = 4;
+    #[cfg(not(feature = "nic"))]
     pub const COUNT_CACHE_MISSES: u32 = 5;
     pub const COUNT_SLOTS: u32 = 6;
     /// Where the memcached server is (index 0). All zero until configured: requests are then
@@ -103,6 +120,46 @@ mod common {
     }
 
     impl Headers {
+        /// All zero, to be [`fill`](Headers::fill)ed (on the NIC build's stack).
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn zeroed() -> Headers {
+            Headers {
+                dst_mac: [0; 6],
+                src_mac: [0; 6],
+                ethertype: [0; 2],
+                ip: [0; IP_LEN],
+                src_port: [0; 2],
+                dst_port: [0; 2],
+                udp_len: [0; 2],
+                udp_check: [0; 2],
+            }
+        }
+
+        /// The headers as bytes, to load a packet's into.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn as_bytes_mut(&mut self) -> &mut [u8; MC_AT] {
+            // SAFETY: `Headers` is plain bytes, exactly MC_AT of them (see `as_bytes`).
+            unsafe { &mut *(self as *mut Headers).cast() }
+        }
+
+        /// Where a packet with these headers went: destination MAC, IPv4 address, UDP port.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn destination(&self) -> ([u8; 6], [u8; 4], [u8; 2]) {
+            let ip = [self.ip[16], self.ip[17], self.ip[18], self.ip[19]];
+            (self.dst_mac, ip, self.dst_port)
+        }
+
+        /// Where a packet with these headers came from: source MAC, IPv4 address, UDP port.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn source(&self) -> ([u8; 6], [u8; 4], [u8; 2]) {
+            let ip = [self.ip[12], self.ip[13], self.ip[14], self.ip[15]];
+            (self.src_mac, ip, self.src_port)
+        }
+
         /// Fills in the headers of a packet whose UDP datagram is `udp_len` bytes, in place
         /// (they live in the scratch map: the stack is full with the SDK's reply code).
         #[inline(always)]
