@@ -160,16 +160,6 @@ impl Text for &[u8] {
 }
 
 #[inline(always)]
-fn starts_with<T: Text, const N: usize>(text: T, prefix: &[u8; N]) -> bool {
-    for (i, &b) in prefix.iter().enumerate() {
-        if text.at(i) != Some(b) {
-            return false;
-        }
-    }
-    true
-}
-
-#[inline(always)]
 fn starts_with_slice<const N: usize>(text: &[u8], prefix: &[u8; N]) -> bool {
     for (i, b) in prefix.iter().enumerate() {
         if text.get(i) != Some(b) {
@@ -189,9 +179,9 @@ pub fn parse_request(body: &[u8]) -> Result<Parsed, ParseError> {
 /// [`parse_request`] over any [`Text`].
 #[inline(always)]
 pub fn parse_request_in<T: Text>(body: T) -> Result<Parsed, ParseError> {
-    let command = if starts_with(body, b"get ") {
+    let command = if body.has_at(0, b"get ") {
         Command::Get
-    } else if starts_with(body, b"set ") {
+    } else if body.has_at(0, b"set ") {
         Command::Set
     } else {
         return Err(ParseError::BadRequest);
@@ -503,10 +493,13 @@ pub fn classify_reply_in<T: Text>(text: T, mut forget: impl FnMut(usize) -> usiz
     }
     if text.has_at(0, b"CLIENT_ERROR") {
         Reply::Error(Status::BadRequest)
-    } else if text.has_at(0, b"SERVER_ERROR object too large") {
-        Reply::Error(Status::TooLarge)
     } else if text.has_at(0, b"SERVER_ERROR") {
-        Reply::Error(Status::Unavailable)
+        // The prefix once: each comparison is code in the lambda.
+        if text.has_at(12, b" object too large") {
+            Reply::Error(Status::TooLarge)
+        } else {
+            Reply::Error(Status::Unavailable)
+        }
     } else {
         Reply::Error(Status::Internal)
     }

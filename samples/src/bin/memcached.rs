@@ -32,9 +32,6 @@
 #[path = "../shared/memcached_nic.rs"]
 mod nic;
 
-#[cfg(all(target_arch = "bpf", feature = "nic"))]
-#[path = "../shared/decimal.rs"]
-mod decimal;
 
 /// What both builds share: where things sit in the packets, the `CONFIG` and `PENDING`
 /// layouts (the same in both, so `lambdactl maps set IF/CONFIG` configures either), and the
@@ -180,6 +177,7 @@ mod common {
             self.udp_check = [0; 2];
         }
 
+        #[cfg(not(feature = "nic"))]
         #[inline(always)]
         pub fn as_bytes(&self) -> &[u8; MC_AT] {
             const { assert!(core::mem::size_of::<Headers>() == MC_AT) };

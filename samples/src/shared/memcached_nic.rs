@@ -188,18 +188,20 @@ fn text_word(text: PacketText, i: usize, n: usize) -> Option<u64> {
 /// top bit set in the 8th place makes it negative, which compares unequal as it should.
 #[inline(never)]
 fn text_word_at(at: usize, end: usize, i: usize, n: usize) -> i64 {
-    // SAFETY: a read of a local.
-    let n = unsafe { core::ptr::read_volatile(&n) };
+    // SAFETY: reads of locals (re-read so the checks below bound the copies used).
+    let (i, n) = unsafe { (core::ptr::read_volatile(&i), core::ptr::read_volatile(&n)) };
+    if i >= TEXT_MAX || n > 8 {
+        return -1;
+    }
     let mut word = 0u64;
-    for j in 0..8 {
-        if j >= n {
-            break;
+    // Counted up to `n` itself: a loop to the constant 8 would be unrolled, eight copies of
+    // its body in the program.
+    for j in 0..n {
+        // SAFETY: `read_byte` checks against `end`.
+        match unsafe { read_byte(at + i + j, end) } {
+            Some(byte) => word |= u64::from(byte) << (8 * j),
+            None => return -1,
         }
-        let byte = text_byte(at, end, i + j);
-        if byte < 0 {
-            return -1;
-        }
-        word |= (byte as u64) << (8 * j);
     }
     word as i64
 }
@@ -215,6 +217,38 @@ struct Job {
     id: u32,
 }
 
+/// The start of a packet this lambda builds: Ethernet, IPv4 and UDP headers, then a memcached
+/// frame header (8 bytes) or a λ header (24). One block so that [`emit`] writes it with one
+/// copy of a length above what the SDK stores in line.
+#[repr(C)]
+struct Block {
+    headers: Headers,
+    after: [u8; HEADER_LEN],
+}
+
+impl Block {
+    #[inline(always)]
+    fn zeroed() -> Block {
+        Block {
+            headers: Headers::zeroed(),
+            after: [0; HEADER_LEN],
+        }
+    }
+
+    #[inline(always)]
+    fn as_bytes(&self) -> &[u8; BODY_AT] {
+        const { assert!(core::mem::size_of::<Block>() == BODY_AT) };
+        // SAFETY: `Block` is plain bytes, exactly BODY_AT of them.
+        unsafe { &*(self as *const Block).cast() }
+    }
+
+    #[inline(always)]
+    fn as_bytes_mut(&mut self) -> &mut [u8; BODY_AT] {
+        // SAFETY: as in `as_bytes`.
+        unsafe { &mut *(self as *mut Block).cast() }
+    }
+}
+
 /// What [`decide`] answers when the request is to be forwarded (every other answer is the
 /// wire status of the refusal).
 const FORWARD: u32 = 0xffff;
@@ -224,7 +258,8 @@ const FORWARD: u32 = 0xffff;
 /// The checks are a subprogram of their own, [`decide`], that answers one number: the many
 /// paths by which a request is refused (each with registers of other kinds) then meet in one
 /// state before [`refuse`], and the verifiers walk the refusal once instead of once per path.
-#[inline(always)]
+/// Not inlined: the SDK's `serve` calls its handler from two places.
+#[inline(never)]
 fn handle(frame: &mut XdpFrame<'_>, request: &Request) -> Verdict {
     let mut job = Job {
         key_len: 0,
@@ -277,22 +312,14 @@ fn refuse(frame: &mut XdpFrame<'_>, request: &Request, status: Status) -> Verdic
         return Verdict::Pass;
     }
     // Headers and λ header in one copy.
-    #[repr(C)]
-    struct Request {
-        headers: Headers,
-        lambda: [u8; HEADER_LEN],
-    }
-    let mut copy = Request {
-        headers: Headers::zeroed(),
-        lambda: [0; HEADER_LEN],
-    };
-    const { assert!(core::mem::size_of::<Request>() == BODY_AT) };
-    // SAFETY: `Request` is plain bytes, exactly BODY_AT of them.
-    let bytes: &mut [u8; BODY_AT] = unsafe { &mut *(&raw mut copy).cast() };
-    if frame.load_bytes(0, bytes).is_err() {
+    let mut block = Block::zeroed();
+    if frame.load_bytes(0, block.as_bytes_mut()).is_err() {
         return Verdict::Aborted;
     }
-    let Request { headers, lambda } = &mut copy;
+    let Block {
+        headers,
+        after: lambda,
+    } = &mut block;
     let (our_mac, our_ip, our_port) = headers.destination();
     let (mac, ip, port) = headers.source();
     // What `LambdaHeader::make_response` does: RESPONSE set, the status, reserved cleared.
@@ -301,7 +328,7 @@ fn refuse(frame: &mut XdpFrame<'_>, request: &Request, status: Status) -> Verdic
     lambda[22..24].copy_from_slice(&[0, 0]);
     let udp_len = UDP_LEN + HEADER_LEN;
     headers.fill((mac, our_mac), (our_ip, ip), (our_port, port), udp_len);
-    if resize_to(frame, BODY_AT).is_none() || !emit(frame, headers, lambda, HEADER_LEN, udp_len) {
+    if resize_to(frame, BODY_AT).is_none() || !emit(frame, &block, HEADER_LEN, udp_len) {
         return Verdict::Aborted;
     }
     Verdict::Reply
@@ -371,7 +398,11 @@ fn claim_in(frame: &XdpFrame<'_>, request: &Request) -> Result<u16, ()> {
         _reserved: 0,
     };
     let next = NEXT_ID.get_ptr_mut(0).ok_or(())?;
-    for attempt in 0..ID_TRIES {
+    // The count read volatile, so that the loop stays one copy of its body.
+    let tries = ID_TRIES;
+    // SAFETY: a read of a local.
+    let tries = unsafe { core::ptr::read_volatile(&tries) };
+    for attempt in 0..tries {
         // SAFETY: the map value is 8-byte aligned and alive while the program runs; every
         // core touches it only through atomic adds and reads.
         let n = unsafe {
@@ -379,7 +410,7 @@ fn claim_in(frame: &XdpFrame<'_>, request: &Request) -> Result<u16, ()> {
             core::ptr::read_volatile(next)
         };
         let id = (n as u32) % IDS;
-        let flags = if attempt + 1 < ID_TRIES {
+        let flags = if attempt + 1 < tries {
             BPF_NOEXIST
         } else {
             BPF_ANY
@@ -405,9 +436,9 @@ fn forward_in(frame: &mut XdpFrame<'_>, job: &Job) -> Option<()> {
     let config = CONFIG.get(0)?;
     let id = job.id as u16;
     // The request's headers, for the addresses it came to.
-    let mut headers = Headers::zeroed();
-    frame.load_bytes(0, headers.as_bytes_mut()).ok()?;
-    let (mac, ip, port) = headers.destination();
+    let mut block = Block::zeroed();
+    frame.load_bytes(0, block.headers.as_bytes_mut()).ok()?;
+    let (mac, ip, port) = block.headers.destination();
     // SAFETY: reads of the caller's locals, volatile so that the checks below bound the very
     // copies used.
     let (key_len, value_len) = unsafe {
@@ -435,11 +466,8 @@ fn forward_in(frame: &mut XdpFrame<'_>, job: &Job) -> Option<()> {
             unsafe { move_front(data, end, BODY_AT, SET_TEXT_AT, head) }.ok()?;
             let mut tail = [0u8; SET_TAIL_LEN];
             tail[..SET_TAIL.len()].copy_from_slice(SET_TAIL);
-            super::decimal::write_padded::<SET_TAIL_LEN, COUNT_DIGITS>(
-                &mut tail,
-                SET_TAIL.len(),
-                value_len as u64,
-            );
+            tail[SET_TAIL.len()..SET_TAIL.len() + COUNT_DIGITS]
+                .copy_from_slice(&count_digits(value_len).to_le_bytes());
             tail[SET_TAIL_LEN - 2..].copy_from_slice(b"\r\n");
             put(frame, SET_TEXT_AT + head, tail)?;
             // SAFETY: as above.
@@ -457,28 +485,22 @@ fn forward_in(frame: &mut XdpFrame<'_>, job: &Job) -> Option<()> {
         .adjust_head((text_at - (MC_AT + FRAME_HEADER_LEN)) as i32)
         .ok()?;
     resize_to(frame, UDP_AT + udp_len)?;
-    headers.fill(
+    block.headers.fill(
         (config.server_mac, mac),
         (ip, config.server_ip),
         (port, config.server_port),
         udp_len,
     );
-    let mut after = [0u8; HEADER_LEN];
-    after[..FRAME_HEADER_LEN].copy_from_slice(&FrameHeader::request(id).to_bytes());
-    emit(frame, &headers, &after, FRAME_HEADER_LEN, udp_len).then_some(())
+    block.after[..FRAME_HEADER_LEN].copy_from_slice(&FrameHeader::request(id).to_bytes());
+    emit(frame, &block, FRAME_HEADER_LEN, udp_len).then_some(())
 }
 
-/// Writes `headers` and the first `after_len` bytes of `after` (a memcached frame header or
-/// a λ header) at the start of the packet, whose UDP datagram is `udp_len` bytes, and its
-/// UDP checksum: the end of both directions, one copy of the checksum code for the two.
+/// Writes the headers of `block` and the first `after_len` bytes after them (a memcached
+/// frame header or a λ header) at the start of the packet, whose UDP datagram is `udp_len`
+/// bytes, and its UDP checksum: the end of every packet built, one copy of the checksum code
+/// for all.
 #[inline(never)]
-fn emit(
-    frame: &mut XdpFrame<'_>,
-    headers: &Headers,
-    after: &[u8; HEADER_LEN],
-    after_len: usize,
-    udp_len: usize,
-) -> bool {
+fn emit(frame: &mut XdpFrame<'_>, block: &Block, after_len: usize, udp_len: usize) -> bool {
     // SAFETY: reads of locals (re-read so the checks below bound the copies used).
     let (after_len, udp_len) = unsafe {
         (
@@ -489,10 +511,10 @@ fn emit(
     if after_len > HEADER_LEN || udp_len > MAX_UDP {
         return false;
     }
-    frame.store_bytes(0, headers.as_bytes()).is_ok()
-        && after
-            .get(..after_len)
-            .is_some_and(|bytes| frame.store_bytes(MC_AT as u32, bytes).is_ok())
+    block
+        .as_bytes()
+        .get(..MC_AT + after_len)
+        .is_some_and(|bytes| frame.store_bytes(0, bytes).is_ok())
         && finish_udp(frame, udp_len).is_some()
 }
 
@@ -509,6 +531,24 @@ fn put<const N: usize>(frame: &mut XdpFrame<'_>, at: usize, bytes: [u8; N]) -> O
     }
     // SAFETY: `write_at` checks against `data_end`.
     unsafe { write_at(frame.data() + at, frame.data_end(), bytes) }
+}
+
+/// `n` (below 10,000) as four decimal digits, the first in the lowest byte. Divisions of a
+/// 32-bit number by the constant 10 (the NFP multiplies 32-bit operands only), in a loop
+/// counted to a volatile 4 so that its body is in the program once.
+#[inline(always)]
+fn count_digits(n: usize) -> u32 {
+    let mut n = (n % 10_000) as u32;
+    let mut digits = 0u32;
+    let count = COUNT_DIGITS;
+    // SAFETY: a read of a local.
+    let count = unsafe { core::ptr::read_volatile(&count) };
+    for _ in 0..count {
+        let q = n / 10;
+        digits = (digits << 8) | (u32::from(b'0') + (n - 10 * q));
+        n = q;
+    }
+    digits
 }
 
 /// A packet from the configured server is memcached's reply: `Some(verdict, status of the
@@ -625,16 +665,19 @@ fn answer_in(frame: &mut XdpFrame<'_>) -> Result<(Verdict, Option<Status>), ()> 
     }
     let udp_len = UDP_LEN + HEADER_LEN + value_len;
     resize_to(frame, UDP_AT + udp_len).ok_or(())?;
-    let mut headers = Headers::zeroed();
-    headers.fill(
+    let mut block = Block::zeroed();
+    block.headers.fill(
         (pending.client_mac, macs[0]),
         (dst, pending.client_ip),
         (dst_port, pending.client_port),
         udp_len,
     );
-    let mut lambda = LambdaHeader::request(pending.lambda_id, pending.request_id);
+    // Built where it goes: a copy would be 24 byte loads and stores.
+    // SAFETY: `LambdaHeader` is plain bytes (alignment 1), exactly HEADER_LEN of them.
+    let lambda = unsafe { &mut *block.after.as_mut_ptr().cast::<LambdaHeader>() };
+    *lambda = LambdaHeader::request(pending.lambda_id, pending.request_id);
     lambda.make_response(status);
-    if !emit(frame, &headers, lambda.as_bytes(), HEADER_LEN, udp_len) {
+    if !emit(frame, &block, HEADER_LEN, udp_len) {
         return Err(());
     }
     count(COUNT_ANSWERED);
