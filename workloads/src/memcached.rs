@@ -542,6 +542,10 @@ fn value_reply_in<T: Text>(text: T, newline: usize) -> Option<Reply> {
     let mut len = 0usize;
     let mut scale = 1usize;
     let mut saw_space = false;
+    // Unlike the slice version, the count is not summed past six digits: a non-zero digit
+    // there makes it too large for a datagram (refused below just the same), and the sums
+    // and scales stay within 32 bits, the widest multiply the NFP has.
+    let mut too_large = false;
     for i in 0..11 {
         // Re-read volatile: otherwise the compiler walks a pointer back from `text + newline`,
         // and with `newline` unknown to the verifier (see `classify_reply_via`) that pointer's
@@ -558,13 +562,17 @@ fn value_reply_in<T: Text>(text: T, newline: usize) -> Option<Reply> {
                 break;
             }
             b @ b'0'..=b'9' if i < 10 => {
-                len += usize::from(b - b'0') * scale;
-                scale *= 10;
+                if scale > 100_000 {
+                    too_large |= b != b'0';
+                } else {
+                    len += usize::from(b - b'0') * scale;
+                    scale *= 10;
+                }
             }
             _ => return None,
         }
     }
-    if !saw_space {
+    if !saw_space || too_large {
         return None;
     }
     // One datagram holds at most MAX_DATAGRAM bytes; the constant bound also tells the
@@ -739,6 +747,10 @@ mod tests {
             b"VALUE foo 0 5\n",
             b"VALUE  0 5\r\nhello\r\nEND\r\n",
             b"VALUE foo 0 12345678901\r\n",
+            b"VALUE foo 0 0000001400\r\n",
+            b"VALUE foo 0 1000000005\r\nhello\r\nEND\r\n",
+            b"VALUE foo 0 0000000005\r\nhello\r\nEND\r\n",
+            b"VALUE foo 0 100005\r\nhello\r\nEND\r\n",
             b"ERROR\r\n",
             b"END\r\nEND\r\n",
             b"",

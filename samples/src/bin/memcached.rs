@@ -32,6 +32,11 @@
 #[path = "../shared/memcached_nic.rs"]
 mod nic;
 
+/// The NIC build's decimal digits (without the multiply the NFP lacks).
+#[cfg(all(target_arch = "bpf", feature = "nic"))]
+#[path = "../shared/decimal.rs"]
+#[allow(dead_code)] // `write_padded`: the digits here are packed into a word instead
+mod decimal;
 
 /// What both builds share: where things sit in the packets, the `CONFIG` and `PENDING`
 /// layouts (the same in both, so `lambdactl maps set IF/CONFIG` configures either), and the
@@ -117,20 +122,13 @@ mod common {
     }
 
     impl Headers {
-        /// All zero, to be [`fill`](Headers::fill)ed (on the NIC build's stack).
+        /// All zero, to be [`fill`](Headers::fill)ed (on the NIC build's stack), written where
+        /// it lies.
         #[cfg(feature = "nic")]
         #[inline(always)]
         pub fn zeroed() -> Headers {
-            Headers {
-                dst_mac: [0; 6],
-                src_mac: [0; 6],
-                ethertype: [0; 2],
-                ip: [0; IP_LEN],
-                src_port: [0; 2],
-                dst_port: [0; 2],
-                udp_len: [0; 2],
-                udp_check: [0; 2],
-            }
+            // SAFETY: plain bytes: all zero is valid.
+            unsafe { core::mem::zeroed() }
         }
 
         /// The headers as bytes, to load a packet's into.

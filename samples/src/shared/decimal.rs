@@ -40,7 +40,7 @@ pub fn write_padded<const N: usize, const D: usize>(out: &mut [u8; N], at: usize
 /// from the remainder fixes.
 #[cfg(feature = "nic")]
 #[inline(always)]
-fn divmod10(n: u64) -> (u64, u64) {
+pub fn divmod10(n: u64) -> (u64, u64) {
     let mut q = (n >> 1) + (n >> 2);
     q += q >> 4;
     q += q >> 8;

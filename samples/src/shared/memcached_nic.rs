@@ -227,12 +227,12 @@ struct Block {
 }
 
 impl Block {
+    /// All zero, written where it lies (built field by field, it was built aside and then
+    /// copied a byte at a time).
     #[inline(always)]
     fn zeroed() -> Block {
-        Block {
-            headers: Headers::zeroed(),
-            after: [0; HEADER_LEN],
-        }
+        // SAFETY: plain bytes: all zero is a valid `Block`.
+        unsafe { core::mem::zeroed() }
     }
 
     #[inline(always)]
@@ -533,19 +533,19 @@ fn put<const N: usize>(frame: &mut XdpFrame<'_>, at: usize, bytes: [u8; N]) -> O
     unsafe { write_at(frame.data() + at, frame.data_end(), bytes) }
 }
 
-/// `n` (below 10,000) as four decimal digits, the first in the lowest byte. Divisions of a
-/// 32-bit number by the constant 10 (the NFP multiplies 32-bit operands only), in a loop
-/// counted to a volatile 4 so that its body is in the program once.
+/// `n` (at most [`MAX_BODY`]) as four decimal digits, the first in the lowest byte, with the
+/// samples' multiply-free division by 10 (see `decimal.rs`), in a loop counted to a volatile
+/// 4 so that its body is in the program once.
 #[inline(always)]
 fn count_digits(n: usize) -> u32 {
-    let mut n = (n % 10_000) as u32;
+    let mut n = n as u64;
     let mut digits = 0u32;
     let count = COUNT_DIGITS;
     // SAFETY: a read of a local.
     let count = unsafe { core::ptr::read_volatile(&count) };
     for _ in 0..count {
-        let q = n / 10;
-        digits = (digits << 8) | (u32::from(b'0') + (n - 10 * q));
+        let (q, r) = super::decimal::divmod10(n);
+        digits = (digits << 8) | (u32::from(b'0') + r as u32);
         n = q;
     }
     digits
