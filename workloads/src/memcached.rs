@@ -124,6 +124,11 @@ pub fn value_fits(key_len: usize, value_len: usize) -> bool {
 pub trait Text: Copy {
     /// How many bytes there are.
     fn len(self) -> usize;
+    /// Whether there are none.
+    #[inline(always)]
+    fn is_empty(self) -> bool {
+        self.len() == 0
+    }
     /// The byte at `i`; `None` past the end.
     fn at(self, i: usize) -> Option<u8>;
     /// The first `len` bytes; `None` when there are fewer.
@@ -148,10 +153,7 @@ impl Text for &[u8] {
     }
     #[inline(always)]
     fn at(self, i: usize) -> Option<u8> {
-        match self.get(i) {
-            Some(&b) => Some(b),
-            None => None,
-        }
+        self.get(i).copied()
     }
     #[inline(always)]
     fn prefix(self, len: usize) -> Option<Self> {
