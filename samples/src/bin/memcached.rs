@@ -43,9 +43,12 @@ mod decimal;
 /// headers of the packets the lambda builds.
 #[cfg(target_arch = "bpf")]
 mod common {
-    use lambda_ebpf::frame::{Frame as _, write_at};
+    use lambda_ebpf::frame::Frame as _;
+    #[cfg(not(feature = "nic"))]
+    use lambda_ebpf::frame::write_at;
     use lambda_ebpf::wire::HEADER_LEN;
     use lambda_ebpf::xdp::XdpFrame;
+    #[cfg(not(feature = "nic"))]
     use lambda_ebpf::{IpVersion, udp_checksum};
     use workloads::memcached::FRAME_HEADER_LEN;
 
@@ -222,6 +225,7 @@ mod common {
     }
 
     /// Fills in the UDP checksum of the packet just built.
+    #[cfg(not(feature = "nic"))]
     #[inline(always)]
     pub fn finish_udp(frame: &mut XdpFrame<'_>, udp_len: usize) -> Option<()> {
         let check = udp_checksum(frame, IpVersion::V4, UDP_AT, udp_len as u16)?;

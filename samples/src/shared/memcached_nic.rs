@@ -30,7 +30,7 @@ use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
 use aya_ebpf::{macros::map, macros::xdp, programs::XdpContext};
 use lambda_ebpf::frame::{Frame, read_at, write_at};
-use lambda_ebpf::inplace::{MAX_OFFSET, forget, move_front, read_byte};
+use lambda_ebpf::inplace::{MAX_OFFSET, forget, move_front, read_byte, udp4_checksum};
 use lambda_ebpf::wire::{FLAG_RESPONSE, HEADER_LEN};
 use lambda_ebpf::xdp::{XdpFrame, record, serve};
 use lambda_ebpf::{IpVersion, LambdaHeader, MAX_BODY, Request, Status, Verdict};
@@ -497,8 +497,8 @@ fn forward_in(frame: &mut XdpFrame<'_>, job: &Job) -> Option<()> {
 
 /// Writes the headers of `block` and the first `after_len` bytes after them (a memcached
 /// frame header or a λ header) at the start of the packet, whose UDP datagram is `udp_len`
-/// bytes, and its UDP checksum: the end of every packet built, one copy of the checksum code
-/// for all.
+/// bytes, and its UDP checksum (`lambda_ebpf::inplace::udp4_checksum`): the end of every
+/// packet built, one copy of the checksum code for all.
 #[inline(never)]
 fn emit(frame: &mut XdpFrame<'_>, block: &Block, after_len: usize, udp_len: usize) -> bool {
     // SAFETY: reads of locals (re-read so the checks below bound the copies used).
@@ -511,11 +511,20 @@ fn emit(frame: &mut XdpFrame<'_>, block: &Block, after_len: usize, udp_len: usiz
     if after_len > HEADER_LEN || udp_len > MAX_UDP {
         return false;
     }
-    block
+    if !block
         .as_bytes()
         .get(..MC_AT + after_len)
         .is_some_and(|bytes| frame.store_bytes(0, bytes).is_ok())
-        && finish_udp(frame, udp_len).is_some()
+    {
+        return false;
+    }
+    let data = frame.data();
+    let end = frame.data_end();
+    // SAFETY: `udp4_checksum` and `write_at` check against `end`.
+    unsafe {
+        let check = udp4_checksum(data + ETH_LEN + 12, data + UDP_AT, end, udp_len);
+        check >= 0 && write_at(data + UDP_AT + 6, end, check as u16).is_some()
+    }
 }
 
 /// Stores `bytes` at packet offset `at`, which is re-read volatile and bounded right here:
