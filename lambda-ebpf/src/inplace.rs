@@ -1,5 +1,5 @@
 //! Rebuilding a packet in place, with direct packet access and no scratch map: byte reads,
-//! moving bytes towards the packet's start, and [`forget`].
+//! moving bytes towards the packet's start, an IPv4 UDP checksum in one loop, and [`forget`].
 //!
 //! For a lambda that turns a request into another packet where it lies (the memcached
 //! client's NIC build, which has neither the per-CPU scratch map its normal build copies
