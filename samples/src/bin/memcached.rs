@@ -19,6 +19,10 @@
 //! Optional (bit 0 of `CONFIG.flags`): a hot-key cache in the `CACHE` map answers GET hits in
 //! the lambda at once, as BMC does; GET replies fill it, SETs invalidate their key before they
 //! are forwarded. Hits and misses are counted in `MC_COUNTS`.
+//!
+//! With the feature `nic` this file builds `memcached-nic.o` instead
+//! (`../shared/memcached_nic.rs`): the same answers in the shape the NFP offload takes; the
+//! normal build's code and data do not change with it (`common` holds what both use).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // The NIC build's request ids come from an atomic add (see `memcached_nic.rs`).
 #![cfg_attr(

@@ -21,8 +21,20 @@
 //!   last of [`ID_TRIES`] tries overwrites: an entry left by a reply that never came is then
 //!   reclaimed (the LRU map of the normal build evicts the oldest instead). A request that gets
 //!   no id is answered UNAVAILABLE.
+//! - **IPv4 without options only, refusals included**: a refusal (BAD_REQUEST, TOO_LARGE,
+//!   UNAVAILABLE) is built as the answers are ([`refuse`]), with a fresh IPv4 header (IP id 0
+//!   where the SDK's reply keeps the request's; λ header and body as the SDK's). A request over
+//!   IPv6 or with IPv4 options, which the normal build answers UNAVAILABLE, is passed to the
+//!   host: the SDK's reply code, which handles those, does not fit one NIC core beside this.
 //! - `MC_COUNTS` and the SDK's counters stay per-CPU counter increments, which the NIC
 //!   lowering turns into atomic adds on shared arrays.
+//!
+//! The shape of the code is the verifiers' as much as the NIC's: the request's checks are one
+//! subprogram ([`decide`]) answering one number, so that the many ways a request is refused
+//! meet in one state; every packet built ends in [`emit`] (headers, then one checksum loop);
+//! lengths a parser stopped at go through [`forget`]; bytes are read through small
+//! subprograms ([`text_byte`], [`text_word_at`]) because each read is a bounds check, and
+//! the program must fit 2,800 slots (README, **The memcached NIC build**, has the figures).
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
