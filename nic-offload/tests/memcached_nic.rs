@@ -165,7 +165,7 @@ fn memcached_nic_lowered_passes_the_nfp_profile_in_one_core_and_loads_in_the_ker
         lowered_answer
     };
     let value = vec![b'v'; 700];
-    let exchanges: [(&[u8], &[u8], &[u8], Status, &[u8]); 4] = [
+    let exchanges: [Exchange; 4] = [
         (
             b"get foo",
             b"get foo\r\n",
@@ -264,6 +264,10 @@ fn memcached_nic_lowered_passes_the_nfp_profile_in_one_core_and_loads_in_the_ker
         exchanges.len()
     );
 }
+
+/// A λ request body, the memcached text it must become, memcached's reply text, and the λ
+/// status and body that reply must become.
+type Exchange<'a> = (&'a [u8], &'a [u8], &'a [u8], Status, &'a [u8]);
 
 const SERVER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
 
