@@ -9,6 +9,8 @@
 //! - `xdp` (only when built for BPF): the XDP glue and [`serve`](xdp::serve), a lambda's entry.
 //! - [`nic`]: the copies and checksums the NIC flavour (feature `nic`) does in code instead of
 //!   the helpers the NFP lacks.
+//! - [`inplace`]: byte reads, moves and a UDP checksum in the packet itself, for a lambda that
+//!   rebuilds a packet without a scratch map (the memcached client's NIC build).
 //! - [`seed!`]: default map contents shipped inside the object and loaded at attach time.
 #![no_std]
 
@@ -16,6 +18,7 @@
 extern crate std;
 
 pub mod frame;
+pub mod inplace;
 pub mod log;
 pub mod nic;
 pub mod request;

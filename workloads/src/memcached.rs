@@ -118,8 +118,51 @@ pub fn value_fits(key_len: usize, value_len: usize) -> bool {
     hit_reply_len(key_len, value_len) <= MAX_DATAGRAM
 }
 
+/// The bytes the parsers below read: a slice, or, in a lambda built for the NIC (which has no
+/// scratch map to copy a packet into), the packet itself, each byte read after its own bounds
+/// check.
+pub trait Text: Copy {
+    /// How many bytes there are.
+    fn len(self) -> usize;
+    /// Whether there are none.
+    #[inline(always)]
+    fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+    /// The byte at `i`; `None` past the end.
+    fn at(self, i: usize) -> Option<u8>;
+    /// The first `len` bytes; `None` when there are fewer.
+    fn prefix(self, len: usize) -> Option<Self>;
+    /// Whether `bytes` is what the text holds at `at` (a text may compare several bytes at
+    /// once; the reply classifier's prefixes and trailer are compared this way).
+    #[inline(always)]
+    fn has_at<const N: usize>(self, at: usize, bytes: &[u8; N]) -> bool {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.at(at + i) != Some(b) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Text for &[u8] {
+    #[inline(always)]
+    fn len(self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline(always)]
+    fn at(self, i: usize) -> Option<u8> {
+        self.get(i).copied()
+    }
+    #[inline(always)]
+    fn prefix(self, len: usize) -> Option<Self> {
+        self.get(..len)
+    }
+}
+
 #[inline(always)]
-fn starts_with<const N: usize>(text: &[u8], prefix: &[u8; N]) -> bool {
+fn starts_with_slice<const N: usize>(text: &[u8], prefix: &[u8; N]) -> bool {
     for (i, b) in prefix.iter().enumerate() {
         if text.get(i) != Some(b) {
             return false;
@@ -132,9 +175,15 @@ fn starts_with<const N: usize>(text: &[u8], prefix: &[u8; N]) -> bool {
 /// ASCII without spaces; value: the rest of the body, possibly empty, any bytes).
 #[inline(always)]
 pub fn parse_request(body: &[u8]) -> Result<Parsed, ParseError> {
-    let command = if starts_with(body, b"get ") {
+    parse_request_in::<&[u8]>(body)
+}
+
+/// [`parse_request`] over any [`Text`].
+#[inline(always)]
+pub fn parse_request_in<T: Text>(body: T) -> Result<Parsed, ParseError> {
+    let command = if body.has_at(0, b"get ") {
         Command::Get
-    } else if starts_with(body, b"set ") {
+    } else if body.has_at(0, b"set ") {
         Command::Set
     } else {
         return Err(ParseError::BadRequest);
@@ -143,17 +192,17 @@ pub fn parse_request(body: &[u8]) -> Result<Parsed, ParseError> {
     let mut key_len = MAX_KEY + 1;
     let mut ended_by_space = false;
     for i in 0..=MAX_KEY {
-        match body.get(KEY_OFFSET + i) {
+        match body.at(KEY_OFFSET + i) {
             None => {
                 key_len = i;
                 break;
             }
-            Some(&b' ') => {
+            Some(b' ') => {
                 key_len = i;
                 ended_by_space = true;
                 break;
             }
-            Some(&b) if is_key_byte(b) => {}
+            Some(b) if is_key_byte(b) => {}
             Some(_) => return Err(ParseError::BadRequest),
         }
     }
@@ -309,13 +358,13 @@ pub fn classify_reply(text: &[u8]) -> Reply {
 /// result is the same for any `forget` that returns its argument.
 #[inline(always)]
 pub fn classify_reply_via(text: &[u8], mut forget: impl FnMut(usize) -> usize) -> Reply {
-    if text.len() == 5 && starts_with(text, b"END\r\n") {
+    if text.len() == 5 && starts_with_slice(text, b"END\r\n") {
         return Reply::NotFound;
     }
-    if text.len() == 8 && starts_with(text, b"STORED\r\n") {
+    if text.len() == 8 && starts_with_slice(text, b"STORED\r\n") {
         return Reply::Stored;
     }
-    if starts_with(text, b"VALUE ") {
+    if starts_with_slice(text, b"VALUE ") {
         let found = value_line_end(text).and_then(|newline| {
             let newline = forget(newline);
             let text = text.get(..forget(text.len()))?;
@@ -326,11 +375,11 @@ pub fn classify_reply_via(text: &[u8], mut forget: impl FnMut(usize) -> usize) -
             None => Reply::Error(Status::Internal),
         };
     }
-    if starts_with(text, b"CLIENT_ERROR") {
+    if starts_with_slice(text, b"CLIENT_ERROR") {
         Reply::Error(Status::BadRequest)
-    } else if starts_with(text, b"SERVER_ERROR object too large") {
+    } else if starts_with_slice(text, b"SERVER_ERROR object too large") {
         Reply::Error(Status::TooLarge)
-    } else if starts_with(text, b"SERVER_ERROR") {
+    } else if starts_with_slice(text, b"SERVER_ERROR") {
         Reply::Error(Status::Unavailable)
     } else {
         Reply::Error(Status::Internal)
@@ -415,6 +464,133 @@ fn value_reply(text: &[u8], newline: usize) -> Option<Reply> {
         if text.get(offset + len + i) != Some(&b) {
             return None;
         }
+    }
+    Some(Reply::Value { offset, len })
+}
+
+/// [`classify_reply_via`] over any [`Text`] (the NIC lambda reads the reply in the packet).
+///
+/// A copy of the slice version and its two parts rather than their generic form: made
+/// generic, the slice version compiles to different code in the normal memcached lambda,
+/// whose object must not change. `tests::generic_and_slice_classifiers_agree` keeps the two
+/// in step.
+#[inline(always)]
+pub fn classify_reply_in<T: Text>(text: T, mut forget: impl FnMut(usize) -> usize) -> Reply {
+    if text.len() == 5 && text.has_at(0, b"END\r\n") {
+        return Reply::NotFound;
+    }
+    if text.len() == 8 && text.has_at(0, b"STORED\r\n") {
+        return Reply::Stored;
+    }
+    if text.has_at(0, b"VALUE ") {
+        let found = value_line_end_in(text).and_then(|newline| {
+            let newline = forget(newline);
+            let text = text.prefix(forget(text.len()))?;
+            value_reply_in(text, newline)
+        });
+        return match found {
+            Some(reply) => reply,
+            None => Reply::Error(Status::Internal),
+        };
+    }
+    if text.has_at(0, b"CLIENT_ERROR") {
+        Reply::Error(Status::BadRequest)
+    } else if text.has_at(0, b"SERVER_ERROR") {
+        // The prefix once: each comparison is code in the lambda.
+        if text.has_at(12, b" object too large") {
+            Reply::Error(Status::TooLarge)
+        } else {
+            Reply::Error(Status::Unavailable)
+        }
+    } else {
+        Reply::Error(Status::Internal)
+    }
+}
+
+/// Where the first line of `VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n` ends: the
+/// position of its `\n`.
+#[inline(always)]
+fn value_line_end_in<T: Text>(text: T) -> Option<usize> {
+    // The end of the first line. Only its position is carried out of the loop: in the kernel
+    // verifier every distinct value live at a loop exit is one more path through what follows.
+    let mut newline = 0;
+    for i in 6..MAX_VALUE_LINE {
+        match text.at(i) {
+            Some(b'\n') => {
+                newline = i;
+                break;
+            }
+            Some(_) => {}
+            None => return None,
+        }
+    }
+    if newline == 0 {
+        return None;
+    }
+    Some(newline)
+}
+
+/// The data's position in `VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n` whose first line
+/// ends at `newline`, checked against the byte count and the trailer.
+#[inline(always)]
+fn value_reply_in<T: Text>(text: T, newline: usize) -> Option<Reply> {
+    // Bounded again: `newline` may come back from the lambda's `forget` as any number.
+    if newline == 0 || newline >= MAX_VALUE_LINE || text.at(newline - 1) != Some(b'\r') {
+        return None;
+    }
+    // The byte count is the last field: digits backwards from the `\r` to a space. The index
+    // wraps instead of stopping at 0, so the slice's own bounds check (which the verifiers see)
+    // refuses it.
+    let mut len = 0usize;
+    let mut scale = 1usize;
+    let mut saw_space = false;
+    // Unlike the slice version, the count is not summed past six digits: a non-zero digit
+    // there makes it too large for a datagram (refused below just the same), and the sums
+    // and scales stay within 32 bits, the widest multiply the NFP has.
+    let mut too_large = false;
+    for i in 0..11 {
+        // Re-read volatile: otherwise the compiler walks a pointer back from `text + newline`,
+        // and with `newline` unknown to the verifier (see `classify_reply_via`) that pointer's
+        // bounds are not the ones the checks below establish on `at`.
+        // SAFETY: a read of a local.
+        let at = unsafe { core::ptr::read_volatile(&newline.wrapping_sub(2 + i)) };
+        // Implied by the bounds check below, but a constant bound is one every verifier uses.
+        if at >= MAX_VALUE_LINE {
+            return None;
+        }
+        match text.at(at)? {
+            b' ' if i > 0 => {
+                saw_space = true;
+                break;
+            }
+            b @ b'0'..=b'9' if i < 10 => {
+                if scale > 100_000 {
+                    too_large |= b != b'0';
+                } else {
+                    len += usize::from(b - b'0') * scale;
+                    scale *= 10;
+                }
+            }
+            _ => return None,
+        }
+    }
+    if !saw_space || too_large {
+        return None;
+    }
+    // One datagram holds at most MAX_DATAGRAM bytes; the constant bound also tells the
+    // verifier how far the trailer check below can reach. Re-read volatile so the compiler
+    // cannot hand the check and the accesses below different copies of `len`.
+    // SAFETY: a read of a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    if len > MAX_DATAGRAM {
+        return None;
+    }
+    let offset = newline + 1;
+    if offset + len + VALUE_END.len() != text.len() {
+        return None;
+    }
+    if !text.has_at(offset + len, VALUE_END) {
+        return None;
     }
     Some(Reply::Value { offset, len })
 }
@@ -557,6 +733,65 @@ mod tests {
         }
         assert_eq!(Reply::Stored.status(), Status::Ok);
         assert_eq!(Reply::NotFound.status(), Status::NotFound);
+    }
+
+    #[test]
+    fn generic_and_slice_classifiers_agree() {
+        let mut texts: Vec<Vec<u8>> = [
+            &b"END\r\n"[..],
+            b"STORED\r\n",
+            b"VALUE foo 0 5\r\nhello\r\nEND\r\n",
+            b"VALUE k 4294967295 4\r\na\r\nb\r\nEND\r\n",
+            b"VALUE k 0 0\r\n\r\nEND\r\n",
+            b"VALUE foo 0 6\r\nhello\r\nEND\r\n",
+            b"VALUE foo 0 5\r\nhello\r\nEN",
+            b"VALUE foo 0 x\r\n",
+            b"VALUE foo 0 5\n",
+            b"VALUE  0 5\r\nhello\r\nEND\r\n",
+            b"VALUE foo 0 12345678901\r\n",
+            b"VALUE foo 0 0000001400\r\n",
+            b"VALUE foo 0 1000000005\r\nhello\r\nEND\r\n",
+            b"VALUE foo 0 0000000005\r\nhello\r\nEND\r\n",
+            b"VALUE foo 0 100005\r\nhello\r\nEND\r\n",
+            b"ERROR\r\n",
+            b"END\r\nEND\r\n",
+            b"",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            b"SERVER_ERROR object too large for cache\r\n",
+            b"SERVER_ERROR out of memory storing object\r\n",
+        ]
+        .iter()
+        .map(|t| t.to_vec())
+        .collect();
+        // Every prefix of a long hit, and the hit with each byte changed.
+        let mut hit = b"VALUE ".to_vec();
+        hit.extend_from_slice(&[b'k'; MAX_KEY]);
+        hit.extend_from_slice(b" 7 300\r\n");
+        hit.extend_from_slice(&[b'v'; 300]);
+        hit.extend_from_slice(VALUE_END);
+        for n in 0..=hit.len() {
+            texts.push(hit[..n].to_vec());
+        }
+        for i in 0..hit.len() {
+            let mut t = hit.clone();
+            t[i] = if t[i] == b' ' { b'x' } else { b' ' };
+            texts.push(t);
+        }
+        for text in &texts {
+            assert_eq!(
+                classify_reply_in(&text[..], |x| x),
+                classify_reply(text),
+                "{:?}",
+                std::string::String::from_utf8_lossy(text)
+            );
+        }
+        let mut bodies: Vec<Vec<u8>> = std::vec![b"get a".to_vec(), b"set k v".to_vec()];
+        for n in 0..40 {
+            bodies.push([b"set k ", &std::vec![b'v'; n * 40][..]].concat());
+        }
+        for body in &bodies {
+            assert_eq!(parse_request_in(&body[..]), parse_request(body));
+        }
     }
 
     #[test]

@@ -19,54 +19,245 @@
 //! Optional (bit 0 of `CONFIG.flags`): a hot-key cache in the `CACHE` map answers GET hits in
 //! the lambda at once, as BMC does; GET replies fill it, SETs invalidate their key before they
 //! are forwarded. Hits and misses are counted in `MC_COUNTS`.
+//!
+//! With the feature `nic` this file builds `memcached-nic.o` instead
+//! (`../shared/memcached_nic.rs`): the same answers in the shape the NFP offload takes; the
+//! normal build's code and data do not change with it (`common` holds what both use).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// The NIC build's request ids come from an atomic add (see `memcached_nic.rs`).
+#![cfg_attr(
+    all(target_arch = "bpf", feature = "nic"),
+    feature(core_intrinsics),
+    allow(internal_features)
+)]
 
+/// The NIC build (`memcached-nic.o`): no cache, no scratch map, the packet rebuilt in place.
+#[cfg(all(target_arch = "bpf", feature = "nic"))]
+#[path = "../shared/memcached_nic.rs"]
+mod nic;
+
+/// The NIC build's decimal digits (without the multiply the NFP lacks).
+#[cfg(all(target_arch = "bpf", feature = "nic"))]
+#[path = "../shared/decimal.rs"]
+#[allow(dead_code)] // `write_padded`: the digits here are packed into a word instead
+mod decimal;
+
+/// What both builds share: where things sit in the packets, the `CONFIG` and `PENDING`
+/// layouts (the same in both, so `lambdactl maps set IF/CONFIG` configures either), and the
+/// headers of the packets the lambda builds.
 #[cfg(target_arch = "bpf")]
+mod common {
+    use lambda_ebpf::frame::Frame as _;
+    #[cfg(not(feature = "nic"))]
+    use lambda_ebpf::frame::write_at;
+    use lambda_ebpf::wire::HEADER_LEN;
+    use lambda_ebpf::xdp::XdpFrame;
+    #[cfg(not(feature = "nic"))]
+    use lambda_ebpf::{IpVersion, udp_checksum};
+    use workloads::memcached::FRAME_HEADER_LEN;
+
+    pub const ETH_LEN: usize = 14;
+    pub const IP_LEN: usize = 20;
+    pub const UDP_LEN: usize = 8;
+    /// Where the UDP header starts: only IPv4 without options is handled.
+    pub const UDP_AT: usize = ETH_LEN + IP_LEN;
+    /// Where the memcached frame header starts in a packet to or from the server.
+    pub const MC_AT: usize = UDP_AT + UDP_LEN;
+    /// Where the memcached text starts.
+    pub const TEXT_AT: usize = MC_AT + FRAME_HEADER_LEN;
+    /// Where a λ body starts.
+    pub const BODY_AT: usize = UDP_AT + UDP_LEN + HEADER_LEN;
+    /// The scratch buffer: a λ body or a memcached reply text is copied here whole before the
+    /// packet is rebuilt. Room for the longest value behind the longest `VALUE` line.
+    pub const TEXT_MAX: usize = 2048;
+    /// The furthest into the scratch buffer a copy to the packet starts: past a `VALUE` line or
+    /// a `set <key> `.
+    pub const FROM_MAX: usize = 512;
+    /// The longest UDP datagram built: one 1500-byte MTU frame.
+    pub const MAX_UDP: usize = 1500 - IP_LEN;
+    /// Slots of `MC_COUNTS`.
+    pub const COUNT_FORWARDED: u32 = 0;
+    pub const COUNT_ANSWERED: u32 = 1;
+    pub const COUNT_UNMATCHED: u32 = 2;
+    pub const COUNT_MALFORMED: u32 = 3;
+    #[cfg(not(feature = "nic"))]
+    pub const COUNT_CACHE_HITS: u32 = 4;
+    #[cfg(not(feature = "nic"))]
+    pub const COUNT_CACHE_MISSES: u32 = 5;
+    pub const COUNT_SLOTS: u32 = 6;
+    /// Where the memcached server is (index 0). All zero until configured: requests are then
+    /// answered UNAVAILABLE.
+    #[repr(C)]
+    pub struct Config {
+        /// IPv4 address, network order.
+        pub server_ip: [u8; 4],
+        pub server_mac: [u8; 6],
+        /// UDP port, network order.
+        pub server_port: [u8; 2],
+        /// Bit 0: the hot-key cache is on (the NIC build has none and ignores it).
+        pub flags: u8,
+        pub _reserved: [u8; 3],
+    }
+
+    /// Who asked: enough to address the λ response.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Pending {
+        pub client_mac: [u8; 6],
+        /// Network order.
+        pub client_port: [u8; 2],
+        /// Network order.
+        pub client_ip: [u8; 4],
+        pub lambda_id: u32,
+        pub request_id: u64,
+        /// A GET with the cache on: the value in the reply goes into the cache.
+        pub fill_cache: u32,
+        pub _reserved: u32,
+    }
+
+    /// Ethernet, IPv4 and UDP headers for a packet this lambda builds.
+    #[repr(C)]
+    pub struct Headers {
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        ethertype: [u8; 2],
+        ip: [u8; IP_LEN],
+        src_port: [u8; 2],
+        dst_port: [u8; 2],
+        udp_len: [u8; 2],
+        udp_check: [u8; 2],
+    }
+
+    impl Headers {
+        /// All zero, to be [`fill`](Headers::fill)ed (on the NIC build's stack), written where
+        /// it lies.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn zeroed() -> Headers {
+            // SAFETY: plain bytes: all zero is valid.
+            unsafe { core::mem::zeroed() }
+        }
+
+        /// The headers as bytes, to load a packet's into.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn as_bytes_mut(&mut self) -> &mut [u8; MC_AT] {
+            // SAFETY: `Headers` is plain bytes, exactly MC_AT of them (see `as_bytes`).
+            unsafe { &mut *(self as *mut Headers).cast() }
+        }
+
+        /// Where a packet with these headers went: destination MAC, IPv4 address, UDP port.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn destination(&self) -> ([u8; 6], [u8; 4], [u8; 2]) {
+            let ip = [self.ip[16], self.ip[17], self.ip[18], self.ip[19]];
+            (self.dst_mac, ip, self.dst_port)
+        }
+
+        /// Where a packet with these headers came from: source MAC, IPv4 address, UDP port.
+        #[cfg(feature = "nic")]
+        #[inline(always)]
+        pub fn source(&self) -> ([u8; 6], [u8; 4], [u8; 2]) {
+            let ip = [self.ip[12], self.ip[13], self.ip[14], self.ip[15]];
+            (self.src_mac, ip, self.src_port)
+        }
+
+        /// Fills in the headers of a packet whose UDP datagram is `udp_len` bytes, in place
+        /// (they live in the scratch map: the stack is full with the SDK's reply code).
+        #[inline(always)]
+        pub fn fill(
+            &mut self,
+            macs: ([u8; 6], [u8; 6]),
+            addrs: ([u8; 4], [u8; 4]),
+            ports: ([u8; 2], [u8; 2]),
+            udp_len: usize,
+        ) {
+            self.dst_mac = macs.0;
+            self.src_mac = macs.1;
+            self.ethertype = 0x0800u16.to_be_bytes();
+            self.ip = ipv4_header((IP_LEN + udp_len) as u16, addrs.0, addrs.1);
+            self.src_port = ports.0;
+            self.dst_port = ports.1;
+            self.udp_len = (udp_len as u16).to_be_bytes();
+            self.udp_check = [0; 2];
+        }
+
+        #[cfg(not(feature = "nic"))]
+        #[inline(always)]
+        pub fn as_bytes(&self) -> &[u8; MC_AT] {
+            const { assert!(core::mem::size_of::<Headers>() == MC_AT) };
+            // SAFETY: `Headers` is plain bytes, exactly MC_AT of them.
+            unsafe { &*(self as *const Headers).cast() }
+        }
+    }
+
+    /// An IPv4 header without options (TTL 64, DF, UDP) with its checksum.
+    #[inline(always)]
+    pub fn ipv4_header(total_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u8; IP_LEN] {
+        let [l0, l1] = total_len.to_be_bytes();
+        let mut h = [
+            0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, 17, 0, 0, src[0], src[1], src[2], src[3], dst[0],
+            dst[1], dst[2], dst[3],
+        ];
+        let mut sum = 0u32;
+        for i in 0..IP_LEN / 2 {
+            sum += u32::from(u16::from_be_bytes([h[2 * i], h[2 * i + 1]]));
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let [c0, c1] = (!(sum as u16)).to_be_bytes();
+        h[10] = c0;
+        h[11] = c1;
+        h
+    }
+
+    /// Makes the packet exactly `len` bytes long: at the tail when the driver has room there,
+    /// else at the head (veth in native mode has no tailroom). The caller rewrites it whole.
+    #[inline(always)]
+    pub fn resize_to(frame: &mut XdpFrame<'_>, len: usize) -> Option<()> {
+        let delta = len as i64 - (frame.data_end() - frame.data()) as i64;
+        if delta == 0 {
+            return Some(());
+        }
+        if frame.adjust_tail(delta as i32).is_ok() {
+            return Some(());
+        }
+        if delta < 0 {
+            return None;
+        }
+        frame.adjust_head(-(delta as i32)).ok()
+    }
+
+    /// Fills in the UDP checksum of the packet just built.
+    #[cfg(not(feature = "nic"))]
+    #[inline(always)]
+    pub fn finish_udp(frame: &mut XdpFrame<'_>, udp_len: usize) -> Option<()> {
+        let check = udp_checksum(frame, IpVersion::V4, UDP_AT, udp_len as u16)?;
+        // SAFETY: checked against `data_end` by `write_at`.
+        unsafe { write_at(frame.data() + UDP_AT + 6, frame.data_end(), check) }
+    }
+}
+
+#[cfg(all(target_arch = "bpf", not(feature = "nic")))]
 mod lambda {
+    use super::common::*;
     use aya_ebpf::helpers::bpf_get_smp_processor_id;
     use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
     use aya_ebpf::{macros::map, macros::xdp, programs::XdpContext};
-    use lambda_ebpf::frame::{Frame, read_at, write_at};
+    use lambda_ebpf::frame::{Frame, read_at};
     use lambda_ebpf::wire::HEADER_LEN;
     use lambda_ebpf::xdp::{XdpFrame, record, serve};
-    use lambda_ebpf::{IpVersion, LambdaHeader, MAX_BODY, Request, Status, Verdict, udp_checksum};
+    use lambda_ebpf::{IpVersion, LambdaHeader, MAX_BODY, Request, Status, Verdict};
     use workloads::memcached::{
         self, Command, FRAME_HEADER_LEN, FrameHeader, KEY_OFFSET, Parsed, Reply, SET_TAIL_MAX,
     };
 
-    const ETH_LEN: usize = 14;
-    const IP_LEN: usize = 20;
-    const UDP_LEN: usize = 8;
-    /// Where the UDP header starts: only IPv4 without options is handled.
-    const UDP_AT: usize = ETH_LEN + IP_LEN;
-    /// Where the memcached frame header starts in a packet to or from the server.
-    const MC_AT: usize = UDP_AT + UDP_LEN;
-    /// Where the memcached text starts.
-    const TEXT_AT: usize = MC_AT + FRAME_HEADER_LEN;
-    /// Where a λ body starts.
-    const BODY_AT: usize = UDP_AT + UDP_LEN + HEADER_LEN;
-    /// The scratch buffer: a λ body or a memcached reply text is copied here whole before the
-    /// packet is rebuilt. Room for the longest value behind the longest `VALUE` line.
-    const TEXT_MAX: usize = 2048;
-    /// The furthest into the scratch buffer a copy to the packet starts: past a `VALUE` line or
-    /// a `set <key> `.
-    const FROM_MAX: usize = 512;
-    /// The longest UDP datagram built: one 1500-byte MTU frame.
-    const MAX_UDP: usize = 1500 - IP_LEN;
     /// Outstanding memcached requests remembered; older ones are evicted (a lost reply leaves
     /// nothing behind for long).
     const PENDING_MAX: u32 = 8192;
     /// Request ids per CPU: the CPU number sits in the top 4 bits of the 16-bit id.
     const IDS_PER_CPU: u32 = 1 << 12;
 
-    /// Slots of `MC_COUNTS`.
-    const COUNT_FORWARDED: u32 = 0;
-    const COUNT_ANSWERED: u32 = 1;
-    const COUNT_UNMATCHED: u32 = 2;
-    const COUNT_MALFORMED: u32 = 3;
-    const COUNT_CACHE_HITS: u32 = 4;
-    const COUNT_CACHE_MISSES: u32 = 5;
-    const COUNT_SLOTS: u32 = 6;
     /// Hot keys the cache holds (hash map: a full cache takes no new keys until one is
     /// invalidated, so the keys that made it in stay).
     const CACHE_ENTRIES: u32 = 1024;
@@ -78,36 +269,6 @@ mod lambda {
     const CACHE_GROW_MAX: usize = 160;
     /// `Config::flags` bit: answer GET hits from the in-kernel cache.
     const FLAG_CACHE: u8 = 1;
-
-    /// Where the memcached server is (index 0). All zero until configured: requests are then
-    /// answered UNAVAILABLE.
-    #[repr(C)]
-    pub struct Config {
-        /// IPv4 address, network order.
-        server_ip: [u8; 4],
-        server_mac: [u8; 6],
-        /// UDP port, network order.
-        server_port: [u8; 2],
-        /// Bit 0 ([`FLAG_CACHE`]): the hot-key cache is on.
-        flags: u8,
-        _reserved: [u8; 3],
-    }
-
-    /// Who asked: enough to address the λ response.
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    pub struct Pending {
-        client_mac: [u8; 6],
-        /// Network order.
-        client_port: [u8; 2],
-        /// Network order.
-        client_ip: [u8; 4],
-        lambda_id: u32,
-        request_id: u64,
-        /// A GET with the cache on: the value in the reply goes into the cache.
-        fill_cache: u32,
-        _reserved: u32,
-    }
 
     /// A cache key: the key, zero-padded.
     #[repr(C)]
@@ -432,93 +593,6 @@ mod lambda {
     fn scratch() -> Option<&'static mut Scratch> {
         // SAFETY: this CPU's own copy, used by one invocation at a time.
         SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
-    }
-
-    /// Ethernet, IPv4 and UDP headers for a packet this lambda builds.
-    #[repr(C)]
-    pub struct Headers {
-        dst_mac: [u8; 6],
-        src_mac: [u8; 6],
-        ethertype: [u8; 2],
-        ip: [u8; IP_LEN],
-        src_port: [u8; 2],
-        dst_port: [u8; 2],
-        udp_len: [u8; 2],
-        udp_check: [u8; 2],
-    }
-
-    impl Headers {
-        /// Fills in the headers of a packet whose UDP datagram is `udp_len` bytes, in place
-        /// (they live in the scratch map: the stack is full with the SDK's reply code).
-        #[inline(always)]
-        fn fill(
-            &mut self,
-            macs: ([u8; 6], [u8; 6]),
-            addrs: ([u8; 4], [u8; 4]),
-            ports: ([u8; 2], [u8; 2]),
-            udp_len: usize,
-        ) {
-            self.dst_mac = macs.0;
-            self.src_mac = macs.1;
-            self.ethertype = 0x0800u16.to_be_bytes();
-            self.ip = ipv4_header((IP_LEN + udp_len) as u16, addrs.0, addrs.1);
-            self.src_port = ports.0;
-            self.dst_port = ports.1;
-            self.udp_len = (udp_len as u16).to_be_bytes();
-            self.udp_check = [0; 2];
-        }
-
-        #[inline(always)]
-        fn as_bytes(&self) -> &[u8; MC_AT] {
-            const { assert!(core::mem::size_of::<Headers>() == MC_AT) };
-            // SAFETY: `Headers` is plain bytes, exactly MC_AT of them.
-            unsafe { &*(self as *const Headers).cast() }
-        }
-    }
-
-    /// An IPv4 header without options (TTL 64, DF, UDP) with its checksum.
-    #[inline(always)]
-    fn ipv4_header(total_len: u16, src: [u8; 4], dst: [u8; 4]) -> [u8; IP_LEN] {
-        let [l0, l1] = total_len.to_be_bytes();
-        let mut h = [
-            0x45, 0, l0, l1, 0, 0, 0x40, 0, 64, 17, 0, 0, src[0], src[1], src[2], src[3], dst[0],
-            dst[1], dst[2], dst[3],
-        ];
-        let mut sum = 0u32;
-        for i in 0..IP_LEN / 2 {
-            sum += u32::from(u16::from_be_bytes([h[2 * i], h[2 * i + 1]]));
-        }
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        let [c0, c1] = (!(sum as u16)).to_be_bytes();
-        h[10] = c0;
-        h[11] = c1;
-        h
-    }
-
-    /// Makes the packet exactly `len` bytes long: at the tail when the driver has room there,
-    /// else at the head (veth in native mode has no tailroom). The caller rewrites it whole.
-    #[inline(always)]
-    fn resize_to(frame: &mut XdpFrame<'_>, len: usize) -> Option<()> {
-        let delta = len as i64 - (frame.data_end() - frame.data()) as i64;
-        if delta == 0 {
-            return Some(());
-        }
-        if frame.adjust_tail(delta as i32).is_ok() {
-            return Some(());
-        }
-        if delta < 0 {
-            return None;
-        }
-        frame.adjust_head(-(delta as i32)).ok()
-    }
-
-    /// Fills in the UDP checksum of the packet just built.
-    #[inline(always)]
-    fn finish_udp(frame: &mut XdpFrame<'_>, udp_len: usize) -> Option<()> {
-        let check = udp_checksum(frame, IpVersion::V4, UDP_AT, udp_len as u16)?;
-        // SAFETY: checked against `data_end` by `write_at`.
-        unsafe { write_at(frame.data() + UDP_AT + 6, frame.data_end(), check) }
     }
 
     /// Rebuilds the packet into the memcached request and remembers who asked.

@@ -72,7 +72,7 @@ fn write_digits(out: &mut [u8], n: u64) -> u64 {
 /// from the remainder fixes.
 #[cfg(feature = "nic")]
 #[inline(always)]
-fn divmod10(n: u64) -> (u64, u64) {
+pub fn divmod10(n: u64) -> (u64, u64) {
     let mut q = (n >> 1) + (n >> 2);
     q += q >> 4;
     q += q >> 8;
