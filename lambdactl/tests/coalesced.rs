@@ -193,6 +193,8 @@ fn elf_object(symbol: &str, code: &[ebpf_isa::Insn]) -> Vec<u8> {
 struct Lambda {
     name: String,
     object: PathBuf,
+    /// The object the NIC-shaped deployment runs (the same one where there is no NIC build).
+    nic_object: PathBuf,
     port: u16,
     id: Option<u32>,
     kind: Kind,
@@ -262,12 +264,29 @@ fn requests(lambda: &Lambda, rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn deploy(pair: &NetnsPair, lambda: &Lambda, coalesced: bool) -> String {
+/// How a lambda is deployed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Behind the tail-call dispatcher (drv).
+    TailCall,
+    /// Into the interface's one coalesced program (drv).
+    Coalesced,
+    /// Its NIC build, lowered for the NFP-4000, into the coalesced program (drv): the code a
+    /// NIC core would run.
+    CoalescedForNic,
+}
+
+fn deploy(pair: &NetnsPair, lambda: &Lambda, mode: Mode) -> String {
+    let object = if mode == Mode::CoalescedForNic {
+        &lambda.nic_object
+    } else {
+        &lambda.object
+    };
     let mut args = vec![
         "-n",
         &pair.server_ns,
         "deploy",
-        lambda.object.to_str().unwrap(),
+        object.to_str().unwrap(),
         "--iface",
         &pair.server_if,
         "--name",
@@ -275,10 +294,18 @@ fn deploy(pair: &NetnsPair, lambda: &Lambda, coalesced: bool) -> String {
     ];
     let rule = lambda.rule();
     args.extend(["--match", &rule]);
-    if coalesced {
-        args.extend(["--mode", "coalesced", "--xdp", "drv"]);
-    } else {
-        args.extend(["--mode", "drv"]);
+    match mode {
+        Mode::TailCall => args.extend(["--mode", "drv"]),
+        Mode::Coalesced => args.extend(["--mode", "coalesced", "--xdp", "drv"]),
+        Mode::CoalescedForNic => args.extend([
+            "--mode",
+            "coalesced",
+            "--xdp",
+            "drv",
+            "--lower",
+            "--nic",
+            "nfp-4000",
+        ]),
     }
     let out = lambdactl_ok(&args);
     if lambda.kind == Kind::Memcached {
@@ -302,11 +329,51 @@ fn lambdactl_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Generated lambda `i`, its object written into `dir`.
+fn generated_lambda(dir: &Path, i: u32) -> Lambda {
+    let object = dir.join(format!("gen{i}.o"));
+    std::fs::write(&object, generated_object(i)).unwrap();
+    Lambda {
+        name: format!("gen-{i}"),
+        nic_object: object.clone(),
+        object,
+        port: GENERATED_PORT,
+        id: Some(i),
+        kind: Kind::Generated,
+    }
+}
+
+/// Generated lambdas in the NIC set.
+const NIC_GENERATED: u32 = 50;
+
+/// The issue's NIC set: the three sample workloads, each with its NIC build (`<name>-nic.o`),
+/// and [`NIC_GENERATED`] generated lambdas.
+fn nic_set(dir: &Path) -> Vec<Lambda> {
+    let sample = |name: &str, port: u16, kind: Kind| Lambda {
+        name: name.into(),
+        object: lambda_object(name),
+        nic_object: lambda_object(&format!("{name}-nic")),
+        port,
+        id: None,
+        kind,
+    };
+    let mut all: Vec<Lambda> = (1..=NIC_GENERATED)
+        .map(|i| generated_lambda(dir, i))
+        .collect();
+    all.extend([
+        sample("memcached", MEMCACHED_LAMBDA_PORT, Kind::Memcached),
+        sample("grayscale", GRAYSCALE_PORT, Kind::Grayscale),
+        sample("static-server", STATIC_PORT, Kind::Static),
+    ]);
+    all
+}
+
 /// The whole set, grouped as the coalesced side runs it: one group, one program.
 fn lambda_groups(dir: &Path) -> Vec<Vec<Lambda>> {
     let sample = |name: &str, port: u16, kind: Kind| Lambda {
         name: name.into(),
         object: lambda_object(name),
+        nic_object: lambda_object(name),
         port,
         id: None,
         kind,
@@ -314,21 +381,12 @@ fn lambda_groups(dir: &Path) -> Vec<Vec<Lambda>> {
     let whoami = |k: u32| Lambda {
         name: format!("whoami-{k}"),
         object: lambda_object("whoami"),
+        nic_object: lambda_object("whoami"),
         port: WHOAMI_PORT,
         id: Some(k),
         kind: Kind::Whoami,
     };
-    let generated = |i: u32| {
-        let object = dir.join(format!("gen{i}.o"));
-        std::fs::write(&object, generated_object(i)).unwrap();
-        Lambda {
-            name: format!("gen-{i}"),
-            object,
-            port: GENERATED_PORT,
-            id: Some(i),
-            kind: Kind::Generated,
-        }
-    };
+    let generated = |i: u32| generated_lambda(dir, i);
     // Generated lambdas first: each deploy re-coalesces the group, cheapest while it is small.
     // The static-server last: the state checks below replace and undeploy lambdas around it.
     let mut all: Vec<Lambda> = (1..=GENERATED).map(generated).collect();
@@ -398,7 +456,7 @@ fn coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_chan
     let _memcached_c = memcached::start(&coal_pair);
     let started = Instant::now();
     for lambda in groups.iter().flatten() {
-        deploy(&tail_pair, lambda, false);
+        deploy(&tail_pair, lambda, Mode::TailCall);
     }
     eprintln!(
         "tail-call: {} lambdas deployed in {:.1?}",
@@ -413,7 +471,7 @@ fn coalesced_deployment_answers_as_the_tail_call_one_and_keeps_state_across_chan
         let started = Instant::now();
         let mut last = String::new();
         for lambda in group {
-            last = deploy(&coal_pair, lambda, true);
+            last = deploy(&coal_pair, lambda, Mode::Coalesced);
         }
         eprintln!(
             "coalesced group {g} ({} lambdas) deployed in {:.1?}: {}",
@@ -629,6 +687,7 @@ fn limits_are_refused_by_name() {
     let lambda = |name: &str, port: u16| Lambda {
         name: name.into(),
         object: lambda_object(name),
+        nic_object: lambda_object(name),
         port,
         id: None,
         kind: Kind::Static,
@@ -636,6 +695,7 @@ fn limits_are_refused_by_name() {
     let costly = |name: &str, port: u16| Lambda {
         name: name.into(),
         object: costly_path(1),
+        nic_object: costly_path(1),
         port,
         id: None,
         kind: Kind::Generated,
@@ -647,8 +707,12 @@ fn limits_are_refused_by_name() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no processed count in {out}"))
     };
-    let alone = used(&deploy(&pair, &lambda("static-server", STATIC_PORT), true));
-    let with_costly = used(&deploy(&pair, &costly("costly-1", 9300), true));
+    let alone = used(&deploy(
+        &pair,
+        &lambda("static-server", STATIC_PORT),
+        Mode::Coalesced,
+    ));
+    let with_costly = used(&deploy(&pair, &costly("costly-1", 9300), Mode::Coalesced));
     assert!(
         with_costly > alone + (1 << COSTLY_BRANCHES),
         "the costly lambda costs the kernel's verifier at least one instruction per path: \
@@ -700,5 +764,146 @@ fn limits_are_refused_by_name() {
     lambdactl_ok(&["-n", &pair.server_ns, "undeploy", "costly-1"]);
     lambdactl_ok(&["-n", &pair.server_ns, "undeploy", "static-server"]);
     assert!(!pair.server_xdp_attached());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The issue's must-show for the NIC: the three sample workloads in their NIC builds and 50
+/// generated lambdas, coalesced and lowered for the NFP-4000.
+///
+/// - `lambdactl coalesce --lower --nic nfp-4000 --kernel`: every lambda lowered, the set split
+///   over cores by coalesced size, and every core's program passes our verifier's `nfp`
+///   profile (instruction budget included) and loads in the kernel.
+/// - Over real UDP: each core's share deployed with `--mode coalesced --lower` on a drv-mode
+///   veth (the lowered NIC builds coalesced into the program that core would run), in turn,
+///   answers every lambda's seeded requests byte for byte as the normal builds behind the
+///   tail-call dispatcher do, against a real memcached on each side.
+#[test]
+fn nic_builds_lowered_and_coalesced_fit_nfp_cores_and_answer_as_the_tail_call_deployment() {
+    let test =
+        "nic_builds_lowered_and_coalesced_fit_nfp_cores_and_answer_as_the_tail_call_deployment";
+    if !memcached::available(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lnic-coalesced-nic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let set = nic_set(&dir);
+
+    let specs: Vec<String> = set
+        .iter()
+        .map(|l| {
+            let id = l.id.map(|id| format!("/{id}")).unwrap_or_default();
+            format!("{}@{}{id}", l.nic_object.display(), l.port)
+        })
+        .collect();
+    let mut args = vec![
+        "coalesce", "--lower", "--nic", "nfp-4000", "--kernel", "--json",
+    ];
+    args.extend(specs.iter().map(String::as_str));
+    let out = lambdactl(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "coalesce --lower failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let lowering = report["lowering"].as_array().unwrap();
+    assert_eq!(lowering.len(), set.len());
+    assert!(
+        lowering.iter().all(|l| l["lowered"] == true),
+        "{lowering:?}"
+    );
+    let cores = report["cores"].as_array().unwrap();
+    assert!(
+        cores.iter().all(|c| c.is_u64()),
+        "a lambda fits no core: {cores:?}"
+    );
+    let programs = report["core_programs"].as_array().unwrap();
+    assert_eq!(
+        programs.len() as u64,
+        report["cores_needed"].as_u64().unwrap()
+    );
+    let mut placed = 0;
+    for program in programs {
+        assert_eq!(program["nfp_passes"], true, "{program}");
+        assert!(program["insns"].as_u64().unwrap() <= 2800, "{program}");
+        assert!(
+            program["kernel_verified_insns"].as_u64().unwrap() > 0,
+            "{program}"
+        );
+        placed += program["lambdas"].as_array().unwrap().len();
+        eprintln!(
+            "core {}: {} lambdas, {} slots, at most {} instructions per run, kernel processed {}",
+            program["core"],
+            program["lambdas"].as_array().unwrap().len(),
+            program["insns"],
+            program["max_insns_executed"],
+            program["kernel_verified_insns"]
+        );
+    }
+    assert_eq!(placed, set.len(), "every lambda is on exactly one core");
+    eprintln!(
+        "{} lambdas: {} slots as separate programs, {} coalesced as one; {} NFP-4000 cores",
+        set.len(),
+        report["report"]["insns_before"],
+        report["report"]["insns_after"],
+        programs.len()
+    );
+
+    let tail_pair = prepared_pair();
+    let nic_pair = prepared_pair();
+    let _memcached_t = memcached::start(&tail_pair);
+    let _memcached_n = memcached::start(&nic_pair);
+    for lambda in &set {
+        deploy(&tail_pair, lambda, Mode::TailCall);
+    }
+    // The host runs one program per interface, and the kernel verifies at most a million
+    // instructions of it: the three workloads' NIC builds cost it about 1.3 million together.
+    // So each core's share is deployed on its own, in turn: the program that core would run.
+    let groups: Vec<Vec<&Lambda>> = (0..programs.len())
+        .map(|core| {
+            set.iter()
+                .zip(cores)
+                .filter(|(_, c)| c.as_u64() == Some(core as u64))
+                .map(|(l, _)| l)
+                .collect()
+        })
+        .collect();
+    let tail = Client::new(&tail_pair);
+    let nic = Client::new(&nic_pair);
+    let mut rng = Rng(SEED ^ 0x4e1c);
+    let mut answered = 0;
+    for (core, group) in groups.iter().enumerate() {
+        let started = Instant::now();
+        let mut last = String::new();
+        for lambda in group {
+            last = deploy(&nic_pair, lambda, Mode::CoalescedForNic);
+        }
+        eprintln!(
+            "core {core}'s {} lambdas deployed lowered and coalesced in {:.1?}: {}",
+            group.len(),
+            started.elapsed(),
+            last.lines()
+                .find(|l| l.contains("runs one coalesced program"))
+                .unwrap_or("")
+        );
+        let group: Vec<Lambda> = group.iter().map(|&l| l.clone()).collect();
+        answered += differential(&group, &tail, &nic, &mut rng);
+        let stray = LambdaHeader::request(999, rng.next()).as_bytes().to_vec();
+        assert_eq!(nic.call(GENERATED_PORT, &stray, 1), None);
+        lambdactl_ok(&["-n", &nic_pair.server_ns, "undeploy", "--all"]);
+    }
+    eprintln!(
+        "{answered} requests answered identically by the tail-call deployment and the NIC \
+         cores' programs run on the host"
+    );
+
+    for pair in [&tail_pair, &nic_pair] {
+        lambdactl_ok(&["-n", &pair.server_ns, "undeploy", "--all"]);
+        assert!(
+            !pair.server_xdp_attached(),
+            "a program is left on the interface"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
