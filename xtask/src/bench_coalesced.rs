@@ -21,7 +21,7 @@ use crate::netns::{VethPair, build_lambdactl};
 pub struct CoalescedOptions {
     /// Requests per round-trip measurement.
     pub count: u32,
-    /// Rounds (the four measurements interleaved, medians reported).
+    /// Rounds (the six measurements interleaved, medians reported).
     pub rounds: u32,
 }
 

@@ -106,14 +106,15 @@ enum BenchSuite {
         rtt_rounds: u32,
     },
     /// Coalesced vs tail-call: round trip p50/p99 of the static-server and a whoami deployed
-    /// behind the tail-call dispatcher and in one coalesced program (`deploy --mode
-    /// coalesced`), drv mode, pinned to one CPU, rounds interleaved, medians and ratios. Root.
-    /// Writes target/bench/coalesced-<commit>.json.
+    /// behind the tail-call dispatcher, in one coalesced program (`deploy --mode coalesced`),
+    /// and as their NIC builds lowered for the NFP-4000 and coalesced (`--lower`: the program
+    /// a NIC core would run), drv mode, pinned to one CPU, rounds interleaved, medians and
+    /// ratios to tail-call. Root. Writes target/bench/coalesced-<commit>.json.
     Coalesced {
         /// Requests per round-trip measurement.
         #[arg(long, default_value_t = 5000)]
         count: u32,
-        /// Rounds (the four measurements interleaved, medians reported).
+        /// Rounds (the six measurements interleaved, medians reported).
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
