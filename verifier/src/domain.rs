@@ -161,6 +161,16 @@ impl Scalar {
         }
     }
 
+    /// Every value plus `delta`, when no value wraps (unsigned or signed); `None` otherwise.
+    pub fn add_const(self, delta: i64) -> Option<Scalar> {
+        Some(Scalar {
+            umin: self.umin.checked_add_signed(delta)?,
+            umax: self.umax.checked_add_signed(delta)?,
+            smin: self.smin.checked_add(delta)?,
+            smax: self.smax.checked_add(delta)?,
+        })
+    }
+
     pub fn meet(self, other: Scalar) -> Option<Scalar> {
         Scalar {
             umin: self.umin.max(other.umin),
@@ -584,6 +594,11 @@ pub struct State {
     /// `mov`), 0 for none: a comparison that bounds one bounds its copies too, as compilers
     /// test a copy and use the original (the kernel links such registers the same way).
     pub links: [u32; 11],
+    /// Per linked register, its constant distance (modulo 2^64) from the value its link id
+    /// names: a copy moved once by a 64-bit add or subtract of a constant stays linked, as
+    /// the kernel's linked registers do (`BPF_ADD_CONST`; a second move unlinks there, and
+    /// here), so `r1 = r8 - 34; if r1 > 40` bounds r8 to 34..=74 too.
+    pub link_offs: [i64; 11],
 }
 
 impl State {
@@ -632,20 +647,24 @@ impl State {
     pub fn link(&mut self, reg: usize, src: usize, fresh: u32) {
         let id = match self.links[src] {
             0 => {
-                for l in &mut self.links {
+                for (l, off) in self.links.iter_mut().zip(&mut self.link_offs) {
                     if *l == fresh {
                         *l = 0;
+                        *off = 0;
                     }
                 }
                 self.links[src] = fresh;
+                self.link_offs[src] = 0;
                 fresh
             }
             id => id,
         };
         self.links[reg] = id;
+        self.link_offs[reg] = self.link_offs[src];
     }
 
-    /// Narrows the scalar in `reg` and every register linked to it to `s`.
+    /// Narrows the scalar in `reg` and every register linked to it to `s` (shifted by their
+    /// distance from `reg`).
     pub fn narrow(&mut self, reg: usize, s: Scalar) {
         self.regs[reg] = Value::Scalar(s);
         let id = self.links[reg];
@@ -656,10 +675,14 @@ impl State {
             if i != reg
                 && self.links[i] == id
                 && let Value::Scalar(other) = self.regs[i]
+                && let Some(shifted) = self.link_offs[i]
+                    .checked_sub(self.link_offs[reg])
+                    .and_then(|delta| s.add_const(delta))
             {
-                // Linked registers hold the same value, so `other` contains it too: the meet
-                // is never empty on a feasible path; keep `other` if it were.
-                self.regs[i] = Value::Scalar(other.meet(s).unwrap_or(other));
+                // Linked registers hold the same value up to their distance, so `other`
+                // contains the shifted bound too: the meet is never empty on a feasible path;
+                // keep `other` if it were.
+                self.regs[i] = Value::Scalar(other.meet(shifted).unwrap_or(other));
             }
         }
     }
@@ -723,9 +746,11 @@ impl State {
             .collect();
         pkt_valid.extend(j.facts());
         let mut links = [0; 11];
-        for (i, l) in links.iter_mut().enumerate() {
-            if self.links[i] == other.links[i] {
-                *l = self.links[i];
+        let mut link_offs = [0; 11];
+        for i in 0..11 {
+            if self.links[i] == other.links[i] && self.link_offs[i] == other.link_offs[i] {
+                links[i] = self.links[i];
+                link_offs[i] = self.link_offs[i];
             }
         }
         State {
@@ -734,6 +759,7 @@ impl State {
             pkt_valid,
             meta_valid: self.meta_valid.min(other.meta_valid),
             links,
+            link_offs,
         }
     }
 }

@@ -256,6 +256,7 @@ pub fn analyse(input: &ProgramInput, cfg: &Cfg) -> Result<Analysis, Located> {
         pkt_valid: Vec::new(),
         meta_valid: 0,
         links: [0; 11],
+        link_offs: [0; 11],
     };
     let ctx = Context {
         calls: Vec::new(),
@@ -360,8 +361,10 @@ impl Analyzer<'_> {
                     states.split_off(states.len() - 1)
                 };
                 let state = &mut carrier[0];
-                // `update_links` needs the source register as it was before the step.
+                // `update_links` needs the source and destination registers as they were
+                // before the step.
                 let src_before = state.regs.get(usize::from(insn.src)).copied();
+                let dst_before = state.regs.get(usize::from(insn.dst)).copied();
                 let flow = match self.step(pc, state) {
                     Ok(flow) => flow,
                     // A refused instruction leaves the state as it was.
@@ -375,16 +378,16 @@ impl Analyzer<'_> {
                 };
                 match flow {
                     Flow::One(edge) => {
-                        update_links(pc, insn, src_before, &mut carrier[0]);
+                        update_links(pc, insn, (src_before, dst_before), &mut carrier[0]);
                         self.follow(&node, edge, carrier)?;
                     }
                     Flow::Branch { taken, fall } => {
                         if let Some((edge, mut taken)) = taken {
-                            update_links(pc, insn, src_before, &mut taken[0]);
+                            update_links(pc, insn, (src_before, dst_before), &mut taken[0]);
                             self.follow(&node, edge, taken)?;
                         }
                         if let Some(edge) = fall {
-                            update_links(pc, insn, src_before, &mut carrier[0]);
+                            update_links(pc, insn, (src_before, dst_before), &mut carrier[0]);
                             self.follow(&node, edge, carrier)?;
                         }
                     }
@@ -995,29 +998,60 @@ fn kind_tag(v: Value) -> u64 {
     (kind << 32) | u64::from(detail)
 }
 
-/// Keeps [`State::links`] up to date after `insn` turned a state whose source register held
-/// `src_before` into `after`: a `mov` of a
-/// scalar register links the destination to the source, any other write unlinks what it
-/// writes, and calls and returns unlink everything (frames change under them).
-fn update_links(pc: usize, insn: Insn, src_before: Option<Value>, after: &mut State) {
+/// Keeps [`State::links`] up to date after `insn` turned a state whose source and
+/// destination registers held `(src_before, dst_before)` into `after`: a `mov` of a scalar
+/// register links the destination to the source, one 64-bit add or subtract of a constant
+/// keeps a linked destination linked at its new distance (as the kernel's `BPF_ADD_CONST`),
+/// any other write unlinks what it writes, and calls and returns unlink everything (frames
+/// change under them).
+fn update_links(
+    pc: usize,
+    insn: Insn,
+    (src_before, dst_before): (Option<Value>, Option<Value>),
+    after: &mut State,
+) {
     let (_, defs) = crate::cfg::uses_defs(insn);
     let is_call_or_exit = matches!(insn.class(), op::CLASS_JMP | op::CLASS_JMP32)
         && matches!(op::operation(insn.opcode), op::JMP_CALL | op::JMP_EXIT);
     if is_call_or_exit {
         after.links = [0; 11];
+        after.link_offs = [0; 11];
         return;
     }
+    let dst = usize::from(insn.dst);
+    // `dst += k` / `dst -= k` on a linked scalar that no value of which wraps.
+    let moved_by = (insn.class() == op::CLASS_ALU64
+        && op::source(insn.opcode) == op::SRC_K
+        && dst < 11
+        && after.links[dst] != 0)
+        .then(|| match op::operation(insn.opcode) {
+            op::ALU_ADD => Some(i64::from(insn.imm)),
+            op::ALU_SUB => i64::from(insn.imm).checked_neg(),
+            _ => None,
+        })
+        .flatten()
+        // Once only, as the kernel: a register that already moved from its link is unlinked
+        // by a second move (and `+= 0` counts as a move there).
+        // The relation holds modulo 2^64 whether or not a value wraps: `narrow` shifts a
+        // bound only where the shifted interval does not wrap.
+        .filter(|&k| {
+            k != 0 && after.link_offs[dst] == 0 && matches!(dst_before, Some(Value::Scalar(_)))
+        });
     for r in 0..11 {
-        if defs & (1 << r) != 0 {
+        if defs & (1 << r) != 0 && !(r == dst && moved_by.is_some()) {
             after.links[r] = 0;
+            after.link_offs[r] = 0;
         }
+    }
+    if let Some(k) = moved_by {
+        after.link_offs[dst] += k;
     }
     let alu64 = insn.class() == op::CLASS_ALU64;
     let is_mov = matches!(insn.class(), op::CLASS_ALU | op::CLASS_ALU64)
         && op::operation(insn.opcode) == op::ALU_MOV
         && op::source(insn.opcode) == op::SRC_X
         && insn.off == 0;
-    let (dst, src) = (usize::from(insn.dst), usize::from(insn.src));
+    let src = usize::from(insn.src);
     if is_mov
         && dst != src
         && dst < 11
@@ -1032,6 +1066,7 @@ fn update_links(pc: usize, insn: Insn, src_before: Option<Value>, after: &mut St
     for r in 0..11 {
         if !matches!(after.regs[r], Value::Scalar(_)) {
             after.links[r] = 0;
+            after.link_offs[r] = 0;
         }
     }
 }
