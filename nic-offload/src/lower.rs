@@ -720,6 +720,9 @@ fn call_target(pc: usize, insn: Insn) -> i64 {
 /// Every jump and call lands on an instruction, every `lddw` has its second slot and every
 /// map reference names one of the program's `maps` maps.
 fn check_shape(insns: &[Insn], maps: usize) -> Result<(), (usize, &'static str)> {
+    if insns.is_empty() {
+        return Err((0, "an empty program"));
+    }
     let mut second = vec![false; insns.len()];
     for (pc, insn) in insns.iter().enumerate() {
         if second[pc] {
@@ -782,7 +785,12 @@ fn successors(insns: &[Insn], pc: usize) -> Vec<usize> {
 }
 
 fn function_starts(insns: &[Insn]) -> BTreeSet<usize> {
-    let mut starts = BTreeSet::from([0]);
+    // No function at all in an empty program (what dead-code removal can leave of one whose
+    // every path is cut).
+    let mut starts = BTreeSet::new();
+    if !insns.is_empty() {
+        starts.insert(0);
+    }
     starts.extend(
         insns
             .iter()
@@ -1387,6 +1395,17 @@ mod tests {
             },
             seeds: vec![],
         }
+    }
+
+    #[test]
+    fn an_empty_program_is_malformed_not_a_panic() {
+        let mut empty = input("exit", vec![]);
+        empty.linked.insns.clear();
+        match lower(&empty, nfp()) {
+            Err(LowerError::Malformed { what, .. }) => assert_eq!(what, "an empty program"),
+            other => panic!("{other:?}"),
+        }
+        assert!(function_starts(&[]).is_empty());
     }
 
     fn nfp() -> &'static NicModel {

@@ -238,9 +238,10 @@ impl Request {
     /// reply function takes them so): IP version 4 or 6, the UDP header at `udp_offset`, which
     /// must lie where a parsed request's can (at most 14 + 60 bytes in). The offset is masked to
     /// its width first (a no-op for a parsed request's), so that a verifier sees it bounded
-    /// whatever it knows of the argument; only the upper bound is checked, as a range check
-    /// becomes a subtraction and a comparison of the difference, which bounds the difference
-    /// and not the offset for a verifier that does not relate the two (ours does not).
+    /// whatever it knows of the argument; only the upper bound is checked (the lower one is
+    /// not needed, and a range check becomes a subtraction and a comparison of the
+    /// difference, which bounds the offset only for a verifier that links the two, as the
+    /// kernel and ours now do but older kernels did not).
     #[cfg(all(feature = "nic", any(target_arch = "bpf", test)))]
     #[inline(always)]
     pub(crate) fn for_reply(ip: u32, udp_offset: usize) -> Option<Request> {
