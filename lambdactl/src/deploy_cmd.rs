@@ -90,7 +90,8 @@ const DEFAULT_NIC: &str = "agilio-cx";
 pub(crate) enum DeployMode {
     /// Behind the dispatcher, drv mode, else skb.
     Auto,
-    /// Refused: offload NICs run no tail calls (see `lambdactl coalesce`).
+    /// Refused: offload NICs run no tail calls (`attach --mode hw` offloads one lambda;
+    /// `--mode coalesced --lower` runs the program a NIC core would get, on the host).
     Hw,
     /// Behind the dispatcher, native (driver) mode only.
     Drv,
@@ -291,7 +292,7 @@ pub(crate) fn deploy(args: DeployArgs) -> Result<ExitCode> {
         DeployMode::Skb => AttachMode::Skb,
         DeployMode::Coalesced => unreachable!("handled above"),
         DeployMode::Hw => bail!(
-            "--mode hw: the dispatcher tail-calls into the lambdas' slots and offload NICs run no tail calls; `lambdactl coalesce` builds the one-program form a NIC can take"
+            "--mode hw: the dispatcher tail-calls into the lambdas' slots and offload NICs run no tail calls. Offload one lambda with `lambdactl attach OBJECT --iface IF --mode hw` (lowered for the NIC first); run several as the one program a NIC core would get with `deploy --mode coalesced --lower` (on the host), and see how a set splits over a NIC's cores with `lambdactl coalesce --lower --nic MODEL`"
         ),
     };
     let deployed = host.deploy(&args.object, &iface, &args.name, rule, mode)?;

@@ -431,6 +431,36 @@ fn probe_answers_no_on_veth_with_the_driver() {
     assert_eq!(json["probe"]["capability"], NO_OFFLOAD);
 }
 
+/// `deploy --mode hw` is refused (the dispatcher tail-calls, offload NICs do not) with the
+/// three commands that do work named, before anything touches the interface (which here does
+/// not even exist).
+#[test]
+fn deploy_mode_hw_is_refused_naming_what_works() {
+    let pong = lambda_object("pong");
+    let out = lambdactl(&[
+        "deploy",
+        pong.to_str().unwrap(),
+        "--iface",
+        "lnic-none0",
+        "--name",
+        "hw-refused",
+        "--match",
+        "port=9000",
+        "--mode",
+        "hw",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    for named in [
+        "offload NICs run no tail calls",
+        "attach OBJECT --iface IF --mode hw",
+        "deploy --mode coalesced --lower",
+        "coalesce --lower --nic MODEL",
+    ] {
+        assert!(stderr.contains(named), "{named} not in: {stderr}");
+    }
+}
+
 #[test]
 fn plan_fits_a_nic_ready_lambda_and_explains_the_rest() {
     // No root needed: the planner only verifies objects.
