@@ -33,24 +33,6 @@ const GENERATED_PORT: u16 = 9200;
 /// Generated lambdas.
 const GENERATED: u32 = 60;
 
-/// xorshift64*: seeded, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn printable(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| 0x21 + self.below(94) as u8).collect()
-    }
-}
-
 /// Generated lambda `i`, hand-written eBPF: answers a λ request to [`GENERATED_PORT`] with
 /// lambda id `i` in place (addresses and ports swapped, RESPONSE set, UDP checksum 0, the
 /// first 8 body bytes XORed with a key of its own); passes everything else. IPv4 without
@@ -229,7 +211,7 @@ fn requests(lambda: &Lambda, rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
                     0 | 1 => b"index.html".to_vec(),
                     2 => b"nosuch.html".to_vec(),
                     _ => {
-                        let len = rng.below(80) as usize;
+                        let len = rng.below(80);
                         rng.printable(len)
                     }
                 },
@@ -237,7 +219,7 @@ fn requests(lambda: &Lambda, rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
                     // Keys from a small pool so gets hit what earlier sets stored.
                     let key = format!("k{}", rng.below(6));
                     if n % 2 == 0 {
-                        let len = rng.below(200) as usize;
+                        let len = rng.below(200);
                         [format!("set {key} ").as_bytes(), &rng.printable(len)].concat()
                     } else {
                         format!("get {key}").into_bytes()
@@ -255,7 +237,7 @@ fn requests(lambda: &Lambda, rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
                     out
                 }
                 Kind::Whoami | Kind::Generated => {
-                    let len = rng.below(64) as usize;
+                    let len = rng.below(64);
                     rng.printable(len)
                 }
             };
@@ -309,16 +291,7 @@ fn deploy(pair: &NetnsPair, lambda: &Lambda, mode: Mode) -> String {
     }
     let out = lambdactl_ok(&args);
     if lambda.kind == Kind::Memcached {
-        let map = format!("{}/CONFIG", lambda.name);
-        lambdactl_ok(&[
-            "-n",
-            &pair.server_ns,
-            "maps",
-            "set",
-            &map,
-            "0",
-            &memcached::config_value(pair, false),
-        ]);
+        memcached::configure(pair, &lambda.name, false);
     }
     out
 }

@@ -14,20 +14,10 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::*;
 use serde_json::Value;
 
 const TEXT: &str = "hello-log: answered a request";
-
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// After hl is gone, a request to its port is not answered (the program passes it on).
 fn send_requests_expecting_none(pair: &NetnsPair) {
@@ -60,8 +50,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         return;
     }
     let pair = NetnsPair::create();
-    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
-    assert!(out.status.success(), "ethtool: {out:?}");
+    pair.checksums_in_software();
     let (ns, iface) = (pair.server_ns.as_str(), pair.server_if.as_str());
     let ss = lambda_object("static-server");
     let hl = lambda_object("hello-log");
@@ -104,7 +93,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         "port=9002",
         &["--xdp", "skb", "--max-insns", "20000"],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let first = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(first.contains("in skb mode"), "{first}");
     assert!(first.contains("max-insns 20000,"), "{first}");
@@ -117,7 +106,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         "port=9000",
         &["--xdp", "drv", "--max-insns", &hl_limit],
     );
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -146,7 +135,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         "port=9000",
         &["--xdp", "skb", "--max-insns", &hl_limit],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let second = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         second.contains(&format!(
@@ -227,13 +216,13 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
     }
     assert_eq!(lambdactl_ok(&["-n", ns, "logs", "hl"]), "");
     let out = lambdactl(&["-n", ns, "logs", "--iface", iface]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
             "`{iface}` runs 2 deployed lambdas (hl, ss): name the one"
         )),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // Each lambda has its own ring buffer: hl's lines are not in static-server's.
     assert_eq!(lambdactl_ok(&["-n", ns, "logs", "ss", "--json"]), "");
@@ -262,7 +251,7 @@ fn coalesced_lambdas_keep_their_limits_and_show_in_stats_and_logs() {
         "nothing attached after the last undeploy"
     );
     let out = lambdactl(&["-n", ns, "stats", "--iface", iface]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
 }
 
 #[test]
@@ -271,8 +260,7 @@ fn tail_call_lambdas_show_in_stats_and_logs_with_the_dispatcher_once() {
         return;
     }
     let pair = NetnsPair::create();
-    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
-    assert!(out.status.success(), "ethtool: {out:?}");
+    pair.checksums_in_software();
     let (ns, iface) = (pair.server_ns.as_str(), pair.server_if.as_str());
     for (object, name, rule) in [
         ("static-server", "ss", "port=9002"),
@@ -334,7 +322,7 @@ fn tail_call_lambdas_show_in_stats_and_logs_with_the_dispatcher_once() {
             "`{iface}` runs 2 deployed lambdas (hl, ss): name the one"
         )),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     lambdactl_ok(&["-n", ns, "undeploy", "--all"]);
     assert!(

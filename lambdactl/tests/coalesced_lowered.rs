@@ -57,14 +57,6 @@ fn lambdas() -> Vec<Lambda> {
     ]
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn deploy(pair: &NetnsPair, lambda: &Lambda, extra: &[&str]) -> Output {
     let rule = lambda.rule();
     let args = [
@@ -157,7 +149,12 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
     let all = lambdas();
     for lambda in &all {
         let out = deploy(&lowered_pair, lambda, &["--lower", "--nic", NIC]);
-        assert!(out.status.success(), "{}: {}", lambda.name, text(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            lambda.name,
+            output_text(&out)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             stdout.contains(&format!("lowered {} for {NIC}: ", lambda.name)),
@@ -169,7 +166,12 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
             "{stdout}"
         );
         let out = deploy(&plain_pair, lambda, &[]);
-        assert!(out.status.success(), "{}: {}", lambda.name, text(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            lambda.name,
+            output_text(&out)
+        );
         assert!(!String::from_utf8_lossy(&out.stdout).contains("lowered"));
     }
 
@@ -270,14 +272,14 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
 
     // No log: the lowering makes log lines no-ops, and `logs` says so.
     let out = lambdactl(&["-n", &lowered_pair.server_ns, "logs", "w1"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
             "lambda `w1` on `{}` runs lowered for {NIC}, which leaves it no log",
             lowered_pair.server_if
         )),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // Refusals change nothing: the running program stays.
@@ -290,7 +292,7 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
         id: None,
     };
     let out = deploy(&lowered_pair, &normal, &["--lower", "--nic", NIC]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -305,7 +307,7 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
         );
     }
     let out = deploy(&lowered_pair, &normal, &[]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -321,7 +323,7 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
         id: None,
     };
     let out = deploy(&plain_pair, &nic_pong, &["--lower", "--nic", NIC]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -347,7 +349,7 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--lower is for --mode coalesced"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(program_id(&lowered_pair), running);
     let names: Vec<String> = ls_json(&lowered_pair)
@@ -367,7 +369,7 @@ fn lowered_coalesced_program_answers_as_the_unlowered_one_and_stats_count_right(
         "w1",
         "--replace",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("lowered as it was deployed"), "{stdout}");
     assert!(

@@ -347,19 +347,7 @@ fn xdp(mode: &str) {
     let object = lambda_object("grayscale");
     // The client's kernel checks every UDP checksum of the answers in software (see
     // netns_e2e.rs), and in drv mode the client end needs an XDP program for XDP_TX to land.
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.client_ns,
-            "ethtool",
-            "-K",
-            &pair.client_if,
-            "tx",
-            "off",
-        ],
-    );
+    pair.checksums_in_software();
     if mode == "drv" {
         pair.give_client_a_drv_peer_program();
     }

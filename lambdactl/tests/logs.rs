@@ -32,9 +32,7 @@ fn logs_show_one_line_per_request_and_are_consumed() {
         return;
     }
     let pair = NetnsPair::create();
-    // The client's kernel checks every UDP checksum in software (see netns_e2e.rs).
-    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
-    assert!(out.status.success(), "ethtool: {out:?}");
+    pair.checksums_in_software();
     let object = lambda_object("hello-log");
     let (ns, iface) = (pair.server_ns.as_str(), pair.server_if.as_str());
     lambdactl_ok(&[

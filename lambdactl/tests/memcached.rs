@@ -34,24 +34,6 @@ const MAX_REQUEST_BODY: usize = 1500 - 20 - 8 - HEADER_LEN;
 /// memcached's largest UDP datagram (its UDP_MAX_PAYLOAD_SIZE).
 const MEMCACHED_DATAGRAM: usize = 1400;
 
-/// xorshift64*: a small seeded generator, so a failure reproduces exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn printable(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| 0x20 + self.below(95) as u8).collect()
-    }
-}
-
 /// One generated operation: the λ body and what kind of request it is.
 #[derive(Clone)]
 enum Op {
@@ -107,7 +89,7 @@ fn operations() -> (Vec<Vec<u8>>, Vec<Op>) {
                         // Near and over the single-datagram limit: TOO_LARGE.
                         _ => room - rng.below(300.min(room)),
                     };
-                    let value = rng.printable(len);
+                    let value = rng.text(len);
                     Op::Set(key, value)
                 }
                 _ => Op::Malformed(match rng.below(7) {
@@ -355,30 +337,13 @@ fn check_model_against_memcached(pair: &NetnsPair, model: &Model, backend: &str)
     }
 }
 
-/// The client's kernel checks every UDP checksum in software (see netns_e2e.rs).
-fn checksums_in_software(pair: &NetnsPair) {
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.client_ns,
-            "ethtool",
-            "-K",
-            &pair.client_if,
-            "tx",
-            "off",
-        ],
-    );
-}
-
 fn through_xdp(mode: &str, cache: bool) {
     let test = format!("memcached_lambda_in_{mode}_mode_matches_memcached (cache {cache})");
     if !memcached::available(&test) {
         return;
     }
     let pair = NetnsPair::create();
-    checksums_in_software(&pair);
+    pair.checksums_in_software();
     let memcached = memcached::start(&pair);
     if mode == "drv" {
         pair.give_client_a_drv_peer_program();
@@ -393,16 +358,7 @@ fn through_xdp(mode: &str, cache: bool) {
         "--mode",
         mode,
     ]);
-    let map = format!("{}/CONFIG", pair.server_if);
-    lambdactl_ok(&[
-        "-n",
-        &pair.server_ns,
-        "maps",
-        "set",
-        &map,
-        "0",
-        &memcached::config_value(&pair, cache),
-    ]);
+    memcached::configure(&pair, &pair.server_if, cache);
     let errors_before = client_checksum_errors(&pair);
     let (model, statuses) = run_operations(&pair, mode);
     assert_eq!(
@@ -426,21 +382,7 @@ fn through_xdp(mode: &str, cache: bool) {
         ]);
         serde_json::from_str(&dump).unwrap()
     };
-    // Every reply matched its pending request and removed it.
-    let pending = lambdactl_ok(&[
-        "-n",
-        &pair.server_ns,
-        "maps",
-        "dump",
-        &format!("{}/PENDING", pair.server_if),
-        "--json",
-    ]);
-    let pending: serde_json::Value = serde_json::from_str(&pending).unwrap();
-    assert_eq!(
-        pending["entries"].as_array().map(Vec::len),
-        Some(0),
-        "{mode}: pending requests left behind"
-    );
+    memcached::assert_no_pending(&pair, &pair.server_if, mode);
     let before = counts(&pair);
     assert_eq!(
         slot_total(&before, 0),
@@ -567,7 +509,7 @@ fn through_vm(jit: bool) {
         return;
     }
     let pair = NetnsPair::create();
-    checksums_in_software(&pair);
+    pair.checksums_in_software();
     let _memcached = memcached::start(&pair);
     let sock = std::env::temp_dir().join(format!(
         "lnic-memcached-{backend}-{}.sock",
@@ -611,7 +553,7 @@ fn memcached_baseline_matches_memcached() {
         return;
     }
     let pair = NetnsPair::create();
-    checksums_in_software(&pair);
+    pair.checksums_in_software();
     let _memcached = memcached::start(&pair);
     let listen = format!("{}:{LAMBDA_PORT}", pair.server_v4);
     let server = format!("{}:{}", pair.client_v4, memcached::PORT);

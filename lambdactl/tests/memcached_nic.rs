@@ -27,21 +27,6 @@ const LAMBDA_PORT: u16 = 9000;
 /// The longest λ body one 1500-byte-MTU IPv4 datagram carries.
 const MAX_REQUEST_BODY: usize = 1500 - 20 - 8 - HEADER_LEN;
 
-/// xorshift64*: seeded, so a failure reproduces exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Items stored over TCP before the run: (key, flags, value length). memcached splits the
 /// UDP reply to a GET of the long ones over several datagrams (TOO_LARGE from the lambda); the
 /// others come back whole with their flags.
@@ -171,28 +156,11 @@ fn answers(pair: &NetnsPair, what: &str, bodies: &[Vec<u8>], id_base: u64) -> Ve
     })
 }
 
-/// The client's kernel checks every UDP checksum in software (see netns_e2e.rs).
-fn checksums_in_software(pair: &NetnsPair) {
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.client_ns,
-            "ethtool",
-            "-K",
-            &pair.client_if,
-            "tx",
-            "off",
-        ],
-    );
-}
-
 /// Runs the whole sequence against `object` in XDP `mode`, in a fresh pair with a fresh
 /// memcached: the answers before configuration, then after.
 fn run_object(object: &str, mode: &str, bodies: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let pair = NetnsPair::create();
-    checksums_in_software(&pair);
+    pair.checksums_in_software();
     let _memcached = memcached::start(&pair);
     if mode == "drv" {
         pair.give_client_a_drv_peer_program();
@@ -209,32 +177,10 @@ fn run_object(object: &str, mode: &str, bodies: &[Vec<u8>]) -> (Vec<Vec<u8>>, Ve
     ]);
     let what = format!("{object} ({mode})");
     let unconfigured = answers(&pair, &what, &bodies[..8], 0x1_0000_0000);
-    lambdactl_ok(&[
-        "-n",
-        &pair.server_ns,
-        "maps",
-        "set",
-        &format!("{}/CONFIG", pair.server_if),
-        "0",
-        &memcached::config_value(&pair, false),
-    ]);
+    memcached::configure(&pair, &pair.server_if, false);
     store_over_tcp(&pair);
     let configured = answers(&pair, &what, bodies, 0x2_0000_0000);
-    // Every reply matched its pending request and removed it.
-    let pending = lambdactl_ok(&[
-        "-n",
-        &pair.server_ns,
-        "maps",
-        "dump",
-        &format!("{}/PENDING", pair.server_if),
-        "--json",
-    ]);
-    let pending: serde_json::Value = serde_json::from_str(&pending).unwrap();
-    assert_eq!(
-        pending["entries"].as_array().map(Vec::len),
-        Some(0),
-        "{what}: pending requests left behind"
-    );
+    memcached::assert_no_pending(&pair, &pair.server_if, &what);
     (unconfigured, configured)
 }
 

@@ -84,14 +84,7 @@ fn serve_on_veth(mode: &str) {
     let pair = NetnsPair::create();
     let object = lambda_object("static-server");
 
-    // The client's kernel must check every UDP checksum in software: with TX checksum offload
-    // on, veth would hand the (XDP_TX'd) answer back still marked CHECKSUM_PARTIAL, trusted.
-    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
-    assert!(
-        out.status.success(),
-        "ethtool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pair.checksums_in_software();
     if mode == "drv" {
         // GRO on the peer is not enough on this kernel: it needs an XDP program.
         pair.give_client_a_drv_peer_program();

@@ -136,9 +136,7 @@ fn stats_count_actions_statuses_and_run_time() {
         return;
     }
     let pair = NetnsPair::create();
-    // The client's kernel checks every UDP checksum in software (see netns_e2e.rs).
-    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
-    assert!(out.status.success(), "ethtool: {out:?}");
+    pair.checksums_in_software();
     quiet(&pair);
     let object = lambda_object("static-server");
     lambdactl_ok(&[

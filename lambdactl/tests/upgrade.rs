@@ -125,9 +125,7 @@ fn pinned_count(entry: &serde_json::Value) -> u64 {
 }
 
 fn attach_counter(pair: &NetnsPair) {
-    // The client's kernel checks every UDP checksum in software (see netns_e2e.rs).
-    let out = pair.in_client("ethtool", &["-K", &pair.client_if, "tx", "off"]);
-    assert!(out.status.success(), "ethtool: {out:?}");
+    pair.checksums_in_software();
     let object = lambda_object("counter");
     lambdactl_ok(&[
         "-n",

@@ -1,10 +1,10 @@
 //! A real memcached in a test pair's client namespace, and the memcached lambda's `CONFIG`
-//! value that points at it: shared by the memcached and coalesced tests.
+//! value that points at it, and its maps: shared by the memcached and coalesced tests.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{NetnsPair, kernel_tests_enabled, run_ok};
+use super::{NetnsPair, kernel_tests_enabled, lambdactl_ok, run_ok};
 
 /// memcached's UDP and TCP port in the tests.
 pub const PORT: u16 = 11211;
@@ -87,4 +87,38 @@ pub fn config_value(pair: &NetnsPair, cache: bool) -> String {
         "hex:{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
+}
+
+/// Points the memcached lambda that owns `owner/CONFIG` (an interface it is attached to, or
+/// the name it was deployed under) at the memcached [`start`] runs in `pair`'s client
+/// namespace, with the hot-key cache on or off.
+pub fn configure(pair: &NetnsPair, owner: &str, cache: bool) {
+    lambdactl_ok(&[
+        "-n",
+        &pair.server_ns,
+        "maps",
+        "set",
+        &format!("{owner}/CONFIG"),
+        "0",
+        &config_value(pair, cache),
+    ]);
+}
+
+/// Asserts that `owner/PENDING` is empty: every memcached reply matched its pending request
+/// and removed it.
+pub fn assert_no_pending(pair: &NetnsPair, owner: &str, what: &str) {
+    let pending = lambdactl_ok(&[
+        "-n",
+        &pair.server_ns,
+        "maps",
+        "dump",
+        &format!("{owner}/PENDING"),
+        "--json",
+    ]);
+    let pending: serde_json::Value = serde_json::from_str(&pending).unwrap();
+    assert_eq!(
+        pending["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{what}: pending requests left behind"
+    );
 }

@@ -59,6 +59,15 @@ pub fn lambdactl(args: &[&str]) -> Output {
         .expect("running lambdactl")
 }
 
+/// A command's stdout and stderr, labelled, for assertion messages and output checks.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs `lambdactl`, asserting success, and returns its stdout.
 pub fn lambdactl_ok(args: &[&str]) -> String {
     let out = lambdactl(args);
@@ -202,6 +211,18 @@ impl NetnsPair {
         })
     }
 
+    /// Makes the client's kernel check every UDP checksum in software: with TX checksum
+    /// offload on, veth would hand an `XDP_TX`'d answer back still marked CHECKSUM_PARTIAL,
+    /// trusted, and a wrong checksum from a lambda would go unnoticed.
+    pub fn checksums_in_software(&self) {
+        let out = self.in_client("ethtool", &["-K", &self.client_if, "tx", "off"]);
+        assert!(
+            out.status.success(),
+            "ethtool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Gives the client end an XDP program, which native-mode `XDP_TX` on a veth needs on the
     /// peer (its XDP receive queue exists only while the peer has one): the static-server on
     /// port 1 passes everything the tests send.
@@ -260,19 +281,7 @@ impl Drop for NetnsPair {
 /// A pair ready for drv-mode XDP_TX: software checksums on the client, a peer program.
 pub fn prepared_pair() -> NetnsPair {
     let pair = NetnsPair::create();
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.client_ns,
-            "ethtool",
-            "-K",
-            &pair.client_if,
-            "tx",
-            "off",
-        ],
-    );
+    pair.checksums_in_software();
     pair.give_client_a_drv_peer_program();
     pair
 }
@@ -312,4 +321,31 @@ pub fn send_requests(pair: &NetnsPair, count: u64) {
     let summary: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("client prints JSON");
     assert_eq!(summary["statuses"]["0"], count, "{summary}");
+}
+
+/// xorshift64*: a small seeded generator, so a failure reproduces exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `len` printable ASCII bytes, no space (`!` to `~`).
+    pub fn printable(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| 0x21 + self.below(94) as u8).collect()
+    }
+
+    /// `len` printable ASCII bytes, space included.
+    pub fn text(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| 0x20 + self.below(95) as u8).collect()
+    }
 }
