@@ -238,7 +238,6 @@ fn parse_lambda_spec(spec: &str) -> Result<(PathBuf, nic_offload::MatchRule)> {
 
 pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
     use loader::verify::{Limits, verify_linked};
-    use verifier::Backend;
 
     let model = nic_model(&args.nic)?;
     let mut inputs = Vec::new();
@@ -313,9 +312,7 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
         maps: coalesced.maps.clone(),
         lines: vec![],
     };
-    let mut options = Limits::default().options(Backend::Kernel, 1);
-    options.profiles = vec![Backend::Kernel, Backend::Nfp];
-    options.nfp_insn_budget = model.insn_budget;
+    let mut options = model.verifier_options(&Limits::default());
     // The lambda entries are BTF global functions: the kernel verifies each on its own.
     options.global_functions = coalesced.entries.clone();
     let verified = verify_linked(&program, &options);
@@ -498,9 +495,7 @@ fn judge_core(
         maps: core.coalesced.maps.clone(),
         lines: vec![],
     };
-    let mut options = Limits::default().options(Backend::Kernel, 1);
-    options.profiles = vec![Backend::Kernel, Backend::Nfp];
-    options.nfp_insn_budget = model.insn_budget;
+    let mut options = model.verifier_options(&Limits::default());
     options.global_functions = core.coalesced.entries.clone();
     let nfp = match verify_linked(&program, &options) {
         Ok(contract) => match contract.refused.iter().find(|(b, _)| *b == Backend::Nfp) {

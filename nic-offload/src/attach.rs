@@ -17,7 +17,7 @@ use std::path::Path;
 use loader::kernel::OffloadProgram;
 use loader::verify::{Limits, VerifyError, verify_linked};
 use loader::{Attached, Host, KernelError, LambdaParams};
-use verifier::{Backend, Contract};
+use verifier::Contract;
 
 use crate::coalesce::{CoalesceInput, MatchRule};
 use crate::lower::{LowerError, LowerReport, lower};
@@ -110,9 +110,7 @@ pub fn lower_and_check(
         }
         Err(e) => return Err(NicCheckError::Malformed(e)),
     };
-    let mut options = limits.options(Backend::Kernel, 1);
-    options.profiles = vec![Backend::Kernel, Backend::Nfp];
-    options.nfp_insn_budget = model.insn_budget;
+    let options = model.verifier_options(limits);
     let contract =
         verify_linked(&lowered.input.linked, &options).map_err(|source| NicCheckError::Verify {
             lambda: input.name.clone(),

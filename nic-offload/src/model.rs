@@ -123,6 +123,16 @@ pub fn model(name: &str) -> Option<&'static NicModel> {
 }
 
 impl NicModel {
+    /// Our verifier's options for judging a program for this NIC under `limits`: the `kernel`
+    /// profile (the host loads it too) and the `nfp` profile with this model's instruction
+    /// budget.
+    pub fn verifier_options(&self, limits: &loader::verify::Limits) -> verifier::Options {
+        let mut options = limits.options(verifier::Backend::Kernel, 1);
+        options.profiles = vec![verifier::Backend::Kernel, verifier::Backend::Nfp];
+        options.nfp_insn_budget = self.insn_budget;
+        options
+    }
+
     /// Whether the offload accepts helper `id`.
     pub fn has_helper(&self, id: i32) -> bool {
         self.helpers.iter().any(|&(h, _)| h == id)

@@ -183,10 +183,12 @@ pub fn contract_for(
     params: &LambdaParams,
     model: &NicModel,
 ) -> Result<(LinkedProgram, Contract), VerifyError> {
-    let mut options = Limits::default().options(Backend::Kernel, 1);
-    options.profiles = vec![Backend::Kernel, Backend::Nfp];
-    options.nfp_insn_budget = model.insn_budget;
-    verify_object(bytes, name, params, &options)
+    verify_object(
+        bytes,
+        name,
+        params,
+        &model.verifier_options(&Limits::default()),
+    )
 }
 
 /// Plans `objects` (`(name, ELF bytes)`) on `model`.
@@ -210,9 +212,7 @@ fn lowered_contract(
     let input = crate::coalesce::CoalesceInput::from_object(bytes, name, rule)?;
     match crate::lower::lower(&input, model) {
         Ok(out) => {
-            let mut options = Limits::default().options(Backend::Kernel, 1);
-            options.profiles = vec![Backend::Kernel, Backend::Nfp];
-            options.nfp_insn_budget = model.insn_budget;
+            let options = model.verifier_options(&Limits::default());
             let contract = loader::verify::verify_linked(&out.input.linked, &options)?;
             let refusals = offload_refusals(model, &out.input.linked, &contract);
             Ok((out.input.linked, contract, refusals))
