@@ -237,8 +237,6 @@ fn parse_lambda_spec(spec: &str) -> Result<(PathBuf, nic_offload::MatchRule)> {
 }
 
 pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
-    use loader::verify::{Limits, verify_linked};
-
     let model = nic_model(&args.nic)?;
     let mut inputs = Vec::new();
     for spec in &args.lambdas {
@@ -304,44 +302,41 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
         inputs = kept;
     }
     let coalesced = nic_offload::coalesce(&inputs)?;
-    let program = loader::link::LinkedProgram {
-        lambda: "coalesced".into(),
-        program: "coalesced".into(),
-        section: "xdp".into(),
-        insns: coalesced.insns.clone(),
-        maps: coalesced.maps.clone(),
-        lines: vec![],
-    };
-    let mut options = model.verifier_options(&Limits::default());
-    // The lambda entries are BTF global functions: the kernel verifies each on its own.
-    options.global_functions = coalesced.entries.clone();
-    let verified = verify_linked(&program, &options);
+    // The whole set as one program: what the host runs (`deploy --mode coalesced`). The
+    // kernel may refuse it where the cores' shares load (more than 64 maps in one program).
+    let whole = judge("coalesced", &coalesced, model, args.kernel);
     // One core's code store takes a program of at most the model's budget: the set split by
-    // coalesced size, each core's program judged (and with --kernel loaded) on its own.
+    // coalesced size, each core's program judged (and with --kernel loaded) on its own. A core
+    // holding every lambda runs the whole program, already judged.
     let split = nic_offload::coalesce_per_core(model, &inputs)?;
     let cores_needed = split.cores.len();
     let cores = split.core_of.clone();
-    let mut core_reports = Vec::new();
-    for (k, core) in split.cores.iter().enumerate() {
-        core_reports.push(judge_core(k, core, &inputs, model, args.kernel)?);
-    }
-    let cores_pass = core_reports.iter().all(|c| c.nfp.is_ok());
-    // The whole set as one program: what the host runs (`deploy --mode coalesced`). The
-    // kernel may refuse it where the cores' shares load (more than 64 maps in one program).
-    let kernel: Option<Result<u32, String>> = args.kernel.then(|| {
-        loader::kernel::load_linked(
-            &coalesced.insns,
-            &coalesced.maps,
-            &coalesced.seeds,
-            Some(&coalesced.btf),
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|loaded| {
-            loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(&loaded.prog))
-                .map_err(|e| e.to_string())
+    let core_reports: Vec<CoreReport> = split
+        .cores
+        .iter()
+        .enumerate()
+        .map(|(k, core)| {
+            let judgment = if core.members.len() == inputs.len() {
+                whole.clone()
+            } else {
+                judge(&format!("core{k}"), &core.coalesced, model, args.kernel)
+            };
+            CoreReport {
+                core: k,
+                lambdas: core
+                    .members
+                    .iter()
+                    .map(|&i| inputs[i].name.clone())
+                    .collect(),
+                insns: core.coalesced.insns.len(),
+                judgment,
+            }
         })
-    });
-    let (eligible, refused, contract_err) = match &verified {
+        .collect();
+    let cores_pass = core_reports.iter().all(CoreReport::passes);
+    let verified = &whole.verified;
+    let kernel = &whole.kernel;
+    let (eligible, refused, contract_err) = match verified {
         Ok(c) => (
             c.eligible.iter().map(|b| b.name()).collect::<Vec<_>>(),
             c.refused
@@ -350,7 +345,7 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
                 .collect::<Vec<_>>(),
             None,
         ),
-        Err(e) => (vec![], vec![], Some(e.to_string())),
+        Err(e) => (vec![], vec![], Some(e.clone())),
     };
     if args.json {
         let json = serde_json::json!({
@@ -382,7 +377,7 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             r.maps_before,
             r.maps_after
         );
-        match &verified {
+        match verified {
             Ok(c) => {
                 println!(
                     "  verified: at most {} instructions per run; eligible: {}",
@@ -395,7 +390,7 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             }
             Err(e) => println!("  rejected by the λ-NIC verifier: {e}"),
         }
-        match &kernel {
+        match kernel {
             Some(Ok(n)) => {
                 println!("  kernel verifier: loaded, {n} instructions processed (limit 1000000)")
             }
@@ -421,13 +416,64 @@ pub(crate) fn coalesce(args: CoalesceArgs) -> Result<ExitCode> {
             }
         }
     }
-    // Lowered, the set is meant for the NIC: it must then fit it, core by core.
+    // Lowered, the set is meant for the NIC: it must then fit it, core by core. A core's
+    // program the kernel refused (`--kernel`) fails the command either way.
     let nic_ready = !args.lower || (cores_pass && cores.iter().all(Option::is_some));
-    Ok(if verified.is_ok() && refused_lambdas == 0 && nic_ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let cores_load = core_reports
+        .iter()
+        .all(|c| !matches!(c.judgment.kernel, Some(Err(_))));
+    Ok(
+        if verified.is_ok() && refused_lambdas == 0 && nic_ready && cores_load {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// What our verifier (its kernel and nfp profiles, the model's budget) and, when asked, the
+/// kernel say of one coalesced program.
+#[derive(Clone)]
+struct Judgment {
+    verified: Result<verifier::Contract, String>,
+    /// Instructions the kernel's verifier processed loading it, or why it refused (`--kernel`).
+    kernel: Option<Result<u32, String>>,
+}
+
+/// Verifies `program` for `model` and, when `kernel`, loads it into the kernel.
+fn judge(
+    name: &str,
+    program: &nic_offload::Coalesced,
+    model: &'static NicModel,
+    kernel: bool,
+) -> Judgment {
+    use loader::verify::{Limits, verify_linked};
+    let linked = loader::link::LinkedProgram {
+        lambda: name.into(),
+        program: "coalesced".into(),
+        section: "xdp".into(),
+        insns: program.insns.clone(),
+        maps: program.maps.clone(),
+        lines: vec![],
+    };
+    let mut options = model.verifier_options(&Limits::default());
+    // The lambda entries are BTF global functions: the kernel verifies each on its own.
+    options.global_functions = program.entries.clone();
+    let verified = verify_linked(&linked, &options).map_err(|e| e.to_string());
+    let kernel = kernel.then(|| {
+        loader::kernel::load_linked(
+            &program.insns,
+            &program.maps,
+            &program.seeds,
+            Some(&program.btf),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|loaded| {
+            loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(&loaded.prog))
+                .map_err(|e| e.to_string())
+        })
+    });
+    Judgment { verified, kernel }
 }
 
 /// What one core's program is and what the verifiers say of it.
@@ -435,22 +481,42 @@ struct CoreReport {
     core: usize,
     lambdas: Vec<String>,
     insns: usize,
-    /// The most instructions one run executes, or why the nfp profile refuses the program.
-    nfp: Result<u64, String>,
-    /// Instructions the kernel's verifier processed loading it (`--kernel`).
-    kernel_verified_insns: Option<u32>,
+    judgment: Judgment,
 }
 
 impl CoreReport {
+    /// The most instructions one run executes, or why the nfp profile refuses the program.
+    fn nfp(&self) -> Result<u64, String> {
+        match &self.judgment.verified {
+            Ok(contract) => match contract
+                .refused
+                .iter()
+                .find(|(b, _)| *b == verifier::Backend::Nfp)
+            {
+                Some((_, reason)) => Err(reason.to_string()),
+                None => Ok(contract.max_insns_executed),
+            },
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// The nfp profile passes it.
+    fn passes(&self) -> bool {
+        self.nfp().is_ok()
+    }
+
     fn json(&self) -> serde_json::Value {
+        let nfp = self.nfp();
+        let kernel = self.judgment.kernel.as_ref();
         serde_json::json!({
             "core": self.core,
             "lambdas": self.lambdas,
             "insns": self.insns,
-            "nfp_passes": self.nfp.is_ok(),
-            "max_insns_executed": self.nfp.as_ref().ok(),
-            "nfp_refused": self.nfp.as_ref().err(),
-            "kernel_verified_insns": self.kernel_verified_insns,
+            "nfp_passes": nfp.is_ok(),
+            "max_insns_executed": nfp.as_ref().ok(),
+            "nfp_refused": nfp.as_ref().err(),
+            "kernel_verified_insns": kernel.and_then(|k| k.as_ref().ok()),
+            "kernel_refused": kernel.and_then(|k| k.as_ref().err()),
         })
     }
 }
@@ -465,70 +531,21 @@ impl std::fmt::Display for CoreReport {
             if self.lambdas.len() == 1 { "" } else { "s" },
             self.insns
         )?;
-        match &self.nfp {
+        match self.nfp() {
             Ok(max) => write!(f, "nfp profile passes (at most {max} instructions per run)")?,
             Err(reason) => write!(f, "nfp profile refuses: {reason}")?,
         }
-        if let Some(n) = self.kernel_verified_insns {
-            write!(f, "; kernel: loaded, {n} processed")?;
+        match &self.judgment.kernel {
+            Some(Ok(n)) => write!(f, "; kernel: loaded, {n} processed")?,
+            Some(Err(e)) => write!(
+                f,
+                "; kernel: refused: {}",
+                e.lines().collect::<Vec<_>>().join(" / ")
+            )?,
+            None => {}
         }
         write!(f, " [{}]", self.lambdas.join(", "))
     }
-}
-
-/// Verifies core `k`'s program with the nfp profile (the model's budget) and, when `kernel`,
-/// loads it into the kernel.
-fn judge_core(
-    k: usize,
-    core: &nic_offload::CoreProgram,
-    inputs: &[nic_offload::CoalesceInput],
-    model: &'static NicModel,
-    kernel: bool,
-) -> Result<CoreReport> {
-    use loader::verify::{Limits, verify_linked};
-    use verifier::Backend;
-    let program = loader::link::LinkedProgram {
-        lambda: format!("core{k}"),
-        program: "coalesced".into(),
-        section: "xdp".into(),
-        insns: core.coalesced.insns.clone(),
-        maps: core.coalesced.maps.clone(),
-        lines: vec![],
-    };
-    let mut options = model.verifier_options(&Limits::default());
-    options.global_functions = core.coalesced.entries.clone();
-    let nfp = match verify_linked(&program, &options) {
-        Ok(contract) => match contract.refused.iter().find(|(b, _)| *b == Backend::Nfp) {
-            Some((_, reason)) => Err(reason.to_string()),
-            None => Ok(contract.max_insns_executed),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    let kernel_verified_insns = if kernel {
-        let loaded = loader::kernel::load_linked(
-            &core.coalesced.insns,
-            &core.coalesced.maps,
-            &core.coalesced.seeds,
-            Some(&core.coalesced.btf),
-        )
-        .with_context(|| format!("loading core {k}'s program into the kernel"))?;
-        Some(loader::kernel::verified_insns(std::os::fd::AsFd::as_fd(
-            &loaded.prog,
-        ))?)
-    } else {
-        None
-    };
-    Ok(CoreReport {
-        core: k,
-        lambdas: core
-            .members
-            .iter()
-            .map(|&i| inputs[i].name.clone())
-            .collect(),
-        insns: core.coalesced.insns.len(),
-        nfp,
-        kernel_verified_insns,
-    })
 }
 
 /// One lambda's lowering, for people: what it did, and either the maps it changed and what
